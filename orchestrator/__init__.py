@@ -1,0 +1,1 @@
+"""The orchestrator agent: ingest, windows, fan-out, combine, incidents, alerts."""

@@ -1,0 +1,104 @@
+"""Decode and validate a TelemetryBatch into numpy columns (transport-free).
+
+Handling of questionable input, as documented in the README:
+- NaN / +-inf values, empty, over-long or non-printable sensor ids, negative timestamps,
+  timestamps further in the future than `max_future_seconds`, and batches over
+  `max_batch_readings` are rejected whole with InvalidArgument naming the field
+  (`readings[17].value`).
+- timestamp 0 means "now": stamped with the arrival time.
+- Out-of-order timestamps are accepted: windows follow arrival order, which is the order the
+  sensor produced them in on one stream.
+- An empty batch is valid and acked with 0 readings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sentinel.errors import InvalidArgument
+from sentinel.v1 import orchestrator_pb2
+
+NANOS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_batch_readings: int = 10_000
+    max_sensor_id_length: int = 256
+    max_future_seconds: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    batch_id: int
+    sensor_ids: list[str]
+    values: np.ndarray  # float64
+    timestamps: np.ndarray  # int64 Unix nanoseconds
+    verdict_mode: int  # orchestrator_pb2.VerdictMode, UNSPECIFIED resolved to ANOMALIES
+    traceparent: str
+
+    @property
+    def rows(self) -> int:
+        return len(self.sensor_ids)
+
+
+def decode_batch(
+    batch: orchestrator_pb2.TelemetryBatch, limits: Limits, now_ns: int | None = None
+) -> DecodedBatch:
+    readings = batch.readings
+    count = len(readings)
+    if count > limits.max_batch_readings:
+        raise InvalidArgument(
+            "readings", f"{count} readings exceeds the limit of {limits.max_batch_readings} per batch"
+        )
+    if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
+        raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
+    sensor_ids = [r.sensor_id for r in readings]
+    values = np.fromiter((r.value for r in readings), dtype=np.float64, count=count)
+    timestamps = np.fromiter((r.timestamp_unix_nanos for r in readings), dtype=np.int64, count=count)
+
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise InvalidArgument(f"readings[{bad[0]}].value", f"must be finite, got {values[bad[0]]}")
+    _check_sensor_ids(sensor_ids, limits)
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    bad = np.flatnonzero(timestamps < 0)
+    if bad.size:
+        raise InvalidArgument(
+            f"readings[{bad[0]}].timestamp_unix_nanos", "must be >= 0 (Unix nanoseconds; 0 = now)"
+        )
+    horizon = now_ns + int(limits.max_future_seconds * NANOS)
+    bad = np.flatnonzero(timestamps > horizon)
+    if bad.size:
+        raise InvalidArgument(
+            f"readings[{bad[0]}].timestamp_unix_nanos",
+            f"{timestamps[bad[0]]} is more than {limits.max_future_seconds:g}s in the future",
+        )
+    timestamps = np.where(timestamps == 0, now_ns, timestamps)
+    mode = batch.verdicts or orchestrator_pb2.VERDICT_MODE_ANOMALIES
+    if batch.traceparent and len(batch.traceparent) > 128:
+        raise InvalidArgument("traceparent", "longer than 128 characters")
+    return DecodedBatch(batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent)
+
+
+def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
+    # Checks run once per distinct id; batches usually repeat a few sensors many times.
+    seen: set[str] = set()
+    for index, sensor_id in enumerate(sensor_ids):
+        if sensor_id in seen:
+            continue
+        if not sensor_id:
+            raise InvalidArgument(f"readings[{index}].sensor_id", "must not be empty")
+        if len(sensor_id) > limits.max_sensor_id_length:
+            raise InvalidArgument(
+                f"readings[{index}].sensor_id",
+                f"{len(sensor_id)} characters exceeds the limit of {limits.max_sensor_id_length}",
+            )
+        if not sensor_id.isprintable():
+            raise InvalidArgument(
+                f"readings[{index}].sensor_id", "must contain only printable characters"
+            )
+        seen.add(sensor_id)

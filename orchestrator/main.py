@@ -1,0 +1,162 @@
+"""Composition root of the orchestrator process: settings → objects → server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from prometheus_client import CollectorRegistry
+
+from sentinel.server import (
+    GrpcServer,
+    drain_and_stop,
+    install_stop_signals,
+    parse_bind,
+    server_credentials,
+    write_ready_file,
+)
+from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, configure_tracing
+from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+from .alert_hub import AlertHub
+from .batches import Limits
+from .combine import Combiner
+from .dedup import DedupWindow
+from .incidents import IncidentTracker
+from .metrics import OrchestratorMetrics
+from .pipeline import ScoringPipeline
+from .servicer import OrchestratorServicer
+from .session import StreamOptions
+from .settings import OrchestratorSettings
+from .specialist_pool import SpecialistClient, SpecialistPool, channel_options, parse_targets
+from .windows import WindowStore
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+
+
+class OrchestratorProcess:
+    """Everything one orchestrator needs, wired by constructor; start/stop are awaitable."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        tracing: Tracing,
+        registry: CollectorRegistry | None = None,
+        specialist_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = OrchestratorMetrics(self.registry)
+        tracer = tracing.tracer("sentinel.orchestrator")
+        self.windows = WindowStore(0, settings.max_sensors)
+        options = channel_options(settings.client_retries, settings.max_message_bytes)
+        self.pool = SpecialistPool(
+            [SpecialistClient(t, options, specialist_credentials) for t in parse_targets(settings.specialists)],
+            timeout_seconds=settings.specialist_timeout_seconds,
+            observe=self.metrics.observe_call,
+            on_window_length=self.windows.grow_length,
+            tracer=tracer,
+            propagator=tracing.propagator,
+        )
+        self.incidents = IncidentTracker(settings.resolve_after, max_open=settings.max_sensors)
+        self.hub = AlertHub(settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc)
+        self.pipeline = ScoringPipeline(
+            windows=self.windows,
+            pool=self.pool,
+            combiner=Combiner(settings.combine_policy, settings.weights()),
+            incidents=self.incidents,
+            hub=self.hub,
+            dedup=DedupWindow(settings.dedup_batches),
+            metrics=self.metrics,
+            tracer=tracer,
+            propagator=tracing.propagator,
+        )
+        limits = Limits(
+            max_batch_readings=settings.max_batch_readings,
+            max_sensor_id_length=settings.max_sensor_id_length,
+            max_future_seconds=settings.max_future_seconds,
+        )
+        self.servicer = OrchestratorServicer(
+            self.pipeline,
+            self.hub,
+            StreamOptions(
+                limits=limits,
+                queue_batches=settings.stream_queue_batches,
+                inflight_batches=settings.stream_inflight_batches,
+                coalesce_max_readings=settings.coalesce_max_readings,
+                heartbeat_seconds=settings.heartbeat_seconds,
+                max_age_seconds=settings.max_stream_age_seconds,
+            ),
+            max_streams=settings.max_streams,
+            max_streams_per_client=settings.max_streams_per_client,
+            max_concurrent_detect=settings.max_concurrent_detect,
+            propagator=tracing.propagator,
+        )
+        self.metrics.bind_gauges(
+            queue_depth=lambda: self.servicer.queue_depth,
+            active_streams=lambda: self.servicer.active_streams,
+            sensors_tracked=lambda: self.windows.sensors,
+            open_incidents=lambda: self.incidents.open_count,
+        )
+        self.server = GrpcServer(
+            bind_address=parse_bind(settings.host, settings.port),
+            service_names=(SERVICE_NAME,),
+            add_servicers=lambda s: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
+                self.servicer, s
+            ),
+            max_message_bytes=settings.max_message_bytes,
+            server_credentials=server_credentials(
+                settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+            ),
+        )
+        self.metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> int:
+        await self.pool.start()
+        port = await self.server.start()
+        if self.settings.metrics_port is not None:
+            self.metrics_endpoint = MetricsEndpoint(
+                self.registry, self.settings.host, self.settings.metrics_port
+            )
+        log.info(
+            "orchestrator serving",
+            extra={"port": port, "specialists": ",".join(self.pool.names), "window": self.windows.length},
+        )
+        return port
+
+    async def stop(self, drain_delay: float | None = None, grace: float | None = None) -> None:
+        await drain_and_stop(
+            self.server,
+            self.settings.drain_delay_seconds if drain_delay is None else drain_delay,
+            self.settings.shutdown_grace_seconds if grace is None else grace,
+            end_streams=self.servicer.end_streams,
+        )
+        await self.pool.close()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
+
+
+async def serve(settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+    tracing = configure_tracing("sentinel-orchestrator", console=console_spans)
+    process = OrchestratorProcess(settings, tracing)
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    port = await process.start()
+    write_ready_file(ready_file, port)
+    try:
+        await stop.wait()
+    finally:
+        await process.stop()
+        tracing.shutdown()
+
+
+def main(settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings, ready_file, console_spans))

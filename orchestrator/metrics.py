@@ -1,0 +1,102 @@
+"""Prometheus metrics of the orchestrator, in a registry owned by the process (or the test)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class OrchestratorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.readings = Counter(
+            "sentinel_orchestrator_readings_received", "Readings accepted for scoring.", registry=registry
+        )
+        self.batches = Counter(
+            "sentinel_orchestrator_batches_received", "Client batches accepted.", registry=registry
+        )
+        self.duplicate_batches = Counter(
+            "sentinel_orchestrator_duplicate_batches",
+            "Resent batches acked again without scoring.",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "sentinel_orchestrator_batches_rejected",
+            "Client batches rejected, by gRPC status code.",
+            ("code",),
+            registry=registry,
+        )
+        self.verdicts = Counter(
+            "sentinel_orchestrator_verdicts", "Verdicts produced, by status.", ("status",), registry=registry
+        )
+        self.anomalies = Counter(
+            "sentinel_orchestrator_anomalous_verdicts", "Verdicts flagged anomalous.", registry=registry
+        )
+        self.alerts = Counter(
+            "sentinel_orchestrator_alerts", "Alerts emitted, by state.", ("state",), registry=registry
+        )
+        self.specialist_latency = Histogram(
+            "sentinel_orchestrator_specialist_call_duration_seconds",
+            "Score call latency per specialist and engine version.",
+            ("specialist", "version"),
+            buckets=CALL_BUCKETS,
+            registry=registry,
+        )
+        self.specialist_errors = Counter(
+            "sentinel_orchestrator_specialist_errors",
+            "Failed Score calls, by specialist, engine version and gRPC code.",
+            ("specialist", "version", "code"),
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "sentinel_orchestrator_batch_duration_seconds",
+            "Time from a batch's window update to its verdicts (fan-out + combine + incidents).",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.evicted_sensors = Counter(
+            "sentinel_orchestrator_sensors_evicted",
+            "Sensors dropped from the window store (least recently seen) to stay within the cap.",
+            registry=registry,
+        )
+        self.alert_watchers_dropped = Counter(
+            "sentinel_orchestrator_alert_watchers_dropped",
+            "WatchAlerts subscribers ended because they could not keep up.",
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "sentinel_orchestrator_queue_depth",
+            "Batches waiting in ingest queues (autoscaling signal).",
+            registry=registry,
+        )
+        self.active_streams = Gauge(
+            "sentinel_orchestrator_active_streams", "Open StreamTelemetry streams.", registry=registry
+        )
+        self.sensors_tracked = Gauge(
+            "sentinel_orchestrator_sensors_tracked", "Sensors with a window in memory.", registry=registry
+        )
+        self.open_incidents = Gauge(
+            "sentinel_orchestrator_open_incidents", "Incidents currently open.", registry=registry
+        )
+
+    def bind_gauges(
+        self,
+        queue_depth: Callable[[], float],
+        active_streams: Callable[[], float],
+        sensors_tracked: Callable[[], float],
+        open_incidents: Callable[[], float],
+    ) -> None:
+        """Gauges read live state at scrape time rather than being pushed on every change."""
+        self.queue_depth.set_function(queue_depth)
+        self.active_streams.set_function(active_streams)
+        self.sensors_tracked.set_function(sensors_tracked)
+        self.open_incidents.set_function(open_incidents)
+
+    def observe_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
+        self.specialist_latency.labels(specialist, version or "unknown").observe(seconds)
+        if code != "OK":
+            self.specialist_errors.labels(specialist, version or "unknown", code).inc()

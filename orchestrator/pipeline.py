@@ -1,0 +1,245 @@
+"""The transport-free data plane: batches in, verdicts and alerts out.
+
+`prepare` (synchronous, so batches enter the window store in arrival order) → `score`
+(concurrent fan-out, awaitable, may overlap with later batches' prepare) → `finish`
+(synchronous: combine, incidents, encode). gRPC servicers only decode/encode around it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+
+from sentinel.v1 import orchestrator_pb2
+
+from .alert_hub import AlertHub
+from .batches import DecodedBatch
+from .combine import STATUS_CODES, Combined, Combiner, EngineVotes, Status
+from .dedup import DedupWindow
+from .encode import encode_alert, encode_verdicts
+from .incidents import IncidentTracker
+from .metrics import OrchestratorMetrics
+from .specialist_pool import SpecialistPool
+from .windows import WindowStore
+
+_STATUS_NAMES = {code: status.value for status, code in STATUS_CODES.items()}
+
+
+@dataclass(slots=True)
+class BatchResult:
+    batch_id: int
+    readings_accepted: int
+    duplicate: bool = False
+    verdicts: list[orchestrator_pb2.Verdict] = field(default_factory=list)
+    alerts: list[orchestrator_pb2.Alert] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """Batches whose readings are in the window store and await their votes."""
+
+    batches: list[DecodedBatch]
+    duplicates: dict[int, int]  # index in `batches` -> readings accepted the first time
+    sensor_ids: list[str]
+    values: np.ndarray
+    timestamps: np.ndarray
+    windows: np.ndarray
+    fill: np.ndarray
+    span: trace.Span
+    started: float
+    votes: list[EngineVotes] = field(default_factory=list)
+
+
+class ScoringPipeline:
+    def __init__(
+        self,
+        windows: WindowStore,
+        pool: SpecialistPool,
+        combiner: Combiner,
+        incidents: IncidentTracker,
+        hub: AlertHub,
+        dedup: DedupWindow,
+        metrics: OrchestratorMetrics,
+        tracer: trace.Tracer,
+        propagator: TextMapPropagator,
+    ) -> None:
+        self.windows = windows
+        self.pool = pool
+        self.combiner = combiner
+        self.incidents = incidents
+        self.hub = hub
+        self.dedup = dedup
+        self.metrics = metrics
+        self._tracer = tracer
+        self._propagator = propagator
+
+    def parent_from_traceparent(self, traceparent: str) -> otel_context.Context:
+        """Context of a client's per-batch W3C traceparent (parents that batch's span)."""
+        return self._propagator.extract({"traceparent": traceparent})
+
+    def prepare(
+        self,
+        batches: Sequence[DecodedBatch],
+        client_id: str = "",
+        parent: otel_context.Context | None = None,
+        links: Sequence[trace.Link] = (),
+    ) -> Prepared:
+        duplicates: dict[int, int] = {}
+        fresh: list[DecodedBatch] = []
+        for index, batch in enumerate(batches):
+            first = self.dedup.seen(client_id, batch.batch_id)
+            if first is not None:
+                duplicates[index] = first
+            else:
+                fresh.append(batch)
+                self.dedup.remember(client_id, batch.batch_id, batch.rows)
+        if len(fresh) == 1:
+            sensor_ids, values, timestamps = fresh[0].sensor_ids, fresh[0].values, fresh[0].timestamps
+        else:
+            sensor_ids = [s for b in fresh for s in b.sensor_ids]
+            values = np.concatenate([b.values for b in fresh]) if fresh else np.empty(0)
+            timestamps = np.concatenate([b.timestamps for b in fresh]) if fresh else np.empty(0, np.int64)
+        span = self._tracer.start_span(
+            "sentinel.batch",
+            context=parent,
+            kind=trace.SpanKind.SERVER if parent is not None else trace.SpanKind.INTERNAL,
+            links=links,
+            attributes={
+                "sentinel.batch_ids": [b.batch_id for b in batches],
+                "sentinel.readings": len(sensor_ids),
+                "sentinel.duplicates": len(duplicates),
+            },
+        )
+        stored = self.windows.append(sensor_ids, values)
+        if stored.evicted:
+            self.metrics.evicted_sensors.inc(stored.evicted)
+        self.metrics.batches.inc(len(fresh))
+        self.metrics.duplicate_batches.inc(len(duplicates))
+        self.metrics.readings.inc(len(sensor_ids))
+        return Prepared(
+            batches=list(batches),
+            duplicates=duplicates,
+            sensor_ids=sensor_ids,
+            values=values,
+            timestamps=timestamps,
+            windows=stored.windows,
+            fill=stored.fill,
+            span=span,
+            started=time.perf_counter(),
+        )
+
+    async def score(self, prepared: Prepared, forwarded: Sequence[tuple[str, str]] = ()) -> Prepared:
+        if prepared.sensor_ids:
+            token = otel_context.attach(trace.set_span_in_context(prepared.span))
+            try:
+                prepared.votes = await self.pool.fan_out(
+                    prepared.sensor_ids,
+                    prepared.values,
+                    prepared.timestamps,
+                    prepared.windows,
+                    prepared.fill,
+                    forwarded,
+                )
+            finally:
+                otel_context.detach(token)
+        return prepared
+
+    def finish(self, prepared: Prepared, all_verdicts: bool = False) -> list[BatchResult]:
+        span = prepared.span
+        rows = len(prepared.sensor_ids)
+        votes = prepared.votes
+        combined = self.combiner.combine(rows, votes, self.pool.names)
+        trace_id = _trace_id(span)
+        events = self.incidents.update(
+            prepared.sensor_ids,
+            prepared.timestamps,
+            prepared.values,
+            combined.anomaly,
+            combined.score,
+            explain=lambda row: _explain(votes, row),
+            trace_id=trace_id,
+        )
+        alerts = [encode_alert(e) for e in events]
+        for alert, event in zip(alerts, events, strict=True):
+            self.metrics.alerts.labels(event.state).inc()
+            self.hub.publish(alert)
+        self._count_verdicts(combined)
+
+        results: list[BatchResult] = []
+        offset = 0
+        for index, batch in enumerate(prepared.batches):
+            if index in prepared.duplicates:
+                results.append(BatchResult(batch.batch_id, prepared.duplicates[index], duplicate=True))
+                continue
+            rows_of_batch = np.arange(offset, offset + batch.rows)
+            offset += batch.rows
+            if all_verdicts or batch.verdict_mode == orchestrator_pb2.VERDICT_MODE_ALL:
+                chosen = rows_of_batch
+            elif batch.verdict_mode == orchestrator_pb2.VERDICT_MODE_ANOMALIES:
+                chosen = rows_of_batch[combined.anomaly[rows_of_batch]]
+            else:
+                chosen = rows_of_batch[:0]
+            verdicts = encode_verdicts(
+                chosen,
+                batch.batch_id,
+                prepared.sensor_ids,
+                prepared.timestamps,
+                prepared.values,
+                combined,
+                votes,
+            )
+            results.append(BatchResult(batch.batch_id, batch.rows, verdicts=verdicts))
+        if results:
+            # Alerts travel with the last batch of the group: they are known only now.
+            results[-1].alerts = alerts
+        span.set_attribute("sentinel.anomalies", int(combined.anomaly.sum()))
+        span.set_attribute("sentinel.alerts", len(alerts))
+        if combined.missing:
+            span.set_attribute("sentinel.missing_specialists", list(combined.missing))
+        span.end()
+        self.metrics.batch_latency.observe(time.perf_counter() - prepared.started)
+        return results
+
+    async def process(
+        self,
+        batches: Sequence[DecodedBatch],
+        client_id: str = "",
+        forwarded: Sequence[tuple[str, str]] = (),
+        parent: otel_context.Context | None = None,
+        all_verdicts: bool = False,
+    ) -> list[BatchResult]:
+        prepared = self.prepare(batches, client_id, parent)
+        return self.finish(await self.score(prepared, forwarded), all_verdicts)
+
+    def _count_verdicts(self, combined: Combined) -> None:
+        if combined.status.size == 0:
+            return
+        counts = np.bincount(combined.status.astype(np.int64), minlength=len(_STATUS_NAMES))
+        for code, count in enumerate(counts.tolist()):
+            if count:
+                self.metrics.verdicts.labels(_STATUS_NAMES[code]).inc(count)
+        self.metrics.anomalies.inc(int(combined.anomaly.sum()))
+
+
+def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[str]]:
+    reasons, versions = [], []
+    for vote in votes:
+        if vote.anomalies[row] and not vote.warming_up[row]:
+            if vote.reasons[row]:
+                reasons.append(f"{vote.name}: {vote.reasons[row]}")
+            versions.append(f"{vote.name}@{vote.version}")
+    return reasons, versions
+
+
+def _trace_id(span: trace.Span) -> str:
+    context = span.get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else ""
+
+
+__all__ = ["BatchResult", "Prepared", "ScoringPipeline", "Status"]

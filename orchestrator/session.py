@@ -1,0 +1,212 @@
+"""One StreamTelemetry stream: bounded ingest, pipelined scoring, ordered acks.
+
+    reader ──ingest queue (bounded)──▶ processor ──in-flight queue (bounded)──▶ finisher ──▶ events
+            window update + fan-out start         await votes, combine, incidents
+
+Every queue is bounded, so a slow mesh stops the reader, and HTTP/2 flow control then slows
+the producer (nothing is buffered without limit). The processor coalesces queued batches into
+one scoring round; acks still go out one per batch, in order. A batch that reached the window
+store is always finished (incidents and alerts), even if its client disconnects; batches that
+were only queued are dropped unacked, so the client resends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from sentinel.errors import InvalidArgument
+from sentinel.v1 import orchestrator_pb2
+
+from .batches import DecodedBatch, Limits, decode_batch
+from .pipeline import BatchResult, Prepared, ScoringPipeline
+
+log = logging.getLogger(__name__)
+
+_END = object()
+_DONE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    limits: Limits
+    queue_batches: int = 8
+    inflight_batches: int = 4
+    coalesce_max_readings: int = 4096
+    heartbeat_seconds: float = 30.0
+    max_age_seconds: float = 1800.0
+
+
+class StreamSession:
+    def __init__(
+        self,
+        pipeline: ScoringPipeline,
+        options: StreamOptions,
+        client_id: str,
+        forwarded: Sequence[tuple[str, str]],
+        stream_context: otel_context.Context | None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._options = options
+        self._client_id = client_id
+        self._forwarded = tuple(forwarded)
+        stream_span = trace.get_current_span(stream_context) if stream_context else None
+        link_context = stream_span.get_span_context() if stream_span else None
+        self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
+        self._ingest: asyncio.Queue = asyncio.Queue(options.queue_batches)
+        self._inflight: asyncio.Queue = asyncio.Queue(options.inflight_batches)
+        self._events: asyncio.Queue = asyncio.Queue(2 * options.inflight_batches + 8)
+        self._reader: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._detached = False
+        self.error: InvalidArgument | None = None
+        self.end_reason: str | None = None
+        self.done = asyncio.Event()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._ingest.qsize() + self._inflight.qsize()
+
+    def end(self, reason: str) -> None:
+        """Stop reading; finish what was read; then the stream ends with a reconnect hint."""
+        if self.end_reason is None:
+            self.end_reason = reason
+            if self._reader is not None:
+                self._reader.cancel()
+
+    async def events(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._options.max_age_seconds
+        self._reader = asyncio.create_task(self._read(requests), name="stream-reader")
+        self._tasks = [
+            self._reader,
+            asyncio.create_task(self._process(), name="stream-processor"),
+            asyncio.create_task(self._finish(), name="stream-finisher"),
+        ]
+        try:
+            while True:
+                if loop.time() >= deadline:
+                    self.end("max stream age reached; reconnect to rebalance")
+                    deadline = float("inf")
+                wait = min(self._options.heartbeat_seconds, deadline - loop.time())
+                try:
+                    item = await asyncio.wait_for(self._events.get(), timeout=wait)
+                except TimeoutError:
+                    if loop.time() >= deadline:
+                        continue
+                    yield orchestrator_pb2.StreamEvent(
+                        heartbeat=orchestrator_pb2.Heartbeat(server_time_unix_nanos=time.time_ns())
+                    )
+                    continue
+                if item is _DONE:
+                    break
+                yield item
+            if self.error is None and self.end_reason is not None:
+                yield orchestrator_pb2.StreamEvent(
+                    reconnect=orchestrator_pb2.ReconnectHint(reason=self.end_reason)
+                )
+        finally:
+            # The client is gone or the stream is over: stop reading, let what reached the
+            # window store finish in the background without emitting events.
+            self._detached = True
+            if self._reader is not None:
+                self._reader.cancel()
+            while not self._events.empty():  # unblock a finisher waiting for room
+                self._events.get_nowait()
+            asyncio.get_running_loop().create_task(self._wait_tasks())
+
+    async def _wait_tasks(self) -> None:
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.done.set()
+
+    async def _read(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]) -> None:
+        terminal: object = _END
+        try:
+            async for request in requests:
+                try:
+                    batch = decode_batch(request, self._options.limits)
+                except InvalidArgument as error:
+                    terminal = error
+                    return
+                await self._ingest.put(batch)
+        except asyncio.CancelledError:
+            pass
+        except Exception as error:  # the transport failed: treat like a disconnect
+            log.info("stream read ended", extra={"error": repr(error)})
+        finally:
+            # The processor always drains the queue up to its terminal, so this put completes.
+            await self._ingest.put(terminal)
+
+    async def _process(self) -> None:
+        terminal: object | None = None
+        while terminal is None:
+            first = await self._ingest.get()
+            if not isinstance(first, DecodedBatch):
+                terminal = first
+                break
+            batches = [first]
+            readings = first.rows
+            while readings < self._options.coalesce_max_readings and not self._ingest.empty():
+                more = self._ingest.get_nowait()
+                if not isinstance(more, DecodedBatch):
+                    terminal = more
+                    break
+                batches.append(more)
+                readings += more.rows
+            if self._detached:
+                continue  # never acked: the client resends these after reconnecting
+            await self._start_round(batches)
+        await self._inflight.put(terminal)
+
+    async def _start_round(self, batches: list[DecodedBatch]) -> None:
+        parent = None
+        if batches[0].traceparent:
+            parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
+        prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
+        scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
+        await self._inflight.put(scoring)
+
+    async def _finish(self) -> None:
+        while True:
+            item = await self._inflight.get()
+            if isinstance(item, asyncio.Task):
+                prepared: Prepared = await item
+                for result in self._pipeline.finish(prepared):
+                    for event in _events_of(result):
+                        await self._emit(event)
+                continue
+            if isinstance(item, InvalidArgument):
+                self.error = item
+            await self._emit(_DONE)
+            return
+
+    async def _emit(self, item: object) -> None:
+        if not self._detached:
+            await self._events.put(item)
+
+
+def _events_of(result: BatchResult) -> list[orchestrator_pb2.StreamEvent]:
+    events = []
+    if result.verdicts:
+        events.append(
+            orchestrator_pb2.StreamEvent(
+                verdicts=orchestrator_pb2.VerdictBatch(verdicts=result.verdicts)
+            )
+        )
+    events.append(
+        orchestrator_pb2.StreamEvent(
+            ack=orchestrator_pb2.BatchAck(
+                batch_id=result.batch_id,
+                readings_accepted=result.readings_accepted,
+                duplicate=result.duplicate,
+            )
+        )
+    )
+    events.extend(orchestrator_pb2.StreamEvent(alert=a) for a in result.alerts)
+    return events

@@ -1,0 +1,86 @@
+"""Settings of the orchestrator process (env prefix SENTINEL_)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator, model_validator
+
+from sentinel.settings import ServerSettings
+
+from .combine import Policy
+from .specialist_pool import parse_targets
+
+DEFAULT_SPECIALISTS = (
+    "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,model=127.0.0.1:50063"
+)
+
+
+class OrchestratorSettings(ServerSettings):
+    specialists: str = DEFAULT_SPECIALISTS
+    """Comma-separated name=target pairs, e.g. threshold=dns:///threshold.sentinel.svc:50051."""
+    combine_policy: Policy = Policy.MAJORITY
+    """How votes become a verdict: any, majority or weighted."""
+    combine_weights: str = ""
+    """Per-specialist weights for the weighted policy, e.g. model=2,threshold=1 (default 1)."""
+    specialist_timeout_seconds: float = Field(default=1.0, gt=0)
+    """Deadline of each Score call; a specialist slower than this is missing from the verdict."""
+    client_retries: bool = True
+    """gRPC-level retries of Score calls; turn off inside Istio, which retries itself."""
+    resolve_after: int = Field(default=5, ge=1)
+    """Consecutive normal verdicts that resolve a sensor's open incident."""
+    max_sensors: int = Field(default=100_000, ge=1)
+    """Sensors whose windows are kept; the least recently seen is evicted beyond this."""
+    max_batch_readings: int = Field(default=10_000, ge=1)
+    """Readings allowed in one batch; larger batches are rejected with INVALID_ARGUMENT."""
+    max_sensor_id_length: int = Field(default=256, ge=1)
+    """Longest sensor id accepted, in characters."""
+    max_future_seconds: float = Field(default=86_400.0, ge=0)
+    """How far in the future a reading's timestamp may be before it is rejected."""
+    stream_queue_batches: int = Field(default=8, ge=1)
+    """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
+    stream_inflight_batches: int = Field(default=4, ge=1)
+    """Scoring rounds of one stream in flight at once (pipelining of fan-out calls)."""
+    coalesce_max_readings: int = Field(default=4_096, ge=1)
+    """Queued batches of one stream are scored together up to this many readings."""
+    max_streams: int = Field(default=1_000, ge=1)
+    """Concurrent StreamTelemetry streams; more are refused with RESOURCE_EXHAUSTED."""
+    max_streams_per_client: int = Field(default=16, ge=1)
+    """Concurrent streams per x-sentinel-client-id; more are refused with RESOURCE_EXHAUSTED."""
+    max_concurrent_detect: int = Field(default=64, ge=1)
+    """Concurrent unary Detect calls; more are refused with RESOURCE_EXHAUSTED."""
+    heartbeat_seconds: float = Field(default=30.0, gt=0, le=60)
+    """An idle stream gets a heartbeat event at least this often (proxies reset silent ones)."""
+    max_stream_age_seconds: float = Field(default=1_800.0, gt=0)
+    """Streams are ended with a reconnect hint after this long, so load rebalances."""
+    dedup_batches: int = Field(default=100_000, ge=0)
+    """Recent (client id, batch id) pairs remembered so resent batches are not scored twice."""
+    alert_watch_queue: int = Field(default=1_000, ge=1)
+    """Alerts buffered per WatchAlerts subscriber before it is ended as too slow."""
+
+    @field_validator("specialists")
+    @classmethod
+    def _targets_parse(cls, value: str) -> str:
+        parse_targets(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent_limits(self) -> OrchestratorSettings:
+        if self.max_sensors < self.max_batch_readings:
+            raise ValueError("max_sensors must be at least max_batch_readings")
+        parse_weights(self.combine_weights)
+        return self
+
+    def weights(self) -> dict[str, float]:
+        return parse_weights(self.combine_weights)
+
+
+def parse_weights(spec: str) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, raw = part.partition("=")
+        if not sep:
+            raise ValueError(f"weight {part!r}: expected name=number")
+        value = float(raw)
+        if not value >= 0:
+            raise ValueError(f"weight of {name!r} must be >= 0")
+        weights[name.strip()] = value
+    return weights

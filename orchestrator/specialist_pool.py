@@ -1,0 +1,277 @@
+"""Clients of the configured specialists: discovery by Describe, scoring with a deadline.
+
+A specialist that fails, times out or has never described itself simply has no votes for the
+batch; the combiner turns that into `degraded` verdicts naming it. Nothing here raises into
+the ingest path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+
+from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
+from specialists.codec import encode_windows
+
+from .combine import EngineVotes
+
+log = logging.getLogger(__name__)
+
+SPECIALIST_SERVICE = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_name
+
+
+def channel_options(client_retries: bool, max_message_bytes: int) -> list[tuple[str, object]]:
+    """Channel settings; gRPC-level retries only outside a mesh (Istio retries inside it)."""
+    service_config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if client_retries:
+        service_config["methodConfig"] = [
+            {
+                "name": [{"service": SPECIALIST_SERVICE}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.02s",
+                    "maxBackoff": "0.2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    return [
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.enable_retries", 1 if client_retries else 0),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 20_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        # Reconnect quickly after a specialist restarts, so verdicts recover fast.
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+        ("grpc.min_reconnect_backoff_ms", 200),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SpecialistTarget:
+    name: str
+    target: str
+
+
+def parse_targets(spec: str) -> list[SpecialistTarget]:
+    """`name=target,name=target` → targets; names unique and non-empty."""
+    targets: list[SpecialistTarget] = []
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, target = part.partition("=")
+        if not sep or not name.strip() or not target.strip():
+            raise ValueError(f"specialist {part!r}: expected name=target")
+        if any(t.name == name.strip() for t in targets):
+            raise ValueError(f"specialist {name.strip()!r} configured twice")
+        targets.append(SpecialistTarget(name.strip(), target.strip()))
+    return targets
+
+
+# Observes (specialist, engine version, seconds, grpc status name) after every Score call.
+CallObserver = Callable[[str, str, float, str], None]
+
+
+class SpecialistClient:
+    def __init__(
+        self,
+        target: SpecialistTarget,
+        options: Sequence[tuple[str, object]],
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.name = target.name
+        self.target = target.target
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target.target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target.target, credentials, options=options)
+        self._stub = specialist_pb2_grpc.SpecialistStub(self._channel)
+        self.window_length: int | None = None
+        self.engine_version = ""
+        self.engine = ""
+
+    @property
+    def described(self) -> bool:
+        return self.window_length is not None
+
+    async def describe(self, timeout: float) -> bool:
+        try:
+            info = await self._stub.Describe(specialist_pb2.DescribeRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as error:
+            log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
+            return False
+        changed = (info.window_length, info.engine_version) != (self.window_length, self.engine_version)
+        self.window_length = info.window_length
+        self.engine_version = info.engine_version
+        self.engine = info.engine
+        if changed:
+            log.info(
+                "specialist described",
+                extra={
+                    "specialist": self.name,
+                    "engine": info.engine,
+                    "version": info.engine_version,
+                    "window_length": info.window_length,
+                },
+            )
+        return True
+
+    async def score(
+        self,
+        request: specialist_pb2.ScoreRequest,
+        metadata: Sequence[tuple[str, str]],
+        timeout: float,
+        observe: CallObserver,
+    ) -> specialist_pb2.ScoreResponse | None:
+        started = time.perf_counter()
+        try:
+            response = await self._stub.Score(request, timeout=timeout, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            observe(self.name, self.engine_version, time.perf_counter() - started, error.code().name)
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                # Possibly a different pod or version next time: learn it again.
+                self.window_length = None
+            log.warning(
+                "specialist call failed",
+                extra={"specialist": self.name, "code": error.code().name, "detail": error.details()},
+            )
+            return None
+        except asyncio.CancelledError:
+            raise
+        observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
+        if len(response.scores) != len(request.values):
+            log.error("specialist answered the wrong number of rows", extra={"specialist": self.name})
+            return None
+        if response.engine_version:
+            self.engine_version = response.engine_version
+        return response
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+
+class SpecialistPool:
+    """All configured specialists; re-describes lost ones in the background."""
+
+    def __init__(
+        self,
+        clients: Sequence[SpecialistClient],
+        timeout_seconds: float,
+        observe: CallObserver,
+        on_window_length: Callable[[int], None],
+        tracer: trace.Tracer,
+        propagator: TextMapPropagator,
+        rediscover_seconds: float = 1.0,
+    ) -> None:
+        self._tracer = tracer
+        self._propagator = propagator
+        self.clients = list(clients)
+        self.names = tuple(c.name for c in self.clients)
+        self._timeout = timeout_seconds
+        self._observe = observe
+        self._on_window_length = on_window_length
+        self._rediscover_seconds = rediscover_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.describe_missing()
+        self._task = asyncio.create_task(self._rediscover_loop(), name="specialist-rediscovery")
+
+    async def describe_missing(self) -> None:
+        pending = [c for c in self.clients if not c.described]
+        if pending:
+            await asyncio.gather(*(c.describe(self._timeout) for c in pending))
+        lengths = [c.window_length for c in self.clients if c.window_length is not None]
+        self._on_window_length(max(lengths, default=0))
+
+    async def _rediscover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._rediscover_seconds)
+            try:
+                await self.describe_missing()
+            except Exception:  # never let discovery die; it is retried next tick
+                log.exception("specialist rediscovery failed")
+
+    async def fan_out(
+        self,
+        sensor_ids: Sequence[str],
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        windows: np.ndarray,
+        fill: np.ndarray,
+        metadata: Sequence[tuple[str, str]],
+    ) -> list[EngineVotes]:
+        """Score the rows on every described specialist concurrently; failures are left out."""
+        calls = []
+        value_list, timestamp_list = values.tolist(), timestamps.tolist()
+        ready = [c for c in self.clients if c.described and c.window_length <= windows.shape[1]]
+        for client in ready:
+            length = client.window_length or 0
+            request = specialist_pb2.ScoreRequest(
+                sensor_ids=sensor_ids,
+                values=value_list,
+                timestamps_unix_nanos=timestamp_list,
+                windows=encode_windows(windows[:, windows.shape[1] - length :]),
+                window_fill=np.minimum(fill, length).tolist(),
+            )
+            calls.append(self._traced_score(client, request, metadata))
+        responses = await asyncio.gather(*calls)
+        votes = []
+        for client, response in zip(ready, responses, strict=True):
+            if response is None:
+                continue
+            votes.append(
+                EngineVotes(
+                    name=client.name,
+                    version=response.engine_version,
+                    scores=np.asarray(response.scores, dtype=np.float64),
+                    anomalies=np.asarray(response.anomalies, dtype=bool),
+                    warming_up=np.asarray(response.warming_up, dtype=bool),
+                    reasons=response.reasons,
+                )
+            )
+        return votes
+
+    async def _traced_score(
+        self,
+        client: SpecialistClient,
+        request: specialist_pb2.ScoreRequest,
+        forwarded: Sequence[tuple[str, str]],
+    ) -> specialist_pb2.ScoreResponse | None:
+        with self._tracer.start_as_current_span(
+            "sentinel.v1.Specialist/Score",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": SPECIALIST_SERVICE,
+                "rpc.method": "Score",
+                "sentinel.specialist": client.name,
+                "sentinel.rows": len(request.values),
+            },
+        ) as span:
+            carrier: dict[str, str] = {}
+            self._propagator.inject(carrier)
+            response = await client.score(
+                request, (*forwarded, *carrier.items()), self._timeout, self._observe
+            )
+            if response is None:
+                span.set_status(trace.Status(trace.StatusCode.ERROR, "no answer"))
+            else:
+                span.set_attribute("sentinel.engine_version", response.engine_version)
+            return response
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in self.clients))

@@ -1,0 +1,134 @@
+"""Per-sensor ring buffers of recent values, updated a whole batch at a time.
+
+The orchestrator owns the only detector state: the last `length` values of each sensor. A
+batch may hold many readings of one sensor; each reading's window is the `length` values that
+came before it, including earlier readings of the same batch. Everything after the sensor-id
+lookup is numpy over the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWindows:
+    windows: np.ndarray  # [rows, length], oldest first, NaN where the sensor had no history
+    fill: np.ndarray  # int64 [rows], valid trailing positions per row
+    evicted: int  # sensors dropped (least recently seen) to make room for this batch
+
+
+class WindowStore:
+    """Bounded store: at most `max_sensors` sensors, least recently seen evicted first."""
+
+    def __init__(self, length: int, max_sensors: int, dtype: np.dtype | type = np.float32) -> None:
+        if length < 0 or max_sensors < 1:
+            raise ValueError("length must be >= 0 and max_sensors >= 1")
+        self.length = length
+        self.max_sensors = max_sensors
+        self._dtype = np.dtype(dtype)
+        capacity = min(max_sensors, 1024)
+        self._values = np.full((capacity, length), np.nan, dtype=self._dtype)
+        self._fill = np.zeros(capacity, dtype=np.int64)
+        self._slots: OrderedDict[str, int] = OrderedDict()
+        self._free: list[int] = list(range(capacity - 1, -1, -1))
+
+    @property
+    def sensors(self) -> int:
+        return len(self._slots)
+
+    def grow_length(self, length: int) -> None:
+        """Widen every window (a specialist asked for more history); existing values are kept."""
+        if length <= self.length:
+            return
+        pad = np.full((self._values.shape[0], length - self.length), np.nan, dtype=self._dtype)
+        self._values = np.concatenate([pad, self._values], axis=1)
+        self.length = length
+
+    def history(self, sensor_id: str) -> np.ndarray:
+        """The stored window of one sensor (a copy), oldest first; empty if unknown."""
+        slot = self._slots.get(sensor_id)
+        if slot is None:
+            return np.empty(0, dtype=self._dtype)
+        fill = int(self._fill[slot])
+        return self._values[slot, self.length - fill :].copy()
+
+    def append(self, sensor_ids: Sequence[str], values: np.ndarray) -> BatchWindows:
+        rows = len(sensor_ids)
+        length = self.length
+        # Group readings by sensor: `group[i]` is the batch-local index of row i's sensor.
+        local: dict[str, int] = {}
+        group = np.fromiter(
+            (local.setdefault(s, len(local)) for s in sensor_ids), dtype=np.int64, count=rows
+        )
+        unique_ids = list(local)
+        if len(unique_ids) > self.max_sensors:
+            raise ValueError(
+                f"batch has {len(unique_ids)} distinct sensors, more than max_sensors={self.max_sensors}"
+            )
+        slots, evicted = self._slots_for(unique_ids)
+        counts = np.bincount(group, minlength=len(unique_ids))
+        # rank[i]: how many earlier rows of the same batch belong to row i's sensor.
+        order = np.argsort(group, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        rank = np.empty(rows, dtype=np.int64)
+        rank[order] = np.arange(rows) - starts[group[order]]
+
+        # extended[u] = stored history of sensor u followed by its new values in batch order.
+        extended = np.full((len(unique_ids), length + int(counts.max(initial=0))), np.nan, self._dtype)
+        extended[:, :length] = self._values[slots]
+        extended[group, length + rank] = values
+        columns = np.arange(length)
+        windows = extended[group[:, None], rank[:, None] + columns[None, :]]
+        old_fill = self._fill[slots]
+        fill = np.minimum(old_fill[group] + rank, length)
+
+        self._values[slots] = extended[np.arange(len(unique_ids))[:, None], counts[:, None] + columns[None, :]]
+        self._fill[slots] = np.minimum(old_fill + counts, length)
+        return BatchWindows(windows=windows, fill=fill, evicted=evicted)
+
+    def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int]:
+        slots = np.empty(len(sensor_ids), dtype=np.int64)
+        present = self._slots
+        evicted = 0
+        batch_set: set[str] | None = None
+        for index, sensor_id in enumerate(sensor_ids):
+            slot = present.get(sensor_id)
+            if slot is not None:
+                present.move_to_end(sensor_id)
+            else:
+                if not self._free:
+                    self._grow_capacity()
+                if not self._free:
+                    # Full at max_sensors: reuse the least recently seen sensor's slot. Sensors of
+                    # this batch were just moved to the end, so they are never the victim.
+                    if batch_set is None:
+                        batch_set = set(sensor_ids)
+                    victim, slot = next(iter(present.items()))
+                    if victim in batch_set:  # pragma: no cover - excluded by the size check
+                        raise RuntimeError("window store eviction reached the current batch")
+                    del present[victim]
+                    evicted += 1
+                else:
+                    slot = self._free.pop()
+                self._values[slot] = np.nan
+                self._fill[slot] = 0
+                present[sensor_id] = slot
+            slots[index] = slot
+        return slots, evicted
+
+    def _grow_capacity(self) -> None:
+        capacity = self._values.shape[0]
+        if capacity >= self.max_sensors:
+            return
+        new_capacity = min(self.max_sensors, capacity * 2)
+        values = np.full((new_capacity, self.length), np.nan, dtype=self._dtype)
+        values[:capacity] = self._values
+        fill = np.zeros(new_capacity, dtype=np.int64)
+        fill[:capacity] = self._fill
+        self._values, self._fill = values, fill
+        self._free.extend(range(new_capacity - 1, capacity - 1, -1))

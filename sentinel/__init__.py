@@ -1,0 +1,1 @@
+"""Sentinel Mesh: shared code (generated stubs, server scaffold, telemetry, config, CLI)."""

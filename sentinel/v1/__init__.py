@@ -1,0 +1,1 @@
+"""Generated protobuf/gRPC stubs for package sentinel.v1 (see protos/generate.py)."""

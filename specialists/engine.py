@@ -1,0 +1,76 @@
+"""The transport-free engine contract every specialist implements.
+
+An engine is a pure function of a columnar batch: the servicer decodes a ScoreRequest into a
+`ScoreInput`, calls `Engine.score`, and encodes the `ScoreOutput`. Engines never see gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreInput:
+    """Row i is (sensor_ids[i], values[i], timestamps[i], windows[i], window_fill[i])."""
+
+    sensor_ids: Sequence[str]
+    values: np.ndarray  # float64 [rows]
+    timestamps: np.ndarray  # int64 [rows], Unix nanoseconds
+    windows: np.ndarray  # float [rows, window_length], oldest first, NaN where unfilled
+    window_fill: np.ndarray  # int64 [rows], valid trailing positions of each window row
+
+    @property
+    def rows(self) -> int:
+        return int(self.values.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreOutput:
+    scores: np.ndarray  # float64 [rows] in [0, 1]
+    anomalies: np.ndarray  # bool [rows]
+    reasons: list[str]  # per row; empty where there is nothing to explain
+    warming_up: np.ndarray  # bool [rows]; such rows carry no vote
+
+    def __post_init__(self) -> None:
+        n = self.scores.shape[0]
+        if not (self.anomalies.shape[0] == n == len(self.reasons) == self.warming_up.shape[0]):
+            raise ValueError("ScoreOutput columns must have one entry per row")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a detection engine provides. `window_length` = past values needed per row."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def window_length(self) -> int: ...
+
+    def parameters(self) -> Mapping[str, str]: ...
+
+    def score(self, batch: ScoreInput) -> ScoreOutput: ...
+
+
+def ratio_score(magnitude: np.ndarray, cutoff: float) -> np.ndarray:
+    """Map a non-negative magnitude to [0, 1) so that `cutoff` lands exactly on 0.5.
+
+    m / (m + cutoff) is monotone, needs no tuning constant beyond the cut-off the engine
+    already has, and keeps scores of different engines comparable around their decision line.
+    """
+    m = np.nan_to_num(np.abs(magnitude), nan=0.0, posinf=np.finfo(np.float64).max)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = m / (m + cutoff)
+    return np.where(np.isfinite(out), out, 1.0)
+
+
+def full_window_mask(batch: ScoreInput, needed: int) -> np.ndarray:
+    """True for rows whose window holds at least `needed` valid values."""
+    return batch.window_fill >= needed

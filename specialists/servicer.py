@@ -1,0 +1,61 @@
+"""gRPC face of an engine: decode, call the engine, encode. No detection logic here."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+
+from sentinel.errors import InvalidArgument
+from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
+
+from .codec import decode_score_request, encode_score_response
+from .engine import Engine
+from .metrics import SpecialistMetrics
+
+
+class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: SpecialistMetrics,
+        tracer: trace.Tracer,
+        propagator: TextMapPropagator,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self._tracer = tracer
+        self._propagator = propagator
+
+    async def Describe(self, request, context):  # noqa: N802 (gRPC method name)
+        return specialist_pb2.DescribeResponse(
+            engine=self._engine.name,
+            engine_version=self._engine.version,
+            window_length=self._engine.window_length,
+            parameters=dict(self._engine.parameters()),
+        )
+
+    async def Score(self, request, context):  # noqa: N802
+        started = time.perf_counter()
+        parent = self._propagator.extract(dict(context.invocation_metadata() or ()))
+        with self._tracer.start_as_current_span(
+            "sentinel.v1.Specialist/Score", context=parent, kind=trace.SpanKind.SERVER
+        ) as span:
+            try:
+                batch = decode_score_request(request)
+            except InvalidArgument as error:
+                self._metrics.rejected()
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            output = self._engine.score(batch)
+            anomalies = int(output.anomalies.sum())
+            warming = int(output.warming_up.sum())
+            span.set_attribute("sentinel.rows", batch.rows)
+            span.set_attribute("sentinel.anomalies", anomalies)
+            span.set_attribute("sentinel.engine", self._engine.name)
+            span.set_attribute("sentinel.engine_version", self._engine.version)
+            response = encode_score_response(output, self._engine.name, self._engine.version)
+        self._metrics.scored(batch.rows, anomalies, warming, time.perf_counter() - started)
+        return response

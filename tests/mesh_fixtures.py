@@ -1,0 +1,90 @@
+"""Real in-process servers on loopback ports for tests (imported by conftest.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from orchestrator.main import OrchestratorProcess
+from orchestrator.settings import OrchestratorSettings
+from sentinel.telemetry import Tracing, build_propagator
+from sentinel.v1 import orchestrator_pb2_grpc
+from specialists.main import SpecialistProcess, build_engine
+from specialists.settings import SpecialistSettings
+from opentelemetry import trace
+
+
+def no_tracing() -> Tracing:
+    return Tracing(trace.NoOpTracerProvider(), build_propagator())
+
+
+async def start_specialist(engine: str, port: int = 0, **overrides) -> SpecialistProcess:
+    settings = SpecialistSettings(engine=engine, port=port, drain_delay_seconds=0, **overrides)
+    process = SpecialistProcess(settings, build_engine(settings), no_tracing())
+    await process.start()
+    return process
+
+
+@dataclass
+class Mesh:
+    orchestrator: OrchestratorProcess
+    specialists: dict[str, SpecialistProcess]
+    channel: grpc.aio.Channel
+    stub: orchestrator_pb2_grpc.OrchestratorStub
+    extra: list = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.orchestrator.port}"
+
+    async def restart_specialist(self, name: str) -> SpecialistProcess:
+        """Start `name` again on the same port it had (after it was stopped)."""
+        old = self.specialists[name]
+        process = await start_specialist(
+            old.settings.engine, port=old.server.port, **_engine_overrides(old.settings)
+        )
+        self.specialists[name] = process
+        return process
+
+
+def _engine_overrides(settings: SpecialistSettings) -> dict:
+    return {
+        "statistical_window": settings.statistical_window,
+        "statistical_cutoff": settings.statistical_cutoff,
+        "model_path": settings.model_path,
+        "threshold_rules_file": settings.threshold_rules_file,
+    }
+
+
+@contextlib.asynccontextmanager
+async def running_mesh(
+    engines: Sequence[str] = ("threshold", "statistical", "model"),
+    specialist_overrides: dict[str, dict] | None = None,
+    tracing: Tracing | None = None,
+    **orchestrator_overrides,
+) -> AsyncIterator[Mesh]:
+    specialists: dict[str, SpecialistProcess] = {}
+    for engine in engines:
+        specialists[engine] = await start_specialist(engine, **(specialist_overrides or {}).get(engine, {}))
+    targets = ",".join(f"{name}=127.0.0.1:{p.server.port}" for name, p in specialists.items())
+    settings = OrchestratorSettings(
+        port=0,
+        specialists=targets,
+        drain_delay_seconds=0,
+        shutdown_grace_seconds=1,
+        **orchestrator_overrides,
+    )
+    orchestrator = OrchestratorProcess(settings, tracing or no_tracing())
+    await orchestrator.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}")
+    try:
+        yield Mesh(orchestrator, specialists, channel, orchestrator_pb2_grpc.OrchestratorStub(channel))
+    finally:
+        await channel.close()
+        await orchestrator.stop(drain_delay=0, grace=0.5)
+        for process in specialists.values():
+            with contextlib.suppress(Exception):
+                await process.stop(drain_delay=0, grace=0)
