@@ -1,0 +1,150 @@
+"""The `sentinel` command line: serve a role, run the demo, replay a CSV."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="Sentinel Mesh: streaming anomaly detection as a gRPC service mesh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Role(str, enum.Enum):
+    orchestrator = "orchestrator"
+    threshold = "threshold"
+    statistical = "statistical"
+    model = "model"
+    all = "all"
+
+
+def _overrides(**values) -> dict:
+    """CLI flags that were given; unset flags leave env/defaults (SENTINEL_*) in charge."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+HostOpt = Annotated[Optional[str], typer.Option(help="Bind address [env SENTINEL_HOST; default 127.0.0.1].")]
+PortOpt = Annotated[Optional[int], typer.Option(help="gRPC port; 0 picks a free one [env SENTINEL_PORT; default 50051].")]
+MetricsOpt = Annotated[Optional[int], typer.Option(help="Prometheus /metrics port [env SENTINEL_METRICS_PORT; default off].")]
+
+
+@app.command()
+def serve(
+    role: Annotated[Role, typer.Argument(help="What to run: one role, or `all` for the whole mesh on this machine.")],
+    host: HostOpt = None,
+    port: PortOpt = None,
+    metrics_port: MetricsOpt = None,
+    specialists: Annotated[Optional[str], typer.Option(help="orchestrator: name=target,... [env SENTINEL_SPECIALISTS].")] = None,
+    policy: Annotated[Optional[str], typer.Option(help="orchestrator: combine policy any|majority|weighted.")] = None,
+    rules: Annotated[Optional[Path], typer.Option(help="threshold: TOML file of limit rules.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="statistical: window length.")] = None,
+    cutoff: Annotated[Optional[float], typer.Option(help="statistical: robust |z| cut-off.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path.")] = None,
+    ready_file: Annotated[Optional[str], typer.Option(help="Write the bound port here once serving (for supervisors).")] = None,
+    console_spans: Annotated[bool, typer.Option(help="Print trace spans to the console.")] = False,
+) -> None:
+    """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
+    common = _overrides(host=host, port=port, metrics_port=metrics_port)
+    if role in (Role.orchestrator, Role.all):
+        from orchestrator.settings import OrchestratorSettings
+
+        settings = OrchestratorSettings(**common, **_overrides(specialists=specialists, combine_policy=policy))
+        if role is Role.orchestrator:
+            from orchestrator.main import main as orchestrator_main
+
+            orchestrator_main(settings, ready_file, console_spans)
+        else:
+            from sentinel.serve_all import main as serve_all_main
+
+            serve_all_main(settings, ready_file, console_spans)
+        return
+    from specialists.main import main as specialist_main
+    from specialists.settings import SpecialistSettings
+
+    settings = SpecialistSettings(
+        engine=role.value,
+        **common,
+        **_overrides(
+            threshold_rules_file=str(rules) if rules else None,
+            statistical_window=window,
+            statistical_cutoff=cutoff,
+            model_path=model,
+        ),
+    )
+    specialist_main(settings, ready_file, console_spans)
+
+
+@app.command()
+def demo(
+    seconds: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
+    sensors: Annotated[int, typer.Option(min=1, max=10_000, help="Number of simulated sensors.")] = 8,
+    rate: Annotated[float, typer.Option(min=0.1, max=1000, help="Readings per second per sensor.")] = 20.0,
+    port: Annotated[int, typer.Option(help="Orchestrator port (0 = any free port).")] = 0,
+    console_spans: Annotated[bool, typer.Option(help="Print OpenTelemetry spans to the console.")] = False,
+) -> None:
+    """The whole mesh plus simulated sensors (spikes, drifts, level shifts): live alerts, then a summary."""
+    import logging
+
+    from sentinel.demo import run_demo
+    from sentinel.telemetry import configure_logging
+
+    configure_logging("WARNING", "text")
+    logging.getLogger("orchestrator.specialist_pool").setLevel(logging.ERROR)
+    asyncio.run(run_demo(seconds, sensors, rate, port=port, console_spans=console_spans))
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with columns timestamp,value[,sensor_id] (NAB format).")],
+    target: Annotated[Optional[str], typer.Option(help="Orchestrator HOST:PORT; default: an embedded mesh.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Verdict CSV to write (default: FILE.verdicts.csv).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
+) -> None:
+    """Stream a CSV through the mesh and write one verdict row per input row, in file order."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sentinel.replay import read_series
+    from sentinel.replay import replay as run_replay
+    from sentinel.telemetry import configure_logging
+
+    configure_logging("WARNING", "text")
+    console = Console(stderr=True)
+    series = read_series(file)
+    out = out or file.with_suffix(".verdicts.csv")
+
+    async def go() -> dict[str, int]:
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"replaying {file.name}", total=len(series.values))
+
+            def advance(n: int) -> None:
+                progress.update(task, advance=n)
+
+            if target:
+                return await run_replay(series, target, out, batch_size, advance)
+            from sentinel.embedded import embedded_mesh
+
+            async with embedded_mesh() as local_target:
+                return await run_replay(series, local_target, out, batch_size, advance)
+
+    counts = asyncio.run(go())
+    console.print(
+        f"wrote {counts['rows']} verdict rows for {len(series.values)} input rows to {out} "
+        f"({counts['anomalies']} anomalous, {counts['missing']} missing)"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

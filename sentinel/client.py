@@ -1,0 +1,255 @@
+"""Async producer client: batches readings, keeps unacked batches, reconnects and resends.
+
+Delivery: every batch stays in memory until the orchestrator acks it. When the stream fails
+with a transient status (UNAVAILABLE, or the server's reconnect hint) the client reconnects
+with exponential backoff and jitter and resends every unacked batch, in order, under the same
+client id and batch ids, so the orchestrator acks them again without scoring them twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+
+from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID_HEADER = "x-sentinel-client-id"
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
+_CLOSE = object()
+
+
+class StreamFailed(RuntimeError):
+    """The orchestrator rejected the stream for a reason a resend cannot fix."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass
+class ClientStats:
+    batches_sent: int = 0
+    batches_resent: int = 0
+    batches_acked: int = 0
+    readings_acked: int = 0
+    duplicates: int = 0
+    reconnects: int = 0
+    alerts: int = 0
+    verdicts: int = 0
+
+
+@dataclass
+class Backoff:
+    initial: float = 0.1
+    maximum: float = 5.0
+    multiplier: float = 2.0
+    jitter: float = 0.2
+    _attempt: int = field(default=0, init=False)
+
+    def next_delay(self) -> float:
+        base = min(self.maximum, self.initial * self.multiplier**self._attempt)
+        self._attempt += 1
+        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+class TelemetryClient:
+    """Stream batches to an orchestrator with at-least-once delivery.
+
+    `on_verdicts(batch_id, verdicts)`, `on_alert(alert)` and `on_ack(ack)` are called from the
+    client's receive task in arrival order.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        client_id: str | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        verdicts: int = orchestrator_pb2.VERDICT_MODE_ANOMALIES,
+        max_unacked: int = 64,
+        backoff: Backoff | None = None,
+        on_verdicts: Callable[[int, list[orchestrator_pb2.Verdict]], None] | None = None,
+        on_alert: Callable[[orchestrator_pb2.Alert], None] | None = None,
+        on_ack: Callable[[orchestrator_pb2.BatchAck], None] | None = None,
+        metadata: Iterable[tuple[str, str]] = (),
+        channel_options: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        self.target = target
+        self.client_id = client_id or uuid.uuid4().hex
+        self._credentials = credentials
+        self._verdict_mode = verdicts
+        self._unacked: OrderedDict[int, orchestrator_pb2.TelemetryBatch] = OrderedDict()
+        self._room = asyncio.Semaphore(max_unacked)
+        self._outbox: asyncio.Queue = asyncio.Queue()
+        self._all_acked = asyncio.Event()
+        self._all_acked.set()
+        self._next_batch_id = 1
+        self._backoff = backoff or Backoff()
+        self._on_verdicts = on_verdicts
+        self._on_alert = on_alert
+        self._on_ack = on_ack
+        self._metadata = ((CLIENT_ID_HEADER, self.client_id), *metadata)
+        self._options = tuple(channel_options)
+        self._runner: asyncio.Task | None = None
+        self._closing = False
+        self.stats = ClientStats()
+
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
+    async def __aenter__(self) -> TelemetryClient:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="telemetry-client")
+
+    async def send(self, readings: list[orchestrator_pb2.Reading]) -> int:
+        """Queue one batch; waits while `max_unacked` batches are unacknowledged."""
+        self._raise_if_failed()
+        await self._room.acquire()
+        batch_id = self._next_batch_id
+        self._next_batch_id += 1
+        batch = orchestrator_pb2.TelemetryBatch(
+            batch_id=batch_id, readings=readings, verdicts=self._verdict_mode
+        )
+        self._unacked[batch_id] = batch
+        self._all_acked.clear()
+        self._outbox.put_nowait(batch)
+        return batch_id
+
+    async def flush(self) -> None:
+        """Wait until every sent batch is acked (or the client failed)."""
+        waiter = asyncio.ensure_future(self._all_acked.wait())
+        try:
+            await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        self._raise_if_failed()
+
+    async def close(self) -> None:
+        """Flush, then end the stream cleanly."""
+        try:
+            if self._runner is not None and not self._runner.done():
+                await self.flush()
+        finally:
+            self._closing = True
+            self._outbox.put_nowait(_CLOSE)
+            if self._runner is not None:
+                try:
+                    await asyncio.wait_for(asyncio.shield(self._runner), timeout=5)
+                except TimeoutError:
+                    self._runner.cancel()
+                    await asyncio.gather(self._runner, return_exceptions=True)
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._runner is not None and self._runner.done() and not self._runner.cancelled():
+            error = self._runner.exception()
+            if error is not None:
+                raise error
+
+    def _channel(self) -> grpc.aio.Channel:
+        options = (
+            ("grpc.keepalive_time_ms", 20_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2_000),
+            *self._options,
+        )
+        if self._credentials is None:
+            return grpc.aio.insecure_channel(self.target, options=options)
+        return grpc.aio.secure_channel(self.target, self._credentials, options=options)
+
+    async def _run(self) -> None:
+        async with self._channel() as channel:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+            while True:
+                outcome = await self._one_stream(stub)
+                if outcome == "closed":
+                    return
+                self.stats.reconnects += 1
+                if outcome == "hint":
+                    self._backoff.reset()
+                    continue
+                delay = self._backoff.next_delay()
+                log.info("stream lost; reconnecting", extra={"delay_s": round(delay, 3)})
+                await asyncio.sleep(delay)
+
+    async def _requests(self) -> AsyncIterator[orchestrator_pb2.TelemetryBatch]:
+        # Everything in the outbox is also in _unacked: resend from _unacked, in order.
+        while not self._outbox.empty():
+            if self._outbox.get_nowait() is _CLOSE:
+                return
+        resend = list(self._unacked.values())
+        for batch in resend:
+            self.stats.batches_resent += 1
+            yield batch
+        while True:
+            batch = await self._outbox.get()
+            if batch is _CLOSE:
+                return
+            self.stats.batches_sent += 1
+            yield batch
+
+    async def _one_stream(self, stub: orchestrator_pb2_grpc.OrchestratorStub) -> str:
+        if self._closing and not self._unacked:
+            return "closed"
+        call = stub.StreamTelemetry(self._requests(), metadata=self._metadata, wait_for_ready=True)
+        hinted = False
+        try:
+            async for event in call:
+                kind = event.WhichOneof("event")
+                if kind == "ack":
+                    self._backoff.reset()
+                    self._acked(event.ack)
+                elif kind == "verdicts":
+                    self.stats.verdicts += len(event.verdicts.verdicts)
+                    if self._on_verdicts is not None and event.verdicts.verdicts:
+                        self._on_verdicts(event.verdicts.verdicts[0].batch_id, list(event.verdicts.verdicts))
+                elif kind == "alert":
+                    self.stats.alerts += 1
+                    if self._on_alert is not None:
+                        self._on_alert(event.alert)
+                elif kind == "reconnect":
+                    hinted = True
+        except grpc.aio.AioRpcError as error:
+            if error.code() in RETRYABLE:
+                return "retry"
+            raise StreamFailed(error.code(), error.details() or "") from error
+        if hinted:
+            return "hint"
+        return "closed" if self._closing and not self._unacked else "retry"
+
+    def _acked(self, ack: orchestrator_pb2.BatchAck) -> None:
+        if self._unacked.pop(ack.batch_id, None) is None:
+            return  # an ack for a batch already acked on an earlier stream
+        self._room.release()
+        self.stats.batches_acked += 1
+        self.stats.readings_acked += ack.readings_accepted
+        if ack.duplicate:
+            self.stats.duplicates += 1
+        if not self._unacked:
+            self._all_acked.set()
+        if self._on_ack is not None:
+            self._on_ack(ack)
