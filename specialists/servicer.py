@@ -45,11 +45,17 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
         ) as span:
             try:
                 batch = decode_score_request(request)
+                needed = self._engine.window_length
+                if batch.rows and batch.windows.shape[1] < needed:
+                    raise InvalidArgument(
+                        "windows.shape",
+                        f"{batch.windows.shape[1]} columns, {self._engine.name} needs {needed}",
+                    )
+                output = self._engine.score(batch)
             except InvalidArgument as error:
                 self._metrics.rejected()
                 span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)))
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            output = self._engine.score(batch)
             anomalies = int(output.anomalies.sum())
             warming = int(output.warming_up.sum())
             span.set_attribute("sentinel.rows", batch.rows)

@@ -1,0 +1,301 @@
+"""The ONNX model engine: bundled models, warm-up, scoring semantics and the feature contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from specialists.engine import Engine, ScoreInput
+from specialists.model import ModelEngine, bundled_models, load_model_engine
+from specialists.model import metadata as model_metadata
+from specialists.model.features import CLIP, FEATURE_SET, robust_window_features
+from specialists.model.synthetic import normal_series
+
+BUNDLED_VERSIONS = {"iforest-v1": "iforest-1.0.0", "iforest-v2": "iforest-2.0.0"}
+MODELS_DIR = Path(__file__).resolve().parents[2] / "specialists" / "model" / "models"
+
+
+@pytest.fixture(scope="module")
+def engine() -> ModelEngine:
+    return load_model_engine(None)
+
+
+def batch(
+    windows: np.ndarray, values: np.ndarray, fill: np.ndarray | int | None = None
+) -> ScoreInput:
+    windows = np.asarray(windows, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    rows = values.shape[0]
+    if fill is None:
+        fill = windows.shape[1] if windows.ndim == 2 else 0
+    return ScoreInput(
+        sensor_ids=[f"sensor-{i}" for i in range(rows)],
+        values=values,
+        timestamps=np.arange(rows, dtype=np.int64),
+        windows=windows,
+        window_fill=np.broadcast_to(np.asarray(fill, dtype=np.int64), (rows,)).copy(),
+    )
+
+
+def noisy_window(length: int, seed: int = 3) -> np.ndarray:
+    return 100.0 + 2.0 * np.random.default_rng(seed).standard_normal(length)
+
+
+def robust_sd(window: np.ndarray) -> float:
+    median = np.median(window)
+    return float(1.4826 * np.median(np.abs(window - median)))
+
+
+# --- bundled models ---------------------------------------------------------------------
+
+
+def test_bundled_models_are_listed() -> None:
+    assert set(BUNDLED_VERSIONS) <= set(bundled_models())
+
+
+@pytest.mark.parametrize(("name", "version"), sorted(BUNDLED_VERSIONS.items()))
+def test_bundled_models_load_with_version_and_window(name: str, version: str) -> None:
+    model = load_model_engine(name)
+    assert isinstance(model, Engine)
+    assert model.name == "model"
+    assert model.version == version
+    assert model.window_length == 32
+    params = model.parameters()
+    assert params["model"] == f"bundled:{name}"
+    assert params["features"] == FEATURE_SET
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in params.items())
+
+
+@pytest.mark.parametrize("reference", [None, ""])
+def test_default_is_iforest_v1(reference: str | None) -> None:
+    assert load_model_engine(reference).version == "iforest-1.0.0"
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_VERSIONS))
+def test_bundled_files_are_small(name: str) -> None:
+    assert (MODELS_DIR / f"{name}.onnx").stat().st_size < 1_000_000
+
+
+def test_model_loads_from_a_path() -> None:
+    model = load_model_engine(str(MODELS_DIR / "iforest-v2.onnx"))
+    assert model.version == "iforest-2.0.0"
+    assert model.parameters()["model"].endswith("iforest-v2.onnx")
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="neither a bundled model"):
+        load_model_engine(str(tmp_path / "nope.onnx"))
+
+
+def test_non_onnx_file_is_rejected(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a loadable ONNX model"):
+        load_model_engine(str(junk))
+
+
+def test_model_without_sentinel_metadata_is_rejected(tmp_path: Path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(MODELS_DIR / "iforest-v1.onnx"))
+    del model.metadata_props[:]
+    stripped = tmp_path / "stripped.onnx"
+    stripped.write_bytes(model.SerializeToString())
+    with pytest.raises(ValueError, match="lacks metadata sentinel.engine_version"):
+        load_model_engine(str(stripped))
+
+
+def test_bundled_metadata_has_every_key_train_writes() -> None:
+    train = pytest.importorskip("specialists.model.train")
+    onnx = pytest.importorskip("onnx")
+    written = train.metadata_props(
+        train.TrainConfig(version="x"),
+        train.Calibration(score_threshold=0.6, score_saturation=0.7, holdout_anomaly_rate=0.0),
+    )
+    assert set(model_metadata.REQUIRED_KEYS) <= set(written)
+    for name, version in BUNDLED_VERSIONS.items():
+        model = onnx.load(str(MODELS_DIR / f"{name}.onnx"))
+        props = {prop.key: prop.value for prop in model.metadata_props}
+        assert set(props) == set(written), name
+        assert props[model_metadata.ENGINE_VERSION] == version
+        assert props[model_metadata.FEATURES] == FEATURE_SET
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    train = pytest.importorskip("specialists.model.train")
+    args = ["--version", "t-1", "--trees", "10", "--max-samples", "64", "--samples", "4000"]
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    assert train.main(["--out", str(first), *args]) == 0
+    assert train.main(["--out", str(second), *args]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert load_model_engine(str(first)).version == "t-1"
+
+
+# --- scoring ----------------------------------------------------------------------------
+
+
+def test_zero_rows(engine: ModelEngine) -> None:
+    for windows in (np.empty((0, 0)), np.empty((0, engine.window_length))):
+        out = engine.score(batch(windows, np.empty(0), fill=0))
+        assert out.scores.shape == out.anomalies.shape == out.warming_up.shape == (0,)
+        assert out.reasons == []
+
+
+def test_warming_up_rows_carry_no_vote(engine: ModelEngine) -> None:
+    length = engine.window_length
+    windows = np.tile(noisy_window(length), (3, 1))
+    windows[0, :5] = np.nan  # 5 unfilled leading positions
+    windows[1, :] = np.nan  # nothing yet
+    fill = np.array([length - 5, 0, length])
+    values = np.array([1e6, 1e6, 100.0])  # huge values must not matter while warming up
+    out = engine.score(batch(windows, values, fill))
+    assert out.warming_up.tolist() == [True, True, False]
+    assert out.scores[:2].tolist() == [0.0, 0.0]
+    assert out.anomalies[:2].tolist() == [False, False]
+    assert out.reasons[:2] == ["", ""]
+
+
+def test_rows_with_gaps_count_as_warming_up(engine: ModelEngine) -> None:
+    window = noisy_window(engine.window_length)
+    window[10] = np.nan
+    out = engine.score(batch(window[None, :], np.array([100.0])))
+    assert out.warming_up.tolist() == [True]
+
+
+def test_session_is_not_run_when_no_row_is_ready(
+    engine: ModelEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoRun:
+        def run(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("session.run called for a batch with no ready rows")
+
+    monkeypatch.setattr(engine, "_session", NoRun())
+    windows = np.full((2, engine.window_length), np.nan)
+    out = engine.score(batch(windows, np.array([1.0, 2.0]), fill=0))
+    assert out.warming_up.all()
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_VERSIONS))
+def test_normal_window_is_normal_and_spike_is_anomalous(name: str) -> None:
+    model = load_model_engine(name)
+    window = noisy_window(model.window_length)
+    median, sd = float(np.median(window)), robust_sd(window)
+    values = np.array([window[-1] + 0.5 * sd, median + 20 * sd, median - 20 * sd])
+    out = model.score(batch(np.tile(window, (3, 1)), values))
+    assert out.scores[0] < 0.5 and not out.anomalies[0] and out.reasons[0] == ""
+    assert out.anomalies[1:].all()
+    assert (out.scores[1:] >= 0.5).all()
+    assert out.reasons[1].startswith("isolation-forest score ")
+    assert "20.0 robust-sd above window median" in out.reasons[1]
+    assert "20.0 robust-sd below window median" in out.reasons[2]
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_VERSIONS))
+def test_constant_window(name: str) -> None:
+    model = load_model_engine(name)
+    window = np.full(model.window_length, 42.0)
+    out = model.score(batch(np.tile(window, (3, 1)), np.array([42.0, 50.0, 0.0])))
+    assert out.anomalies.tolist() == [False, True, True]
+    assert out.scores[0] < 0.5
+    assert "more than 50 robust-sd" in out.reasons[1]
+
+
+def test_synthetic_normal_series_are_rarely_flagged(engine: ModelEngine) -> None:
+    length = engine.window_length
+    series, _ = normal_series(np.random.default_rng(12345), 2000, length + 1)
+    out = engine.score(batch(series[:, :-1], series[:, -1]))
+    assert out.anomalies.mean() < 0.02
+
+
+def test_longer_windows_use_the_last_columns(engine: ModelEngine) -> None:
+    length = engine.window_length
+    rng = np.random.default_rng(8)
+    exact = rng.standard_normal((4, length))
+    values = np.array([0.1, 30.0, -0.2, 12.0])
+    longer = np.concatenate([np.full((4, 7), np.nan), exact], axis=1)
+    expected = engine.score(batch(exact, values))
+    got = engine.score(batch(longer, values, fill=length))
+    np.testing.assert_array_equal(got.scores, expected.scores)
+    assert got.reasons == expected.reasons
+
+
+def test_shorter_windows_are_rejected(engine: ModelEngine) -> None:
+    short = np.zeros((1, engine.window_length - 1))
+    with pytest.raises(ValueError, match="windows"):
+        engine.score(batch(short, np.array([0.0]), fill=engine.window_length - 1))
+
+
+def test_float32_windows_are_accepted(engine: ModelEngine) -> None:
+    window = noisy_window(engine.window_length).astype(np.float32)
+    out = engine.score(
+        ScoreInput(
+            sensor_ids=["s"],
+            values=np.array([100.0]),
+            timestamps=np.zeros(1, dtype=np.int64),
+            windows=window[None, :],
+            window_fill=np.array([engine.window_length]),
+        )
+    )
+    assert not out.warming_up[0]
+    assert 0.0 <= out.scores[0] <= 1.0
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_scores_are_in_unit_interval(engine: ModelEngine, data: st.DataObject) -> None:
+    rows = data.draw(st.integers(min_value=1, max_value=6))
+    windows = data.draw(hnp.arrays(np.float64, (rows, engine.window_length), elements=finite))
+    values = data.draw(hnp.arrays(np.float64, (rows,), elements=finite))
+    out = engine.score(batch(windows, values))
+    assert np.isfinite(out.scores).all()
+    assert ((out.scores >= 0.0) & (out.scores <= 1.0)).all()
+    assert (out.anomalies == (out.scores >= 0.5)).all()
+    explained = np.array([reason != "" for reason in out.reasons])
+    assert (explained == out.anomalies).all()
+
+
+# --- feature contract -------------------------------------------------------------------
+
+
+def test_features_shape_dtype_and_finiteness() -> None:
+    rng = np.random.default_rng(0)
+    windows = rng.standard_normal((5, 40)) * 1e3
+    windows[1] = 7.0  # constant
+    windows[2, -3] = np.inf  # hostile input still gives finite features
+    latest = np.array([0.0, 7.0, 1.0, np.nan, 1e300])
+    features = robust_window_features(windows, latest, 32)
+    assert features.shape == (5, 33)
+    assert features.dtype == np.float32
+    assert np.isfinite(features).all()
+    assert (np.abs(features) <= CLIP).all()
+    assert (features[1] == 0).all()  # constant window, same latest value
+
+
+def test_features_are_offset_and_scale_invariant() -> None:
+    rng = np.random.default_rng(1)
+    windows = rng.standard_normal((3, 32))
+    latest = rng.standard_normal(3)
+    base = robust_window_features(windows, latest, 32)
+    moved = robust_window_features(1e4 + 250.0 * windows, 1e4 + 250.0 * latest, 32)
+    np.testing.assert_allclose(moved, base, rtol=1e-4, atol=1e-4)
+
+
+def test_features_columns_follow_the_contract() -> None:
+    window = np.arange(32, dtype=np.float64)
+    median = np.median(window)
+    scale = 1.4826 * np.median(np.abs(window - median))
+    features = robust_window_features(window[None, :], np.array([40.0]), 32)[0]
+    np.testing.assert_allclose(features[:-1], (window - 40.0) / scale, rtol=1e-6)
+    assert features[-1] == pytest.approx((40.0 - median) / scale, rel=1e-6)
+
+
+def test_features_of_no_rows() -> None:
+    features = robust_window_features(np.empty((0, 32)), np.empty(0), 32)
+    assert features.shape == (0, 33) and features.dtype == np.float32
