@@ -56,9 +56,7 @@ def decode_batch(
         )
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
-    sensor_ids = [r.sensor_id for r in readings]
-    values = np.fromiter((r.value for r in readings), dtype=np.float64, count=count)
-    timestamps = np.fromiter((r.timestamp_unix_nanos for r in readings), dtype=np.int64, count=count)
+    sensor_ids, values, timestamps = _columns(readings)
 
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
@@ -82,6 +80,20 @@ def decode_batch(
     if batch.traceparent and len(batch.traceparent) > 128:
         raise InvalidArgument("traceparent", "longer than 128 characters")
     return DecodedBatch(batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent)
+
+
+def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
+    # One pass over the repeated field: each pass materialises a wrapper per reading, which
+    # costs more than the three field reads together.
+    sensor_ids: list[str] = []
+    values: list[float] = []
+    timestamps: list[int] = []
+    add_id, add_value, add_timestamp = sensor_ids.append, values.append, timestamps.append
+    for reading in readings:
+        add_id(reading.sensor_id)
+        add_value(reading.value)
+        add_timestamp(reading.timestamp_unix_nanos)
+    return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)
 
 
 def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:

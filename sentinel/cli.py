@@ -142,6 +142,26 @@ def replay(
     )
 
 
+@app.command()
+def bench(
+    seconds: Annotated[float, typer.Option(min=1, help="Measured duration (after a 2 s warm-up).")] = 10.0,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 1000,
+    sensors: Annotated[int, typer.Option(min=1, help="Distinct sensors the readings cycle through.")] = 100,
+    producers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent streams.")] = 2,
+    window: Annotated[int, typer.Option(min=1, help="Unacked batches per stream.")] = 8,
+    target: Annotated[Optional[str], typer.Option(help="Benchmark this orchestrator instead of a local mesh.")] = None,
+) -> None:
+    """Measure mesh throughput: readings/s through orchestrator + all specialists, ack latency."""
+    from sentinel.bench import run
+
+    result = run(seconds, batch_size, sensors, producers, window, target)
+    print(
+        f"{result.readings_per_second:,.0f} readings/s  ({result.batches} batches of {batch_size} "
+        f"in {result.seconds:.1f}s, {producers} streams)  ack latency p50 {result.ack_latency_p50_ms:.1f} ms "
+        f"p99 {result.ack_latency_p99_ms:.1f} ms"
+    )
+
+
 def main() -> None:
     app()
 
