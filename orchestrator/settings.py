@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field, field_validator, model_validator
 
 from sentinel.settings import ServerSettings
@@ -77,10 +79,14 @@ def parse_weights(spec: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, raw = part.partition("=")
-        if not sep:
+        name = name.strip()
+        if not sep or not name:
             raise ValueError(f"weight {part!r}: expected name=number")
+        if name in weights:
+            raise ValueError(f"weight of {name!r} given twice")
         value = float(raw)
-        if not value >= 0:
-            raise ValueError(f"weight of {name!r} must be >= 0")
-        weights[name.strip()] = value
+        # An infinite weight would turn every weighted score into NaN.
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"weight of {name!r} must be a finite number >= 0")
+        weights[name] = value
     return weights

@@ -95,7 +95,11 @@ class WindowStore:
         slots = np.empty(len(sensor_ids), dtype=np.int64)
         present = self._slots
         evicted = 0
-        batch_set: set[str] | None = None
+        # Known sensors of this batch first move to the recent end, so that eviction (which takes
+        # from the least recent end) never picks a sensor of this batch that comes later in it.
+        for sensor_id in sensor_ids:
+            if sensor_id in present:
+                present.move_to_end(sensor_id)
         for index, sensor_id in enumerate(sensor_ids):
             slot = present.get(sensor_id)
             if slot is not None:
@@ -105,12 +109,9 @@ class WindowStore:
                     self._grow_capacity()
                 if not self._free:
                     # Full at max_sensors: reuse the least recently seen sensor's slot. Sensors of
-                    # this batch were just moved to the end, so they are never the victim.
-                    if batch_set is None:
-                        batch_set = set(sensor_ids)
+                    # this batch were moved to the end above, so (by the size check) the victim
+                    # is never one of them.
                     victim, slot = next(iter(present.items()))
-                    if victim in batch_set:  # pragma: no cover - excluded by the size check
-                        raise RuntimeError("window store eviction reached the current batch")
                     del present[victim]
                     evicted += 1
                 else:

@@ -26,12 +26,13 @@ def encode_windows(windows: np.ndarray) -> specialist_pb2.Tensor:
 
 
 def decode_windows(tensor: specialist_pb2.Tensor, rows: int) -> np.ndarray:
+    shape = tuple(tensor.shape)
+    if rows == 0 and not shape and not tensor.data:
+        # No rows and no tensor at all (an empty request): nothing to check.
+        return np.empty((0, 0), dtype=_DTYPES.get(tensor.dtype, np.dtype("<f8")))
     dtype = _DTYPES.get(tensor.dtype)
     if dtype is None:
         raise InvalidArgument("windows.dtype", f"unsupported tensor dtype {tensor.dtype}")
-    shape = tuple(tensor.shape)
-    if rows == 0 and not shape:
-        return np.empty((0, 0), dtype=dtype)
     if len(shape) != 2 or shape[0] != rows:
         raise InvalidArgument("windows.shape", f"expected [{rows}, window_length], got {list(shape)}")
     expected = shape[0] * shape[1] * dtype.itemsize

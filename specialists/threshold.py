@@ -132,7 +132,8 @@ def _limit_span(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     one_sided = np.maximum(np.abs(np.where(np.isfinite(high), high, low)), 1.0)
     with np.errstate(invalid="ignore"):
         span = np.where(np.isfinite(high - low), high - low, one_sided)
-    return np.where(span > 0, span, 1.0)
+    # A rule without any limit has an infinite span: use 1 so headroom/span is inf, not NaN.
+    return np.where((span > 0) & np.isfinite(span), span, 1.0)
 
 
 def _empty_output() -> ScoreOutput:

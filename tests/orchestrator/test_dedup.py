@@ -1,0 +1,70 @@
+"""DedupWindow: resent batches are recognised, memory is bounded."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.dedup import DedupWindow
+
+
+def test_new_batch_is_not_seen_and_remembered_batch_is():
+    dedup = DedupWindow(capacity=10)
+    assert dedup.seen("client", 1) is None
+    dedup.remember("client", 1, 250)
+    assert dedup.seen("client", 1) == 250
+    assert dedup.seen("client", 2) is None
+
+
+def test_batches_of_different_clients_are_distinct():
+    dedup = DedupWindow()
+    dedup.remember("a", 1, 5)
+    assert dedup.seen("b", 1) is None
+    assert dedup.seen("a", 1) == 5
+
+
+def test_zero_readings_is_remembered_as_zero_not_none():
+    dedup = DedupWindow()
+    dedup.remember("a", 9, 0)
+    assert dedup.seen("a", 9) == 0
+
+
+def test_batches_without_client_id_are_never_deduplicated():
+    dedup = DedupWindow()
+    dedup.remember("", 1, 5)
+    assert dedup.seen("", 1) is None
+
+
+def test_capacity_keeps_the_most_recent_batches():
+    dedup = DedupWindow(capacity=3)
+    for batch_id in range(5):
+        dedup.remember("c", batch_id, batch_id * 10)
+    assert [dedup.seen("c", b) for b in range(5)] == [None, None, 20, 30, 40]
+
+
+def test_capacity_zero_disables_deduplication():
+    dedup = DedupWindow(capacity=0)
+    dedup.remember("c", 1, 5)
+    assert dedup.seen("c", 1) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    capacity=st.integers(1, 5),
+    pairs=st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 6)), max_size=30),
+)
+def test_remembers_exactly_the_last_distinct_pairs(capacity, pairs):
+    dedup = DedupWindow(capacity=capacity)
+    order: list[tuple[str, int]] = []  # insertion order of distinct pairs, like the window's
+    readings: dict[tuple[str, int], int] = {}
+    for n, (client, batch_id) in enumerate(pairs):
+        dedup.remember(client, batch_id, n)
+        key = (client, batch_id)
+        if key not in readings:
+            order.append(key)
+        readings[key] = n
+        while len(order) > capacity:
+            readings.pop(order.pop(0))
+    for client in ("a", "b"):
+        for batch_id in range(7):
+            assert dedup.seen(client, batch_id) == readings.get((client, batch_id))

@@ -1,0 +1,202 @@
+"""IncidentTracker: one alert per incident, hysteresis on resolve, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.incidents import IncidentTracker
+
+
+def feed(tracker, rows, trace_id="trace", reasons=None, versions=None):
+    """rows: (sensor, anomalous, value, score[, timestamp]) tuples; returns the events."""
+    sensors = [r[0] for r in rows]
+    anomaly = np.array([r[1] for r in rows], dtype=bool)
+    values = np.array([r[2] if len(r) > 2 else 0.0 for r in rows], dtype=np.float64)
+    score = np.array([r[3] if len(r) > 3 else (0.9 if r[1] else 0.1) for r in rows])
+    stamps = np.array([r[4] if len(r) > 4 else i + 1 for i, r in enumerate(rows)], dtype=np.int64)
+
+    def explain(row):
+        return (reasons or {}).get(row, ["reason"]), (versions or {}).get(row, ["threshold@1"])
+
+    return tracker.update(sensors, stamps, values, anomaly, score, explain, trace_id=trace_id)
+
+
+def states(events):
+    return [(e.state, e.incident.sensor_id) for e in events]
+
+
+def test_opens_on_first_anomalous_verdict_and_only_once():
+    tracker = IncidentTracker(resolve_after=3)
+    assert feed(tracker, [("s", False)]) == []
+    events = feed(tracker, [("s", True, 95.0, 0.7, 10)] + [("s", True)] * 20, trace_id="t-open")
+    assert states(events) == [("open", "s")]
+    opened = events[0].incident
+    assert opened.first_timestamp == opened.last_timestamp == 10
+    assert opened.anomalous_readings == 1
+    assert opened.trace_id == "t-open"
+    assert opened.alert_id
+    assert tracker.open_count == 1
+    current = tracker.open_incident("s")
+    assert current.anomalous_readings == 21
+    assert current.alert_id == opened.alert_id
+    # The open snapshot does not change afterwards.
+    assert opened.anomalous_readings == 1
+    assert states(feed(tracker, [("s", True)] * 5, trace_id="t-later")) == []
+    assert tracker.open_incident("s").trace_id == "t-open"
+
+
+@pytest.mark.parametrize("resolve_after", [1, 2, 5])
+def test_resolves_after_exactly_resolve_after_normal_verdicts(resolve_after):
+    tracker = IncidentTracker(resolve_after=resolve_after)
+    feed(tracker, [("s", True)])
+    assert feed(tracker, [("s", False)] * (resolve_after - 1)) == []
+    assert tracker.open_incident("s") is not None
+    events = feed(tracker, [("s", False)])
+    assert states(events) == [("resolved", "s")]
+    assert tracker.open_incident("s") is None
+    assert tracker.open_count == 0
+
+
+def test_anomalous_reading_inside_a_burst_resets_the_quiet_streak():
+    tracker = IncidentTracker(resolve_after=3)
+    rows = [("s", True), ("s", False), ("s", False), ("s", True), ("s", False), ("s", False)]
+    assert states(feed(tracker, rows)) == [("open", "s")]
+    events = feed(tracker, [("s", False)])
+    assert states(events) == [("resolved", "s")]
+    assert events[0].incident.anomalous_readings == 2
+
+
+def test_resolve_and_reopen_within_one_batch_gives_a_new_alert():
+    tracker = IncidentTracker(resolve_after=1)
+    events = feed(tracker, [("s", True), ("s", False), ("s", True)])
+    assert states(events) == [("open", "s"), ("resolved", "s"), ("open", "s")]
+    assert events[0].incident.alert_id == events[1].incident.alert_id
+    assert events[2].incident.alert_id != events[0].incident.alert_id
+
+
+def test_sensors_are_independent():
+    tracker = IncidentTracker(resolve_after=2)
+    events = feed(tracker, [("a", True), ("b", False), ("b", True), ("a", False), ("c", False)])
+    assert states(events) == [("open", "a"), ("open", "b")]
+    events = feed(tracker, [("b", True), ("a", False), ("b", False)])
+    assert states(events) == [("resolved", "a")]
+    assert tracker.open_incident("b") is not None
+    assert tracker.open_incident("c") is None
+
+
+def test_peak_value_and_score_and_last_timestamp_are_tracked():
+    tracker = IncidentTracker(resolve_after=1)
+    feed(
+        tracker,
+        [("s", True, 91.0, 0.6, 1), ("s", True, 120.0, 0.9, 2), ("s", True, 100.0, 0.7, 3)],
+    )
+    incident = tracker.open_incident("s")
+    assert (incident.peak_value, incident.peak_score) == (120.0, 0.9)
+    assert (incident.first_timestamp, incident.last_timestamp) == (1, 3)
+    resolved = feed(tracker, [("s", False, 50.0, 0.1, 4)])[0].incident
+    assert resolved.peak_value == 120.0 and resolved.peak_score == 0.9
+    assert resolved.last_timestamp == 3  # the last anomalous reading
+    assert resolved.anomalous_readings == 3
+
+
+def test_reasons_and_engine_versions_are_collected_without_duplicates():
+    tracker = IncidentTracker()
+    reasons = {0: ["too high"], 1: ["too high", "z=9"], 2: ["z=9"]}
+    versions = {0: ["threshold@1"], 1: ["threshold@1", "statistical@1"], 2: ["statistical@1"]}
+    events = feed(tracker, [("s", True)] * 3, reasons=reasons, versions=versions)
+    assert events[0].incident.reasons == ["too high"]
+    assert events[0].incident.engine_versions == ["threshold@1"]
+    incident = tracker.open_incident("s")
+    assert incident.reasons == ["too high", "z=9"]
+    assert incident.engine_versions == ["threshold@1", "statistical@1"]
+
+
+def test_reasons_are_capped():
+    tracker = IncidentTracker()
+    feed(tracker, [("s", True)] * 40, reasons={i: [f"r{i}"] for i in range(40)})
+    assert len(tracker.open_incident("s").reasons) == 16
+
+
+def test_explain_is_not_called_for_normal_rows():
+    tracker = IncidentTracker()
+    calls = []
+
+    def explain(row):
+        calls.append(row)
+        return [], []
+
+    sensors = ["a", "b", "a"]
+    tracker.update(
+        sensors, np.arange(3), np.zeros(3), np.array([False, True, False]), np.zeros(3), explain
+    )
+    assert calls == [1]
+
+
+def test_max_open_forgets_the_oldest_incident():
+    tracker = IncidentTracker(resolve_after=1, max_open=2)
+    events = feed(tracker, [("a", True), ("b", True), ("c", True)])
+    assert states(events) == [("open", "a"), ("open", "b"), ("open", "c")]
+    assert tracker.open_count == 2
+    assert tracker.dropped == 1
+    assert tracker.open_incident("a") is None
+    assert feed(tracker, [("a", False)]) == []  # forgotten: no resolve alert
+    assert states(feed(tracker, [("a", True)])) == [("open", "a")]
+    assert tracker.dropped == 2
+
+
+def test_empty_and_all_normal_batches():
+    tracker = IncidentTracker()
+    empty = np.empty(0)
+    assert tracker.update([], empty.astype(np.int64), empty, empty.astype(bool), empty, None) == []
+    assert feed(tracker, [("a", False), ("b", False)]) == []
+    assert tracker.open_count == 0
+
+
+def test_resolve_after_must_be_positive():
+    with pytest.raises(ValueError):
+        IncidentTracker(resolve_after=0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    resolve_after=st.integers(1, 4),
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from("abc"), st.booleans()), max_size=12), max_size=10
+    ),
+)
+def test_alerts_alternate_and_match_a_reference(resolve_after, batches):
+    tracker = IncidentTracker(resolve_after=resolve_after)
+    is_open: dict[str, bool] = {}
+    quiet: dict[str, int] = {}
+    per_sensor: dict[str, list[str]] = {}
+    opened = resolved = 0
+    for index, batch in enumerate(batches):
+        expected = []
+        for sensor, anomalous in batch:
+            if anomalous:
+                if not is_open.get(sensor):
+                    expected.append(("open", sensor))
+                    is_open[sensor] = True
+                quiet[sensor] = 0
+            elif is_open.get(sensor):
+                quiet[sensor] += 1
+                if quiet[sensor] == resolve_after:
+                    expected.append(("resolved", sensor))
+                    is_open[sensor] = False
+        events = feed(tracker, [(s, a) for s, a in batch], trace_id=f"batch-{index}")
+        assert states(events) == expected
+        for event in events:
+            per_sensor.setdefault(event.incident.sensor_id, []).append(event.state)
+            if event.state == "open":
+                opened += 1
+                assert event.incident.trace_id == f"batch-{index}"
+            else:
+                resolved += 1
+        assert resolved <= opened
+    for history in per_sensor.values():
+        assert history[0::2] == ["open"] * len(history[0::2])
+        assert history[1::2] == ["resolved"] * len(history[1::2])
+    assert tracker.open_count == sum(is_open.values())

@@ -1,0 +1,151 @@
+"""OrchestratorSettings: env prefix SENTINEL_, specialist targets, weights, plaintext guard."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from orchestrator.combine import Policy
+from orchestrator.settings import DEFAULT_SPECIALISTS, OrchestratorSettings, parse_weights
+from orchestrator.specialist_pool import SpecialistTarget, parse_targets
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in list(os.environ):
+        if name.upper().startswith("SENTINEL_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults():
+    settings = OrchestratorSettings()
+    assert settings.host == "127.0.0.1"
+    assert settings.specialists == DEFAULT_SPECIALISTS
+    names = [t.name for t in parse_targets(settings.specialists)]
+    assert names == ["threshold", "statistical", "model"]
+    assert settings.combine_policy is Policy.MAJORITY
+    assert settings.weights() == {}
+    assert settings.resolve_after == 5
+
+
+def test_environment_with_sentinel_prefix(monkeypatch):
+    monkeypatch.setenv("SENTINEL_SPECIALISTS", "threshold=dns:///threshold.sentinel.svc:50051")
+    monkeypatch.setenv("SENTINEL_COMBINE_POLICY", "weighted")
+    monkeypatch.setenv("SENTINEL_COMBINE_WEIGHTS", "threshold=2")
+    monkeypatch.setenv("SENTINEL_PORT", "6000")
+    monkeypatch.setenv("SENTINEL_RESOLVE_AFTER", "3")
+    monkeypatch.setenv("RESOLVE_AFTER", "9")  # unprefixed: ignored
+    settings = OrchestratorSettings()
+    assert parse_targets(settings.specialists) == [
+        SpecialistTarget("threshold", "dns:///threshold.sentinel.svc:50051")
+    ]
+    assert settings.combine_policy is Policy.WEIGHTED
+    assert settings.weights() == {"threshold": 2.0}
+    assert settings.port == 6000
+    assert settings.resolve_after == 3
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "threshold=a:1,threshold=b:2",  # duplicate name
+        "threshold",  # no '='
+        "=127.0.0.1:1",  # no name
+        "threshold=",  # no target
+        "threshold=a:1, statistical",  # one malformed part
+    ],
+)
+def test_bad_specialists_are_rejected(monkeypatch, spec):
+    monkeypatch.setenv("SENTINEL_SPECIALISTS", spec)
+    with pytest.raises(ValidationError):
+        OrchestratorSettings()
+    with pytest.raises(ValueError):
+        parse_targets(spec)
+
+
+def test_parse_targets_trims_and_skips_empty_parts():
+    assert parse_targets(" a = x:1 ,, b=dns:///b.svc:50051 ,") == [
+        SpecialistTarget("a", "x:1"),
+        SpecialistTarget("b", "dns:///b.svc:50051"),
+    ]
+    assert parse_targets("") == []
+
+
+def test_target_may_contain_equals_signs():
+    assert parse_targets("m=unix:///tmp/s?x=1") == [SpecialistTarget("m", "unix:///tmp/s?x=1")]
+
+
+def test_parse_weights():
+    assert parse_weights("") == {}
+    assert parse_weights(" model = 2 , threshold=0.5,, statistical=0") == {
+        "model": 2.0, "threshold": 0.5, "statistical": 0.0,
+    }
+
+
+@pytest.mark.parametrize("spec", ["model", "model=-1", "model=nan", "model=abc"])
+def test_bad_weights_are_rejected(monkeypatch, spec):
+    with pytest.raises(ValueError):
+        parse_weights(spec)
+    monkeypatch.setenv("SENTINEL_COMBINE_WEIGHTS", spec)
+    with pytest.raises(ValidationError):
+        OrchestratorSettings()
+
+
+@pytest.mark.parametrize("spec", ["model=inf", "model=nan", "=2", "model=1,model=2", "model=-1"])
+def test_unusable_weights_are_rejected(spec):
+    with pytest.raises(ValueError):
+        parse_weights(spec)
+
+
+def test_unknown_policy_is_rejected(monkeypatch):
+    monkeypatch.setenv("SENTINEL_COMBINE_POLICY", "unanimous")
+    with pytest.raises(ValidationError):
+        OrchestratorSettings()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "orchestrator.svc", ""])
+def test_plaintext_on_non_loopback_host_is_refused(monkeypatch, host):
+    monkeypatch.setenv("SENTINEL_HOST", host)
+    with pytest.raises(ValidationError, match="plaintext"):
+        OrchestratorSettings()
+    monkeypatch.setenv("SENTINEL_ALLOW_INSECURE", "true")
+    assert OrchestratorSettings().host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"])
+def test_plaintext_on_loopback_is_fine(host):
+    assert OrchestratorSettings(host=host).allow_insecure is False
+
+
+def test_tls_allows_any_host():
+    settings = OrchestratorSettings(host="0.0.0.0", tls_cert_file="c.pem", tls_key_file="k.pem")
+    assert settings.tls_enabled
+
+
+def test_tls_cert_and_key_go_together():
+    with pytest.raises(ValidationError):
+        OrchestratorSettings(tls_cert_file="c.pem")
+
+
+def test_settings_are_frozen():
+    settings = OrchestratorSettings()
+    with pytest.raises(ValidationError):
+        settings.resolve_after = 7
+    assert settings.resolve_after == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SENTINEL_RESOLVE_AFTER", "0"),
+        ("SENTINEL_SPECIALIST_TIMEOUT_SECONDS", "0"),
+        ("SENTINEL_PORT", "70000"),
+        ("SENTINEL_MAX_SENSORS", "10"),  # fewer than max_batch_readings
+    ],
+)
+def test_out_of_range_values_are_rejected(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        OrchestratorSettings()
