@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from sentinel.v1 import orchestrator_pb2
@@ -20,6 +21,7 @@ class AlertHub:
         self._queue_size = queue_size
         self._subscribers: dict[asyncio.Queue, str] = {}
         self._on_drop = on_drop or (lambda: None)
+        self._closed = False
 
     @property
     def subscribers(self) -> int:
@@ -43,6 +45,8 @@ class AlertHub:
         self._subscribers[queue] = prefix
         try:
             while True:
+                if self._closed and queue.empty():
+                    return
                 item = await queue.get()
                 if item is _END:
                     return
@@ -54,10 +58,10 @@ class AlertHub:
 
     def close(self) -> None:
         """End every subscription cleanly (shutdown)."""
+        self._closed = True
         for queue in list(self._subscribers):
-            try:
-                queue.put_nowait(_END)
-            except asyncio.QueueFull:
-                queue.get_nowait()
+            # A full queue needs no marker: its reader sees `_closed` once it has drained it,
+            # so no queued alert is dropped at shutdown.
+            with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(_END)
         self._subscribers.clear()

@@ -124,14 +124,19 @@ class TelemetryClient:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="telemetry-client")
 
-    async def send(self, readings: list[orchestrator_pb2.Reading]) -> int:
-        """Queue one batch; waits while `max_unacked` batches are unacknowledged."""
+    async def send(self, readings: list[orchestrator_pb2.Reading], verdicts: int | None = None) -> int:
+        """Queue one batch; waits while `max_unacked` batches are unacknowledged.
+
+        `verdicts` overrides the client's verdict mode for this batch (e.g. NONE for history).
+        """
         self._raise_if_failed()
         await self._room.acquire()
         batch_id = self._next_batch_id
         self._next_batch_id += 1
         batch = orchestrator_pb2.TelemetryBatch(
-            batch_id=batch_id, readings=readings, verdicts=self._verdict_mode
+            batch_id=batch_id,
+            readings=readings,
+            verdicts=self._verdict_mode if verdicts is None else verdicts,
         )
         self._unacked[batch_id] = batch
         self._all_acked.clear()
