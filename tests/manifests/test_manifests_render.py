@@ -1,0 +1,125 @@
+"""Every kustomization renders offline, with what each overlay promises."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import manifest_checks as mc
+import pytest
+
+
+def kinds(objects):
+    return Counter(o["kind"] for o in objects)
+
+
+def one(objects, kind, name):
+    found = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def weights(vs, route_name):
+    route = next(r for r in vs["spec"]["http"] if r.get("name") == route_name)
+    return {d["destination"].get("subset"): d.get("weight") for d in route["route"]}
+
+
+@pytest.mark.parametrize("path", ["k8s/base", "istio", "k8s/monitoring"])
+def test_building_blocks_render(kubectl, repo_root, path):
+    objects = mc.render(repo_root / path, kubectl)
+    assert objects, f"{path} rendered nothing"
+
+
+@pytest.mark.parametrize("overlay", mc.OVERLAYS)
+def test_overlay_renders_a_complete_install(rendered, overlay):
+    objects = rendered[overlay]
+    k = kinds(objects)
+    assert k["Namespace"] == 1
+    assert k["ServiceAccount"] == 4  # one per role
+    assert k["DestinationRule"] >= 3 and k["VirtualService"] >= 3
+    for kind in (
+        "Gateway",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+        "Telemetry",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ConfigMap",
+        "Service",
+        "Deployment",
+    ):
+        assert k[kind] >= 1, f"{overlay}: no {kind}"
+    namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
+    assert namespaces == {"sentinel"}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod", "canary"])
+def test_deployments_per_role_and_version(rendered, overlay):
+    deps = {o["metadata"]["name"]: o for o in rendered[overlay] if o["kind"] == "Deployment"}
+    assert set(deps) == {"orchestrator", "threshold", "statistical", "model-v1", "model-v2"}
+    labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
+    assert (labels["model-v1"]["app"], labels["model-v1"]["version"]) == ("model", "v1")
+    assert (labels["model-v2"]["app"], labels["model-v2"]["version"]) == ("model", "v2")
+    args = {n: d["spec"]["template"]["spec"]["containers"][0]["args"] for n, d in deps.items()}
+    assert args["model-v2"] == ["serve", "model", "--model", "iforest-v2"]
+    assert args["model-v1"] == ["serve", "model"]
+    assert args["orchestrator"] == ["serve", "orchestrator"]
+
+
+def test_dev_has_one_replica_each_and_no_autoscaling(rendered):
+    objects = rendered["dev"]
+    assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    for dep in (o for o in objects if o["kind"] == "Deployment"):
+        assert dep["spec"].get("replicas") == 1, dep["metadata"]["name"]
+
+
+@pytest.mark.parametrize("overlay", ["prod", "canary"])
+def test_autoscaled_overlays_leave_replicas_to_the_hpa(rendered, overlay):
+    objects = rendered[overlay]
+    hpas = {
+        o["spec"]["scaleTargetRef"]["name"]: o
+        for o in objects
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert set(hpas) == {"orchestrator", "threshold", "statistical", "model-v1", "model-v2"}
+    orch = hpas["orchestrator"]["spec"]["metrics"]
+    assert {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "sentinel_orchestrator_queue_depth"},
+            "target": {"type": "AverageValue", "averageValue": "4"},
+        },
+    } in orch
+
+
+def test_model_split_is_90_10_with_header_route_and_mirror(rendered):
+    vs = one(rendered["prod"], "VirtualService", "model")
+    assert weights(vs, "score") == {"v1": 90, "v2": 10}
+    assert weights(vs, "default") == {"v1": 90, "v2": 10}
+    score = next(r for r in vs["spec"]["http"] if r["name"] == "score")
+    assert score["mirror"]["subset"] == "v2" and 0 < score["mirrorPercentage"]["value"] <= 100
+    header = vs["spec"]["http"][0]
+    assert header["match"] == [{"headers": {"x-sentinel-canary": {"exact": "true"}}}]
+    assert weights(vs, header["name"]) == {"v2": None}
+
+
+def test_canary_overlay_raises_v2_and_stops_mirroring(rendered):
+    vs = one(rendered["canary"], "VirtualService", "model")
+    assert weights(vs, "score") == {"v1": 50, "v2": 50}
+    assert weights(vs, "default") == {"v1": 50, "v2": 50}
+    assert not any("mirror" in r for r in vs["spec"]["http"])
+    hpa = one(rendered["canary"], "HorizontalPodAutoscaler", "model-v2")
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_flagger_overlay_hands_the_model_to_flagger(rendered):
+    objects = rendered["flagger"]
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("Canary", "model") in names and ("Deployment", "model") in names
+    for gone in [
+        ("Deployment", "model-v1"),
+        ("Deployment", "model-v2"),
+        ("Service", "model"),
+        ("VirtualService", "model"),
+        ("DestinationRule", "model"),
+    ]:
+        assert gone not in names, f"{gone} must be left to Flagger"
