@@ -27,6 +27,7 @@ from .combine import EngineVotes
 log = logging.getLogger(__name__)
 
 SPECIALIST_SERVICE = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_name
+SCORE_METHOD = f"/{SPECIALIST_SERVICE}/Score"
 
 
 def channel_options(client_retries: bool, max_message_bytes: int) -> list[tuple[str, object]]:
@@ -96,6 +97,13 @@ class SpecialistClient:
         else:
             self._channel = grpc.aio.secure_channel(target.target, credentials, options=options)
         self._stub = specialist_pb2_grpc.SpecialistStub(self._channel)
+        # Score requests arrive pre-serialised: the columns every specialist shares are
+        # encoded once per batch, not once per specialist (see SpecialistPool.fan_out).
+        self._score = self._channel.unary_unary(
+            SCORE_METHOD,
+            request_serializer=None,
+            response_deserializer=specialist_pb2.ScoreResponse.FromString,
+        )
         self.window_length: int | None = None
         self.engine_version = ""
         self.engine = ""
@@ -128,14 +136,15 @@ class SpecialistClient:
 
     async def score(
         self,
-        request: specialist_pb2.ScoreRequest,
+        request: bytes,
+        rows: int,
         metadata: Sequence[tuple[str, str]],
         timeout: float,
         observe: CallObserver,
     ) -> specialist_pb2.ScoreResponse | None:
         started = time.perf_counter()
         try:
-            response = await self._stub.Score(request, timeout=timeout, metadata=metadata)
+            response = await self._score(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
             observe(self.name, self.engine_version, time.perf_counter() - started, error.code().name)
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
@@ -149,7 +158,8 @@ class SpecialistClient:
         except asyncio.CancelledError:
             raise
         observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
-        if len(response.scores) != len(request.values):
+        columns = (response.scores, response.anomalies, response.warming_up, response.reasons)
+        if any(len(column) != rows for column in columns):
             log.error("specialist answered the wrong number of rows", extra={"specialist": self.name})
             return None
         if response.engine_version:
@@ -213,18 +223,19 @@ class SpecialistPool:
     ) -> list[EngineVotes]:
         """Score the rows on every described specialist concurrently; failures are left out."""
         calls = []
-        value_list, timestamp_list = values.tolist(), timestamps.tolist()
+        rows = len(sensor_ids)
+        # Concatenated protobuf encodings merge: shared columns + per-engine windows.
+        shared = specialist_pb2.ScoreRequest(
+            sensor_ids=sensor_ids, values=values.tolist(), timestamps_unix_nanos=timestamps.tolist()
+        ).SerializeToString()
         ready = [c for c in self.clients if c.described and c.window_length <= windows.shape[1]]
         for client in ready:
             length = client.window_length or 0
-            request = specialist_pb2.ScoreRequest(
-                sensor_ids=sensor_ids,
-                values=value_list,
-                timestamps_unix_nanos=timestamp_list,
+            own = specialist_pb2.ScoreRequest(
                 windows=encode_windows(windows[:, windows.shape[1] - length :]),
                 window_fill=np.minimum(fill, length).tolist(),
-            )
-            calls.append(self._traced_score(client, request, metadata))
+            ).SerializeToString()
+            calls.append(self._traced_score(client, shared + own, rows, metadata))
         responses = await asyncio.gather(*calls)
         votes = []
         for client, response in zip(ready, responses, strict=True):
@@ -245,7 +256,8 @@ class SpecialistPool:
     async def _traced_score(
         self,
         client: SpecialistClient,
-        request: specialist_pb2.ScoreRequest,
+        request: bytes,
+        rows: int,
         forwarded: Sequence[tuple[str, str]],
     ) -> specialist_pb2.ScoreResponse | None:
         with self._tracer.start_as_current_span(
@@ -256,13 +268,13 @@ class SpecialistPool:
                 "rpc.service": SPECIALIST_SERVICE,
                 "rpc.method": "Score",
                 "sentinel.specialist": client.name,
-                "sentinel.rows": len(request.values),
+                "sentinel.rows": rows,
             },
         ) as span:
             carrier: dict[str, str] = {}
             self._propagator.inject(carrier)
             response = await client.score(
-                request, (*forwarded, *carrier.items()), self._timeout, self._observe
+                request, rows, (*forwarded, *carrier.items()), self._timeout, self._observe
             )
             if response is None:
                 span.set_status(trace.Status(trace.StatusCode.ERROR, "no answer"))
