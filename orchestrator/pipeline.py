@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
 from .specialist_pool import SpecialistPool
 from .windows import WindowStore
+
+log = logging.getLogger(__name__)
 
 _STATUS_NAMES = {code: status.value for status, code in STATUS_CODES.items()}
 
@@ -109,7 +112,7 @@ class ScoringPipeline:
             "sentinel.batch",
             context=parent,
             kind=trace.SpanKind.SERVER if parent is not None else trace.SpanKind.INTERNAL,
-            links=links,
+            links=[*links, *self._coalesced_links(batches, parent)],
             attributes={
                 "sentinel.batch_ids": [b.batch_id for b in batches],
                 "sentinel.readings": len(sensor_ids),
@@ -133,6 +136,21 @@ class ScoringPipeline:
             span=span,
             started=time.perf_counter(),
         )
+
+    def _coalesced_links(
+        self, batches: Sequence[DecodedBatch], parent: otel_context.Context | None
+    ) -> list[trace.Link]:
+        """Batches scored together whose own traceparent is not the span's parent: link them."""
+        parent_context = trace.get_current_span(parent).get_span_context() if parent else None
+        links = []
+        for batch in batches:
+            if batch.traceparent:
+                context = trace.get_current_span(
+                    self.parent_from_traceparent(batch.traceparent)
+                ).get_span_context()
+                if context.is_valid and context != parent_context:
+                    links.append(trace.Link(context, {"sentinel.batch_id": batch.batch_id}))
+        return links
 
     async def score(self, prepared: Prepared, forwarded: Sequence[tuple[str, str]] = ()) -> Prepared:
         if prepared.sensor_ids:
@@ -166,9 +184,27 @@ class ScoringPipeline:
             trace_id=trace_id,
         )
         alerts = [encode_alert(e) for e in events]
-        for alert, event in zip(alerts, events, strict=True):
-            self.metrics.alerts.labels(event.state).inc()
-            self.hub.publish(alert)
+        # Logged inside the batch span, so each line carries this batch's trace_id/span_id;
+        # alert_trace_id is the trace of the batch that opened the incident (Alert.trace_id).
+        with trace.use_span(span):
+            for alert, event in zip(alerts, events, strict=True):
+                self.metrics.alerts.labels(event.state).inc()
+                self.hub.publish(alert)
+                incident = event.incident
+                log.info(
+                    "alert %s",
+                    event.state,
+                    extra={
+                        "sensor_id": incident.sensor_id,
+                        "alert_id": incident.alert_id,
+                        "state": event.state,
+                        "alert_trace_id": incident.trace_id,
+                        "peak_value": incident.peak_value,
+                        "peak_score": incident.peak_score,
+                        "anomalous_readings": incident.anomalous_readings,
+                        "reasons": incident.reasons,
+                    },
+                )
         self._count_verdicts(combined)
 
         results: list[BatchResult] = []

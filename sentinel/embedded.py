@@ -17,6 +17,7 @@ async def embedded_mesh(tracing: Tracing | None = None, **orchestrator_settings)
 
     specialists = LocalSpecialists()
     await specialists.start()
+    owned_tracing = tracing is None
     tracing = tracing or configure_tracing("sentinel-embedded")
     orchestrator = None
     try:
@@ -31,3 +32,5 @@ async def embedded_mesh(tracing: Tracing | None = None, **orchestrator_settings)
         if orchestrator is not None:
             await orchestrator.stop(drain_delay=0, grace=1)
         await specialists.stop()
+        if owned_tracing:
+            tracing.shutdown()  # flush spans (bounded even when the collector is down)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import numbers
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -41,10 +44,29 @@ class JsonFormatter(logging.Formatter):
             event["span_id"] = format(span_context.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
-                event[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+                event[key] = _json_value(value)
         if record.exc_info:
             event["exc"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            event["stack"] = self.formatStack(record.stack_info)
         return json.dumps(event, separators=(",", ":"))
+
+
+def _json_value(value: object) -> object:
+    """Extras as JSON: scalars (numpy ones too) as numbers/strings, lists/tuples of them as
+    arrays, non-finite floats and anything else as str — every line stays strict JSON."""
+    if isinstance(value, (str, bool, type(None))):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else str(number)
+    if isinstance(value, (list, tuple)):
+        items = [_json_value(v) for v in value]
+        if all(isinstance(v, (str, int, float, bool, type(None))) for v in items):
+            return items
+    return str(value)
 
 
 def configure_logging(level: str, fmt: str = "json", stream=None) -> None:
@@ -58,23 +80,66 @@ def configure_logging(level: str, fmt: str = "json", stream=None) -> None:
     root.setLevel(level.upper())
 
 
+DEFAULT_PROPAGATORS = "tracecontext,b3multi"
+
+
 def build_propagator() -> TextMapPropagator:
-    """W3C trace context plus B3 multi-header (what Envoy sidecars read and write)."""
-    return CompositePropagator([TraceContextTextMapPropagator(), B3MultiFormat()])
+    """W3C trace context plus B3 multi-header (what Envoy sidecars read and write).
+
+    The standard OTEL_PROPAGATORS variable overrides the list (e.g. `tracecontext,baggage`,
+    `b3multi`, `none`); names are the `opentelemetry_propagator` entry points.
+    """
+    names = [
+        n.strip().lower()
+        for n in (os.environ.get("OTEL_PROPAGATORS") or DEFAULT_PROPAGATORS).split(",")
+        if n.strip()
+    ]
+    propagators: list[TextMapPropagator] = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "tracecontext":
+            propagators.append(TraceContextTextMapPropagator())
+        elif name == "b3multi":
+            propagators.append(B3MultiFormat())
+        else:
+            from importlib.metadata import entry_points
+
+            found = entry_points(group="opentelemetry_propagator", name=name)
+            if not found:
+                raise ValueError(f"OTEL_PROPAGATORS: unknown propagator {name!r}")
+            propagators.append(next(iter(found)).load()())
+    return CompositePropagator(propagators)
 
 
 @dataclass
 class Tracing:
     provider: trace.TracerProvider
     propagator: TextMapPropagator
+    exporters: tuple = ()
+    """Span exporters behind the provider; shut down directly when a flush overruns."""
 
     def tracer(self, name: str) -> trace.Tracer:
         return self.provider.get_tracer(name)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_seconds: float = 2.0) -> None:
+        """Flush queued spans, waiting at most about `timeout_seconds`.
+
+        The SDK's own shutdown waits for the batch worker, which keeps retrying an unreachable
+        collector for up to OTEL_EXPORTER_OTLP_TIMEOUT per batch (30 s and more in total): so it
+        runs in a helper thread, and when it overruns the exporters are shut down, which
+        aborts the retries and the in-flight export. Spans not yet sent are dropped.
+        """
         shutdown = getattr(self.provider, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        if shutdown is None:
+            return
+        worker = threading.Thread(target=shutdown, name="otel-shutdown", daemon=True)
+        worker.start()
+        worker.join(timeout_seconds)
+        if worker.is_alive():
+            for exporter in self.exporters:
+                exporter.shutdown()
+            worker.join(1.0)
 
 
 def tracing_requested(console: bool = False) -> bool:
@@ -99,15 +164,21 @@ def configure_tracing(service_name: str, console: bool = False) -> Tracing:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; otherwise the role's own name.
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
+    exporters = []
     if any(os.environ.get(n) for n in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporters.append(OTLPSpanExporter())
     if console:
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    return Tracing(provider, propagator)
+        exporters.append(ConsoleSpanExporter())
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return Tracing(provider, propagator, tuple(exporters))
 
 
 class MetricsEndpoint:

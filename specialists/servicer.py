@@ -15,6 +15,12 @@ from .codec import decode_score_request, encode_score_response
 from .engine import Engine
 from .metrics import SpecialistMetrics
 
+_RPC_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_name,
+    "rpc.method": "Score",
+}
+
 
 class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
     def __init__(
@@ -41,7 +47,10 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
         started = time.perf_counter()
         parent = self._propagator.extract(dict(context.invocation_metadata() or ()))
         with self._tracer.start_as_current_span(
-            "sentinel.v1.Specialist/Score", context=parent, kind=trace.SpanKind.SERVER
+            "sentinel.v1.Specialist/Score",
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            attributes=_RPC_ATTRIBUTES,
         ) as span:
             try:
                 batch = decode_score_request(request)
@@ -60,6 +69,7 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
             warming = int(output.warming_up.sum())
             span.set_attribute("sentinel.rows", batch.rows)
             span.set_attribute("sentinel.anomalies", anomalies)
+            span.set_attribute("sentinel.rows_warming_up", warming)
             span.set_attribute("sentinel.engine", self._engine.name)
             span.set_attribute("sentinel.engine_version", self._engine.version)
             response = encode_score_response(output, self._engine.name, self._engine.version)
