@@ -44,6 +44,7 @@ def cpu_session(model: bytes) -> ort.InferenceSession:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -69,6 +70,7 @@ class ModelEngine:
             raise ValueError(f"model {source} has no output {meta.decision_output!r}")
         self._session = session
         self._input_name = inputs[0].name
+        self._output_names = [meta.decision_output]
         self._meta = meta
         self._source = source
 
@@ -98,11 +100,9 @@ class ModelEngine:
     def score(self, batch: ScoreInput) -> ScoreOutput:
         rows = batch.rows
         length = self.window_length
-        scores = np.zeros(rows, dtype=np.float64)
-        anomalies = np.zeros(rows, dtype=bool)
-        reasons = [""] * rows
         if rows == 0:
-            return ScoreOutput(scores, anomalies, reasons, warming_up=np.zeros(0, dtype=bool))
+            empty = np.zeros(0, dtype=bool)
+            return ScoreOutput(np.zeros(0, dtype=np.float64), empty, [], warming_up=empty)
 
         windows = batch.windows
         if windows.ndim != 2 or windows.shape[0] != rows or windows.shape[1] < length:
@@ -113,17 +113,32 @@ class ModelEngine:
         recent = windows[:, -length:]
         # A row whose last L positions hold a gap cannot be judged any more than a short one.
         ready = (batch.window_fill >= length) & np.isfinite(recent).all(axis=1)
-        if ready.any():
-            features = robust_window_features(recent[ready], batch.values[ready], length)
-            (decision,) = self._session.run(
-                [self._meta.decision_output], {self._input_name: features}
-            )
-            ready_scores = decision_to_score(
-                decision.reshape(-1), self._meta.score_threshold, self._meta.score_saturation
-            )
-            scores[ready] = ready_scores
-            anomalies[ready] = ready_scores >= 0.5
+        reasons = [""] * rows
+        if ready.all():  # the steady state: score the batch as it is, no row selection
+            ready_rows = None
+            features = robust_window_features(recent, batch.values, length)
+        elif ready.any():
             ready_rows = np.flatnonzero(ready)
-            for i in np.flatnonzero(ready_scores >= 0.5):
-                reasons[ready_rows[i]] = explain(float(ready_scores[i]), float(features[i, -1]))
-        return ScoreOutput(scores, anomalies, reasons, warming_up=~ready)
+            features = robust_window_features(recent[ready_rows], batch.values[ready_rows], length)
+        else:
+            return ScoreOutput(
+                np.zeros(rows, dtype=np.float64), np.zeros(rows, dtype=bool), reasons, ~ready
+            )
+
+        # One run per batch; the features are C-contiguous float32 already, so ONNX Runtime
+        # reads them in place.
+        (decision,) = self._session.run(self._output_names, {self._input_name: features})
+        ready_scores = decision_to_score(
+            decision.reshape(-1), self._meta.score_threshold, self._meta.score_saturation
+        )
+        flagged = np.flatnonzero(ready_scores >= 0.5)
+        if ready_rows is None:
+            scores = ready_scores
+            flagged_rows = flagged
+        else:
+            scores = np.zeros(rows, dtype=np.float64)
+            scores[ready_rows] = ready_scores
+            flagged_rows = ready_rows[flagged]
+        for i, row in zip(flagged.tolist(), flagged_rows.tolist(), strict=True):
+            reasons[row] = explain(float(ready_scores[i]), float(features[i, -1]))
+        return ScoreOutput(scores, scores >= 0.5, reasons, warming_up=~ready)

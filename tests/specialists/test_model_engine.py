@@ -135,6 +135,81 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
     assert load_model_engine(str(first)).version == "t-1"
 
 
+@pytest.mark.parametrize("name", sorted(BUNDLED_VERSIONS))
+def test_bundled_models_are_one_tree_ensemble(name: str) -> None:
+    """Scoring speed rests on this: every tree in one node, not ~27 graph nodes per tree."""
+    onnx = pytest.importorskip("onnx")
+    graph = onnx.load(str(MODELS_DIR / f"{name}.onnx")).graph
+    ops = [(node.domain, node.op_type) for node in graph.node]
+    assert ops.count(("ai.onnx.ml", "TreeEnsembleRegressor")) == 1
+    assert len(ops) <= 8
+
+
+@pytest.fixture(scope="module")
+def small_forest() -> tuple[object, object, np.ndarray]:
+    """A quick forest, its config and its training features."""
+    train = pytest.importorskip("specialists.model.train")
+    config = train.TrainConfig(version="t-2", trees=12, max_samples=64, samples=4000)
+    features = train.synthetic_features(np.random.default_rng(5), config.samples, 32)
+    return train.fit_forest(config, features), config, features
+
+
+def exported(small_forest: tuple[object, object, np.ndarray]) -> object:
+    train = pytest.importorskip("specialists.model.train")
+    forest, config, _ = small_forest
+    calibration = train.Calibration(
+        score_threshold=float(-forest.offset_), score_saturation=0.99, holdout_anomaly_rate=0.0
+    )
+    return train.export(forest, config, train.metadata_props(config, calibration))
+
+
+def test_export_matches_sklearn_decision_function(
+    small_forest: tuple[object, object, np.ndarray],
+) -> None:
+    train = pytest.importorskip("specialists.model.train")
+    forest, config, features = small_forest
+    model = exported(small_forest)
+    rng = np.random.default_rng(6)
+    rows = [train.check_rows(rng, features, config.window_length)]
+    # Inputs exactly on a split's float32 threshold and one float32 step either side: the
+    # branch sklearn takes there (x <= float64 threshold) is the one the export must take.
+    base = train.synthetic_features(rng, 200, config.window_length)
+    for estimator in forest.estimators_[:4]:
+        tree = estimator.tree_
+        for node in np.flatnonzero(tree.children_left >= 0)[:25]:
+            at = np.float32(tree.threshold[node])
+            below, above = np.nextafter(at, np.float32(-1e9)), np.nextafter(at, np.float32(1e9))
+            for value in (below, at, above):
+                row = base[node % 200].copy()
+                row[tree.feature[node]] = value
+                rows.append(row[None, :])
+    rows = np.concatenate(rows)
+    error = train.verify_export(model, forest, rows)
+    assert error <= train.EXPORT_TOLERANCE
+    decision = forest.decision_function(rows)
+    engine = ModelEngine(model.SerializeToString(), source="test")
+    (onnx_decision,) = engine._session.run(None, {"X": rows})
+    # Identical verdicts wherever sklearn is not within the tolerance of its boundary.
+    clear = np.abs(decision) > train.EXPORT_TOLERANCE
+    assert ((onnx_decision[:, 0] < 0) == (decision < 0))[clear].all()
+
+
+def test_export_check_rejects_a_wrong_model(
+    small_forest: tuple[object, object, np.ndarray],
+) -> None:
+    train = pytest.importorskip("specialists.model.train")
+    numpy_helper = pytest.importorskip("onnx.numpy_helper")
+    forest, config, features = small_forest
+    model = exported(small_forest)
+    for constant in model.graph.initializer:
+        if constant.name == "threshold":
+            shifted = numpy_helper.to_array(constant) + np.float32(1e-3)
+            constant.CopyFrom(numpy_helper.from_array(shifted, constant.name))
+    rows = train.check_rows(np.random.default_rng(7), features, config.window_length)
+    with pytest.raises(RuntimeError, match="differs from sklearn"):
+        train.verify_export(model, forest, rows)
+
+
 # --- scoring ----------------------------------------------------------------------------
 
 
@@ -164,6 +239,24 @@ def test_rows_with_gaps_count_as_warming_up(engine: ModelEngine) -> None:
     window[10] = np.nan
     out = engine.score(batch(window[None, :], np.array([100.0])))
     assert out.warming_up.tolist() == [True]
+
+
+def test_ready_rows_score_the_same_next_to_warming_rows(engine: ModelEngine) -> None:
+    length = engine.window_length
+    series, _ = normal_series(np.random.default_rng(21), 6, length + 1)
+    windows, values = series[:, :-1].copy(), series[:, -1].copy()
+    values[2] = np.median(windows[2]) + 30 * robust_sd(windows[2])  # one anomaly
+    alone = engine.score(batch(windows, values))
+    mixed_windows = np.concatenate([windows[:3], np.full((2, length), np.nan), windows[3:]])
+    mixed_values = np.concatenate([values[:3], [5.0, 6.0], values[3:]])
+    fill = np.array([length] * 3 + [0, 0] + [length] * 3)
+    mixed = engine.score(batch(mixed_windows, mixed_values, fill))
+    ready = np.array([True] * 3 + [False] * 2 + [True] * 3)
+    assert mixed.warming_up.tolist() == (~ready).tolist()
+    np.testing.assert_array_equal(mixed.scores[ready], alone.scores)
+    assert [r for r, ok in zip(mixed.reasons, ready, strict=True) if ok] == alone.reasons
+    assert alone.anomalies[2] and alone.reasons[2]
+    assert mixed.scores.dtype == alone.scores.dtype == np.float64
 
 
 def test_session_is_not_run_when_no_row_is_ready(
@@ -299,3 +392,38 @@ def test_features_columns_follow_the_contract() -> None:
 def test_features_of_no_rows() -> None:
     features = robust_window_features(np.empty((0, 32)), np.empty(0), 32)
     assert features.shape == (0, 33) and features.dtype == np.float32
+
+
+def reference_features(windows: np.ndarray, latest: np.ndarray, length: int) -> np.ndarray:
+    """robust-window-v1 written out as its docstring states it, with np.median."""
+    history = np.asarray(windows[:, -length:], dtype=np.float64)
+    x = np.asarray(latest, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        m = np.median(history, axis=1, keepdims=True)
+        mad = 1.4826 * np.median(np.abs(history - m), axis=1, keepdims=True)
+        sd = history.std(axis=1, keepdims=True)
+        tiny = np.maximum(1e-12, 1e-9 * np.abs(m))
+        floor = np.maximum(1e-6, 1e-3 * np.abs(m))
+        scale = np.where(mad > tiny, mad, np.where(sd > tiny, sd, floor))
+        z = np.concatenate([history - x, x - m], axis=1) / scale
+    z = np.nan_to_num(z, nan=0.0, posinf=CLIP, neginf=-CLIP)
+    return np.clip(z, -CLIP, CLIP).astype(np.float32)
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 32])
+def test_features_equal_the_contract_formula_exactly(length: int) -> None:
+    rng = np.random.default_rng(length)
+    series, _ = normal_series(rng, 400, length + 1)
+    steps = np.round(rng.standard_normal((200, length + 1))) * rng.integers(0, 2, (200, 1))
+    hostile = rng.standard_normal((200, length + 1)) * 10.0 ** rng.uniform(-300, 300, (200, 1))
+    hostile[rng.random(hostile.shape) < 0.05] = np.inf
+    hostile[rng.random(hostile.shape) < 0.05] = -np.inf
+    hostile[rng.random(hostile.shape) < 0.05] = np.nan
+    rows = np.concatenate([series, steps, np.full((5, length + 1), 3.0), hostile])
+    windows, latest = rows[:, :-1], rows[:, -1].copy()
+    expected = reference_features(windows, latest, length)
+    got = robust_window_features(windows, latest, length)
+    assert got.dtype == np.float32 and got.flags.c_contiguous
+    # Exactly equal values; only the sign of a zero may differ (sorting and np.median's
+    # partition may order -0.0 and 0.0 either way), and no split can tell those apart.
+    np.testing.assert_array_equal(got, expected)
