@@ -127,7 +127,12 @@ class OrchestratorProcess:
             )
         log.info(
             "orchestrator serving",
-            extra={"port": port, "specialists": ",".join(self.pool.names), "window": self.windows.length},
+            extra={
+                "port": port,
+                "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint else None,
+                "specialists": ",".join(self.pool.names),
+                "window": self.windows.length,
+            },
         )
         return port
 
@@ -141,6 +146,19 @@ class OrchestratorProcess:
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
+        # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
+        log.info("orchestrator stopped", extra=self.totals())
+
+    def totals(self) -> dict[str, int]:
+        value = self.registry.get_sample_value
+        return {
+            "readings_received": int(value("sentinel_orchestrator_readings_received_total") or 0),
+            "batches_received": int(value("sentinel_orchestrator_batches_received_total") or 0),
+            "duplicate_batches": int(value("sentinel_orchestrator_duplicate_batches_total") or 0),
+            "verdicts_degraded": int(
+                value("sentinel_orchestrator_verdicts_total", {"status": "degraded"}) or 0
+            ),
+        }
 
 
 async def serve(settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False) -> None:

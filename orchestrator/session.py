@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _END = object()
 _DONE = object()
+# Verdicts per stream event: keeps events of big ALL-mode batches well under message limits
+# (a client's default receive limit is 4 MiB; a verdict with three votes is ~100-600 bytes).
+VERDICTS_PER_EVENT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +81,13 @@ class StreamSession:
         """Stop reading; finish what was read; then the stream ends with a reconnect hint."""
         if self.end_reason is None:
             self.end_reason = reason
-            if self._reader is not None:
-                self._reader.cancel()
+            self._stop_reader()
+
+    def _stop_reader(self) -> None:
+        # Cancel once only: a second cancel could hit the reader's final put of its terminal,
+        # and a processor that never sees a terminal keeps the session's tasks alive forever.
+        if self._reader is not None and not self._reader.done() and not self._reader.cancelling():
+            self._reader.cancel()
 
     async def events(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]):
         loop = asyncio.get_running_loop()
@@ -115,8 +124,7 @@ class StreamSession:
             # The client is gone or the stream is over: stop reading, let what reached the
             # window store finish in the background without emitting events.
             self._detached = True
-            if self._reader is not None:
-                self._reader.cancel()
+            self._stop_reader()
             while not self._events.empty():  # unblock a finisher waiting for room
                 self._events.get_nowait()
             asyncio.get_running_loop().create_task(self._wait_tasks())
@@ -137,6 +145,8 @@ class StreamSession:
                 await self._ingest.put(batch)
         except asyncio.CancelledError:
             pass
+        except DecodeError as error:  # e.g. a string field that is not valid UTF-8
+            terminal = InvalidArgument("request", f"not a valid TelemetryBatch: {error}")
         except Exception as error:  # the transport failed: treat like a disconnect
             log.info("stream read ended", extra={"error": repr(error)})
         finally:
@@ -192,13 +202,13 @@ class StreamSession:
 
 
 def _events_of(result: BatchResult) -> list[orchestrator_pb2.StreamEvent]:
-    events = []
-    if result.verdicts:
-        events.append(
-            orchestrator_pb2.StreamEvent(
-                verdicts=orchestrator_pb2.VerdictBatch(verdicts=result.verdicts)
-            )
+    chunk = VERDICTS_PER_EVENT
+    events = [
+        orchestrator_pb2.StreamEvent(
+            verdicts=orchestrator_pb2.VerdictBatch(verdicts=result.verdicts[i : i + chunk])
         )
+        for i in range(0, len(result.verdicts), chunk)
+    ]
     events.append(
         orchestrator_pb2.StreamEvent(
             ack=orchestrator_pb2.BatchAck(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -27,6 +28,9 @@ RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 )
 _CLOSE = object()
+# gRPC's own status when a message exceeds a peer's size limit: resending cannot help.
+_TOO_LARGE = "larger than max"
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class StreamFailed(RuntimeError):
@@ -88,6 +92,7 @@ class TelemetryClient:
         on_ack: Callable[[orchestrator_pb2.BatchAck], None] | None = None,
         metadata: Iterable[tuple[str, str]] = (),
         channel_options: Iterable[tuple[str, object]] = (),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.target = target
         self.client_id = client_id or uuid.uuid4().hex
@@ -98,13 +103,17 @@ class TelemetryClient:
         self._outbox: asyncio.Queue = asyncio.Queue()
         self._all_acked = asyncio.Event()
         self._all_acked.set()
-        self._next_batch_id = 1
+        # Ids start at the clock (microseconds), not at 1: a producer restarted under the same
+        # client id must not reuse ids the orchestrator still remembers — a reused id is acked
+        # as a duplicate and never scored.
+        self._next_batch_id = time.time_ns() // 1000
         self._backoff = backoff or Backoff()
         self._on_verdicts = on_verdicts
         self._on_alert = on_alert
         self._on_ack = on_ack
         self._metadata = ((CLIENT_ID_HEADER, self.client_id), *metadata)
         self._options = tuple(channel_options)
+        self.max_message_bytes = max_message_bytes
         self._runner: asyncio.Task | None = None
         self._closing = False
         self.stats = ClientStats()
@@ -128,16 +137,24 @@ class TelemetryClient:
         """Queue one batch; waits while `max_unacked` batches are unacknowledged.
 
         `verdicts` overrides the client's verdict mode for this batch (e.g. NONE for history).
+        A batch larger than `max_message_bytes` (the server's limit, default 16 MiB) raises
+        ValueError: the server would refuse it with RESOURCE_EXHAUSTED on every resend.
         """
         self._raise_if_failed()
-        await self._room.acquire()
-        batch_id = self._next_batch_id
-        self._next_batch_id += 1
         batch = orchestrator_pb2.TelemetryBatch(
-            batch_id=batch_id,
+            batch_id=self._next_batch_id,
             readings=readings,
             verdicts=self._verdict_mode if verdicts is None else verdicts,
         )
+        size = batch.ByteSize()
+        if size > self.max_message_bytes:
+            raise ValueError(
+                f"batch of {len(batch.readings)} readings is {size} bytes, more than "
+                f"max_message_bytes={self.max_message_bytes}; send smaller batches"
+            )
+        await self._room.acquire()
+        batch_id = batch.batch_id = self._next_batch_id
+        self._next_batch_id += 1
         self._unacked[batch_id] = batch
         self._all_acked.clear()
         self._outbox.put_nowait(batch)
@@ -201,7 +218,9 @@ class TelemetryClient:
                 log.info("stream lost; reconnecting", extra={"delay_s": round(delay, 3)})
                 await asyncio.sleep(delay)
 
-    async def _requests(self) -> AsyncIterator[orchestrator_pb2.TelemetryBatch]:
+    async def _requests(
+        self, ended: asyncio.Event
+    ) -> AsyncIterator[orchestrator_pb2.TelemetryBatch]:
         # Everything in the outbox is also in _unacked: resend from _unacked, in order.
         while not self._outbox.empty():
             if self._outbox.get_nowait() is _CLOSE:
@@ -211,16 +230,44 @@ class TelemetryClient:
             self.stats.batches_resent += 1
             yield batch
         while True:
-            batch = await self._outbox.get()
-            if batch is _CLOSE:
+            batch = await self._next_outgoing(ended)
+            if batch is None or batch is _CLOSE:
                 return
             self.stats.batches_sent += 1
             yield batch
 
+    async def _next_outgoing(self, ended: asyncio.Event) -> object | None:
+        """The next outbox item, or None once this generator's stream has ended.
+
+        gRPC does not stop consuming a request iterator when the call finishes, so without
+        this a dead stream's generator would still take the next batch from the outbox and
+        the live stream would never send it (it stayed unacked until the next reconnect).
+        """
+        getter = asyncio.ensure_future(self._outbox.get())
+        stopper = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not getter.done():
+                getter.cancel()
+        if not getter.done() or getter.cancelled():
+            return None
+        item = getter.result()
+        if ended.is_set():
+            # The batch is still in _unacked: the next stream resends it. Keep a close request.
+            if item is _CLOSE:
+                self._outbox.put_nowait(_CLOSE)
+            return None
+        return item
+
     async def _one_stream(self, stub: orchestrator_pb2_grpc.OrchestratorStub) -> str:
         if self._closing and not self._unacked:
             return "closed"
-        call = stub.StreamTelemetry(self._requests(), metadata=self._metadata, wait_for_ready=True)
+        ended = asyncio.Event()
+        call = stub.StreamTelemetry(
+            self._requests(ended), metadata=self._metadata, wait_for_ready=True
+        )
         hinted = False
         try:
             async for event in call:
@@ -239,9 +286,11 @@ class TelemetryClient:
                 elif kind == "reconnect":
                     hinted = True
         except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE:
+            if error.code() in RETRYABLE and _TOO_LARGE not in (error.details() or ""):
                 return "retry"
             raise StreamFailed(error.code(), error.details() or "") from error
+        finally:
+            ended.set()
         if hinted:
             return "hint"
         return "closed" if self._closing and not self._unacked else "retry"

@@ -1,0 +1,565 @@
+"""`sentinel soak`: the mesh as separate processes under randomised faults, with exact counts.
+
+Processes: three specialists (`sentinel serve threshold|statistical|model`, via LocalSpecialists)
+and one orchestrator (`sentinel serve orchestrator`), each its own OS process on loopback;
+producers are TelemetryClients in this process. While they stream, a seeded fault schedule
+SIGKILLs and restarts specialists, hangs them (SIGSTOP, then SIGCONT once their deadline has
+fired) and stops the orchestrator with SIGTERM and starts it again on the same port.
+
+Counting, so that a lost or double-scored reading is actually detected:
+- sent / acked: the producers (every batch must be acked, once per client);
+- scored: the orchestrator's own `readings_received` counter, which counts readings when they
+  enter scoring (duplicates excluded). Each orchestrator incarnation logs its lifetime totals
+  when it stops ("orchestrator stopped"), so scored = the sum over incarnations, independent of
+  what the client saw. scored > sent means a reading was scored twice; scored < sent, lost;
+- verdicts: producers ask for a verdict per reading (VERDICT_MODE_ALL) and count them per
+  batch, so a batch whose verdicts arrive twice is reported too.
+
+Guarantee under test: with a graceful SIGTERM the orchestrator stops reading, finishes and
+acks every batch it read, and only then ends the stream with a reconnect hint, so a client
+resends only batches that were never scored and the fresh process (whose dedup window is
+empty) scores each exactly once. A SIGKILL of the orchestrator can lose acks of scored
+batches; those are resent and scored again (at-least-once) — the soak does not do that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sentinel.client import TelemetryClient
+from sentinel.local_mesh import LocalSpecialists
+from sentinel.v1 import orchestrator_pb2
+
+NANOS = 1_000_000_000
+MIB = 1024 * 1024
+
+
+def proc_status_kib(pid: int | str, key: str = "VmHWM") -> int | None:
+    """A memory figure of a live process from /proc/<pid>/status, in KiB (None if gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return None
+
+
+@dataclass
+class OrchestratorChild:
+    """`python -m sentinel serve orchestrator` as a child process that can be restarted.
+
+    The first start binds a free port (reported through the ready file); restarts reuse it, so
+    clients resume on the same target. JSON logs of each incarnation go to their own file; the
+    metrics port and, after a graceful stop, the lifetime totals are read from them.
+    """
+
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    workdir: Path | None = None
+    process: subprocess.Popen | None = None
+    metrics_port: int | None = None
+    logs: list[Path] = field(default_factory=list)
+    exit_codes: list[int] = field(default_factory=list)
+    _tmp: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    async def start(self, timeout: float = 30.0) -> int:
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sentinel-orchestrator-")
+            self.workdir = Path(self._tmp.name)
+        incarnation = len(self.logs)
+        ready = self.workdir / f"orchestrator-{incarnation}.port"
+        log_path = self.workdir / f"orchestrator-{incarnation}.log"
+        self.logs.append(log_path)
+        env = {
+            **os.environ,
+            "SENTINEL_LOG_LEVEL": "INFO",
+            "SENTINEL_LOG_FORMAT": "json",
+            "GRPC_VERBOSITY": "ERROR",
+            **self.env,
+        }
+        command = [
+            sys.executable, "-m", "sentinel", "serve", "orchestrator",
+            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", "0",
+            "--ready-file", str(ready),
+        ]  # fmt: skip
+        with log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.process.poll() is not None:
+                tail = log_path.read_text()[-2000:]
+                raise RuntimeError(f"orchestrator exited with {self.process.returncode}:\n{tail}")
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise TimeoutError("orchestrator did not start in time")
+            await asyncio.sleep(0.05)
+        self.port = int(ready.read_text(encoding="utf-8"))
+        serving = next(
+            e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator serving"
+        )
+        self.metrics_port = serving.get("metrics_port")
+        return self.port
+
+    def log_events(self, incarnation: int = -1) -> list[dict]:
+        events = []
+        for line in (
+            self.logs[incarnation].read_text(encoding="utf-8", errors="replace").splitlines()
+        ):
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    events.append(json.loads(line))
+        return events
+
+    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the running incarnation and wait for it to exit; returns its exit code."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(sig)
+        try:
+            code = await asyncio.to_thread(self.process.wait, timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = await asyncio.to_thread(self.process.wait)
+        self.exit_codes.append(code)
+        return code
+
+    async def restart(self, sig: int = signal.SIGTERM) -> int:
+        code = await self.stop(sig)
+        await self.start()
+        return code
+
+    def totals(self) -> dict[str, int] | None:
+        """Summed lifetime totals of every incarnation; None if one did not log them."""
+        summed: Counter[str] = Counter()
+        for incarnation in range(len(self.logs)):
+            stopped = [
+                e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator stopped"
+            ]
+            if not stopped:
+                return None
+            summed.update(
+                {
+                    k: int(v)
+                    for k, v in stopped[-1].items()
+                    if k.endswith(("_received", "_batches", "_degraded"))
+                }
+            )
+        return dict(summed)
+
+    def scrape(
+        self, name: str, labels: dict[str, str] | None = None, timeout: float = 2.0
+    ) -> float | None:
+        """One sample from the live incarnation's /metrics (None if absent or unreachable)."""
+        if self.metrics_port is None:
+            return None
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=timeout
+            ) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and (labels is None or sample.labels == labels):
+                    return sample.value
+        return None
+
+    async def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            await self.stop(signal.SIGTERM, timeout=20)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+class Producer:
+    """One TelemetryClient streaming readings of its sensors, counting everything it sees."""
+
+    def __init__(
+        self,
+        target: str,
+        name: str,
+        sensors: list[str],
+        seed: int,
+        max_unacked: int = 64,
+        verdicts: int = orchestrator_pb2.VERDICT_MODE_ALL,
+        **client_options,
+    ) -> None:
+        self.name = name
+        self.sensors = sensors
+        self._rng = random.Random(seed)
+        self._clock = {s: time.time_ns() - 3600 * NANOS for s in sensors}
+        self.rows: dict[int, int] = {}  # batch id -> readings sent
+        self.acks: Counter[int] = Counter()  # batch id -> acks delivered to the application
+        self.verdicts: Counter[int] = Counter()  # batch id -> verdicts received
+        self.degraded = 0
+        self.send_blocked_seconds = 0.0
+        self.client = TelemetryClient(
+            target,
+            client_id=f"soak-{name}-{uuid.uuid4().hex[:8]}",
+            verdicts=verdicts,
+            max_unacked=max_unacked,
+            on_verdicts=self._on_verdicts,
+            on_ack=self._on_ack,
+            **client_options,
+        )
+
+    def _on_verdicts(self, batch_id: int, verdicts: list[orchestrator_pb2.Verdict]) -> None:
+        self.verdicts[batch_id] += len(verdicts)
+        self.degraded += sum(
+            1 for v in verdicts if v.status == orchestrator_pb2.VERDICT_STATUS_DEGRADED
+        )
+
+    def _on_ack(self, ack: orchestrator_pb2.BatchAck) -> None:
+        self.acks[ack.batch_id] += 1
+
+    def readings(self, per_sensor: int) -> list[orchestrator_pb2.Reading]:
+        out = []
+        rng = self._rng
+        for sensor in self.sensors:
+            for _ in range(per_sensor):
+                self._clock[sensor] += 10_000_000  # 10 ms apart
+                value = 150.0 if rng.random() < 0.002 else 50.0 + rng.gauss(0.0, 1.0)
+                out.append(
+                    orchestrator_pb2.Reading(
+                        sensor_id=sensor, value=value, timestamp_unix_nanos=self._clock[sensor]
+                    )
+                )
+        return out
+
+    async def run(self, stop: asyncio.Event, interval: float, per_sensor: int) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set():
+            readings = self.readings(per_sensor)
+            started = loop.time()
+            batch_id = await self.client.send(readings)
+            self.send_blocked_seconds += loop.time() - started
+            self.rows[batch_id] = len(readings)
+            next_at = max(next_at + interval, loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, next_at - loop.time()))
+
+    @property
+    def sent_readings(self) -> int:
+        return sum(self.rows.values())
+
+    @property
+    def acked_readings(self) -> int:
+        return sum(self.rows[b] for b in self.acks if b in self.rows)
+
+
+@dataclass
+class SoakReport:
+    seconds: float
+    sensors: int
+    seed: int
+    faults: Counter = field(default_factory=Counter)
+    fault_log: list[str] = field(default_factory=list)
+    sent_readings: int = 0
+    sent_batches: int = 0
+    acked_readings: int = 0
+    acked_batches: int = 0
+    acked_twice: int = 0
+    unacked_batches: int = 0
+    scored_readings: int | None = None
+    orchestrator_batches: int | None = None
+    orchestrator_duplicates: int | None = None
+    orchestrator_degraded: int | None = None
+    incarnations: int = 0
+    orchestrator_exit_codes: list[int] = field(default_factory=list)
+    client_duplicates: int = 0
+    resent_batches: int = 0
+    reconnects: int = 0
+    verdicts: int = 0
+    batches_missing_verdicts: int = 0
+    batches_verdicts_twice: int = 0
+    degraded: int = 0
+    send_blocked_seconds: float = 0.0
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        lost = self.sent_readings - self.acked_readings
+        if self.scored_readings is not None:
+            lost = max(lost, self.sent_readings - self.scored_readings)
+        return lost
+
+    @property
+    def scored_twice(self) -> int:
+        extra = (
+            0 if self.scored_readings is None else max(0, self.scored_readings - self.sent_readings)
+        )
+        return max(extra, self.batches_verdicts_twice)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            not self.errors
+            and self.scored_readings is not None
+            and self.lost == 0
+            and self.scored_twice == 0
+            and self.unacked_batches == 0
+            and self.acked_twice == 0
+        )
+
+    def render(self) -> str:
+        def n(value: int | None) -> str:
+            return "unknown" if value is None else f"{value:,}"
+
+        mem = ", ".join(
+            f"{role} {kib / 1024:.0f} MiB" for role, kib in sorted(self.peak_rss_kib.items())
+        )
+        faults = (
+            ", ".join(f"{count} {kind}" for kind, count in sorted(self.faults.items())) or "none"
+        )
+        lines = [
+            f"Sentinel soak: {self.seconds:g} s, {self.sensors} sensors, seed {self.seed}",
+            f"  faults                {faults}",
+            f"  readings sent         {n(self.sent_readings)} in {n(self.sent_batches)} batches",
+            f"  readings acked        {n(self.acked_readings)} "
+            f"({n(self.acked_batches)} batches acked, "
+            f"{n(self.unacked_batches)} unacked, {n(self.acked_twice)} acked twice)",
+            f"  readings scored       {n(self.scored_readings)} (orchestrator counters over "
+            f"{self.incarnations} processes; exit codes {self.orchestrator_exit_codes})",
+            f"  duplicated batches    {n(self.orchestrator_duplicates)} "
+            "acked as duplicates, not scored "
+            f"({n(self.resent_batches)} resent by clients, {n(self.reconnects)} reconnects)",
+            f"  verdicts              {n(self.verdicts)} "
+            f"({n(self.batches_missing_verdicts)} batches without, "
+            f"{n(self.batches_verdicts_twice)} with verdicts twice)",
+            f"  degraded verdicts     {n(self.degraded)} "
+            f"(orchestrator: {n(self.orchestrator_degraded)})",
+            f"  producers blocked     {self.send_blocked_seconds:.1f} s in send() (flow control)",
+            f"  peak memory (VmHWM)   {mem}",
+            f"  lost readings         {n(self.lost)}",
+            f"  scored twice          {n(self.scored_twice)}",
+        ]
+        lines.extend(f"  error                 {e}" for e in self.errors)
+        lines.append(
+            "  result                "
+            + ("OK: no reading lost, none scored twice" if self.ok else "FAILED")
+        )
+        return "\n".join(lines)
+
+
+class MemorySampler:
+    """Highest VmHWM seen per role (processes come and go; the last sample before a kill counts)."""
+
+    def __init__(self, pids: Callable[[], dict[str, int | None]]) -> None:
+        self._pids = pids
+        self.peak: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for role, pid in self._pids().items():
+            if pid is None:
+                continue
+            kib = proc_status_kib(pid)
+            if kib is not None:
+                self.peak[role] = max(self.peak.get(role, 0), kib)
+
+    async def run(self, period: float = 0.25) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(period)
+
+
+async def run_soak(
+    seconds: float,
+    sensors: int = 64,
+    seed: int = 1,
+    producers: int = 2,
+    rate: float = 50.0,
+    interval: float = 0.1,
+    specialist_timeout: float = 0.5,
+    progress: Callable[[str], None] = lambda line: None,
+) -> SoakReport:
+    """Run the mesh under faults for `seconds`, then drain and count. Never raises on a count."""
+    rng = random.Random(seed)
+    report = SoakReport(seconds, sensors, seed)
+    specialists = LocalSpecialists(log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"})
+    orchestrator: OrchestratorChild | None = None
+    producers_list: list[Producer] = []
+    stop_producing = asyncio.Event()
+    tasks: list[asyncio.Task] = []
+    started = time.monotonic()
+
+    def note(text: str) -> None:
+        line = f"{time.monotonic() - started:7.1f}s  {text}"
+        report.fault_log.append(line)
+        progress(line)
+
+    await specialists.start()
+    try:
+        orchestrator = OrchestratorChild(
+            env={
+                "SENTINEL_SPECIALISTS": specialists.targets,
+                "SENTINEL_SPECIALIST_TIMEOUT_SECONDS": str(specialist_timeout),
+                "SENTINEL_DRAIN_DELAY_SECONDS": "0.5",
+                "SENTINEL_SHUTDOWN_GRACE_SECONDS": "10",
+            }
+        )
+        await orchestrator.start()
+        note(f"mesh up: orchestrator {orchestrator.target}, {specialists.targets}")
+
+        def pids() -> dict[str, int | None]:
+            out: dict[str, int | None] = {n: c.process.pid for n, c in specialists.children.items()}
+            out["orchestrator"] = orchestrator.pid if orchestrator else None
+            out["producers (this process)"] = os.getpid()
+            return out
+
+        memory = MemorySampler(pids)
+        tasks.append(asyncio.create_task(memory.run()))
+        names = [f"sensor-{i:04d}" for i in range(sensors)]
+        per_sensor = max(1, round(rate * interval))
+        for index in range(producers):
+            producer = Producer(
+                orchestrator.target, f"p{index}", names[index::producers], seed * 1000 + index
+            )
+            producer.client.start()
+            producers_list.append(producer)
+            tasks.append(asyncio.create_task(producer.run(stop_producing, interval, per_sensor)))
+
+        deadline = started + seconds
+        while time.monotonic() + 4.0 < deadline:
+            await asyncio.sleep(rng.uniform(1.0, 3.0))
+            if time.monotonic() + 3.0 >= deadline:
+                break
+            memory.sample()
+            kind = rng.choices(["kill", "hang", "orchestrator"], weights=[4, 3, 2])[0]
+            if kind == "kill":
+                name = rng.choice(list(specialists.children))
+                specialists.kill(name, signal.SIGKILL)
+                down = rng.uniform(0.3, 2.0)
+                await asyncio.sleep(down)
+                await specialists.restart(name)
+                report.faults["specialist SIGKILL+restart"] += 1
+                note(f"SIGKILL {name}; restarted on the same port after {down:.1f}s")
+            elif kind == "hang":
+                name = rng.choice(list(specialists.children))
+                child = specialists.children[name]
+                child.process.send_signal(signal.SIGSTOP)
+                hung = rng.uniform(specialist_timeout + 0.2, 2.5)
+                try:
+                    await asyncio.sleep(hung)
+                finally:
+                    child.process.send_signal(signal.SIGCONT)
+                report.faults["specialist hang (SIGSTOP/SIGCONT)"] += 1
+                note(
+                    f"SIGSTOP {name} for {hung:.1f}s "
+                    f"(deadline {specialist_timeout:g}s), then SIGCONT"
+                )
+            else:
+                code = await orchestrator.stop(signal.SIGTERM)
+                await orchestrator.start()
+                report.faults["orchestrator SIGTERM+restart"] += 1
+                note(
+                    f"SIGTERM orchestrator (exit {code}); started again on port {orchestrator.port}"
+                )
+                if code != 0:
+                    report.errors.append(f"orchestrator exited with {code} after SIGTERM")
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(0.5, deadline - time.monotonic()))
+
+        note("stopping producers; waiting for every batch to be acked")
+        stop_producing.set()
+        await asyncio.gather(*tasks[1:], return_exceptions=True)
+        for producer in producers_list:
+            try:
+                await asyncio.wait_for(producer.client.flush(), 60)
+                await asyncio.wait_for(producer.client.close(), 30)
+            except Exception as error:  # report, never hang
+                report.errors.append(f"producer {producer.name}: {error!r}")
+        memory.sample()
+        code = await orchestrator.stop(signal.SIGTERM)
+        if code != 0:
+            report.errors.append(f"orchestrator exited with {code} after the final SIGTERM")
+        report.peak_rss_kib = memory.peak
+    finally:
+        stop_producing.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for producer in producers_list:
+            if producer.client._runner is not None and not producer.client._runner.done():
+                producer.client._runner.cancel()
+        await specialists.stop()
+        if orchestrator is not None and orchestrator.process is not None:
+            if orchestrator.process.poll() is None:
+                await orchestrator.stop(signal.SIGTERM, timeout=20)
+
+    _tally(report, producers_list, orchestrator)
+    if orchestrator is not None:
+        await orchestrator.close()
+    return report
+
+
+def _tally(
+    report: SoakReport, producers: list[Producer], orchestrator: OrchestratorChild | None
+) -> None:
+    for p in producers:
+        report.sent_readings += p.sent_readings
+        report.sent_batches += len(p.rows)
+        report.acked_readings += p.acked_readings
+        report.acked_batches += sum(1 for b in p.rows if p.acks[b] >= 1)
+        report.acked_twice += sum(1 for b in p.rows if p.acks[b] > 1)
+        report.unacked_batches += sum(1 for b in p.rows if p.acks[b] == 0)
+        report.verdicts += sum(p.verdicts.values())
+        report.batches_missing_verdicts += sum(
+            1 for b, rows in p.rows.items() if p.verdicts[b] < rows
+        )
+        report.batches_verdicts_twice += sum(
+            1 for b, rows in p.rows.items() if p.verdicts[b] > rows
+        )
+        report.degraded += p.degraded
+        report.client_duplicates += p.client.stats.duplicates
+        report.resent_batches += p.client.stats.batches_resent
+        report.reconnects += p.client.stats.reconnects
+        report.send_blocked_seconds += p.send_blocked_seconds
+    if orchestrator is not None:
+        report.incarnations = len(orchestrator.logs)
+        report.orchestrator_exit_codes = list(orchestrator.exit_codes)
+        totals = orchestrator.totals()
+        if totals is None:
+            report.errors.append(
+                "an orchestrator process did not log its totals (not a graceful stop)"
+            )
+        else:
+            report.scored_readings = totals.get("readings_received", 0)
+            report.orchestrator_batches = totals.get("batches_received", 0)
+            report.orchestrator_duplicates = totals.get("duplicate_batches", 0)
+            report.orchestrator_degraded = totals.get("verdicts_degraded", 0)
