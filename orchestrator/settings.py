@@ -27,8 +27,8 @@ class OrchestratorSettings(ServerSettings):
     """Deadline of each Score call; a specialist slower than this is missing from the verdict."""
     client_retries: bool = True
     """gRPC-level retries of Score calls; turn off inside Istio, which retries itself."""
-    resolve_after: int = Field(default=5, ge=1)
-    """Consecutive normal verdicts that resolve a sensor's open incident."""
+    resolve_after: int = Field(default=60, ge=1)
+    """Consecutive normal verdicts that resolve a sensor's open incident (hysteresis)."""
     max_sensors: int = Field(default=100_000, ge=1)
     """Sensors whose windows are kept; the least recently seen is evicted beyond this."""
     max_batch_readings: int = Field(default=10_000, ge=1)

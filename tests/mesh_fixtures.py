@@ -70,6 +70,7 @@ async def running_mesh(
     for engine in engines:
         specialists[engine] = await start_specialist(engine, **(specialist_overrides or {}).get(engine, {}))
     targets = ",".join(f"{name}=127.0.0.1:{p.server.port}" for name, p in specialists.items())
+    orchestrator_overrides.setdefault("resolve_after", 5)  # incidents resolve within a test
     settings = OrchestratorSettings(
         port=0,
         specialists=targets,

@@ -156,6 +156,7 @@ def check_health(port: int) -> None:
 
 def otel_env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["SENTINEL_RESOLVE_AFTER"] = "5"  # the spike's incident resolves within the stream
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
         OTEL_EXPORTER_OTLP_INSECURE="true",

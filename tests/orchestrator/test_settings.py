@@ -27,7 +27,7 @@ def test_defaults():
     assert names == ["threshold", "statistical", "model"]
     assert settings.combine_policy is Policy.MAJORITY
     assert settings.weights() == {}
-    assert settings.resolve_after == 5
+    assert settings.resolve_after == 60
 
 
 def test_environment_with_sentinel_prefix(monkeypatch):
@@ -133,7 +133,7 @@ def test_settings_are_frozen():
     settings = OrchestratorSettings()
     with pytest.raises(ValidationError):
         settings.resolve_after = 7
-    assert settings.resolve_after == 5
+    assert settings.resolve_after == 60
 
 
 @pytest.mark.parametrize(

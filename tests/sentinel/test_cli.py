@@ -36,7 +36,7 @@ def test_help_describes_every_command(command: list[str]) -> None:
 
 
 def test_demo_prints_alerts_opening_and_resolving_and_a_summary() -> None:
-    result = sentinel("demo", "--seconds", "5", "--sensors", "4")
+    result = sentinel("demo", "--seconds", "8", "--sensors", "4")
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "OPEN" in out and "RESOLVED" in out
@@ -116,7 +116,7 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
     ready = tmp_path / "port"
     server = subprocess.Popen(
         [sys.executable, "-m", "sentinel", "serve", "all", "--port", "0", "--ready-file", str(ready)],
-        env={**os.environ, "SENTINEL_DRAIN_DELAY_SECONDS": "0.2"},
+        env={**os.environ, "SENTINEL_DRAIN_DELAY_SECONDS": "0.2", "SENTINEL_RESOLVE_AFTER": "5"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
