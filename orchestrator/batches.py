@@ -52,7 +52,8 @@ def decode_batch(
     count = len(readings)
     if count > limits.max_batch_readings:
         raise InvalidArgument(
-            "readings", f"{count} readings exceeds the limit of {limits.max_batch_readings} per batch"
+            "readings",
+            f"{count} readings exceeds the limit of {limits.max_batch_readings} per batch",
         )
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")

@@ -61,9 +61,7 @@ class Combiner:
     def weight(self, name: str) -> float:
         return float((self.weights or {}).get(name, 1.0))
 
-    def combine(
-        self, rows: int, votes: Sequence[EngineVotes], expected: Sequence[str]
-    ) -> Combined:
+    def combine(self, rows: int, votes: Sequence[EngineVotes], expected: Sequence[str]) -> Combined:
         answered = {v.name for v in votes}
         missing = tuple(name for name in expected if name not in answered)
         if votes:
@@ -86,6 +84,9 @@ class Combiner:
                 score = np.where(voters > 0, scores.sum(axis=0) / voters, 0.0)
             else:
                 w = np.array([self.weight(v.name) for v in votes], dtype=np.float64)[:, None]
+                if w.size and w.max() > 0:
+                    # Only ratios matter; scaling to max 1 keeps tiny weights from underflowing.
+                    w = w / w.max()
                 total = (w * voting).sum(axis=0)
                 score = np.where(total > 0, (w * scores).sum(axis=0) / total, 0.0)
                 anomaly = (score >= 0.5) & (total > 0)

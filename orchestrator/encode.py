@@ -16,7 +16,10 @@ _STATUS_TO_PROTO = {
     STATUS_CODES[Status.DEGRADED]: orchestrator_pb2.VERDICT_STATUS_DEGRADED,
     STATUS_CODES[Status.WARMING_UP]: orchestrator_pb2.VERDICT_STATUS_WARMING_UP,
 }
-_ALERT_STATE = {"open": orchestrator_pb2.ALERT_STATE_OPEN, "resolved": orchestrator_pb2.ALERT_STATE_RESOLVED}
+_ALERT_STATE = {
+    "open": orchestrator_pb2.ALERT_STATE_OPEN,
+    "resolved": orchestrator_pb2.ALERT_STATE_RESOLVED,
+}
 
 
 def encode_verdicts(

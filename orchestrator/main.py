@@ -11,10 +11,9 @@ from prometheus_client import CollectorRegistry
 from sentinel.server import (
     GrpcServer,
     drain_and_stop,
-    install_stop_signals,
     parse_bind,
+    serve_until_signalled,
     server_credentials,
-    write_ready_file,
 )
 from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, configure_tracing
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -54,7 +53,10 @@ class OrchestratorProcess:
         self.windows = WindowStore(0, settings.max_sensors)
         options = channel_options(settings.client_retries, settings.max_message_bytes)
         self.pool = SpecialistPool(
-            [SpecialistClient(t, options, specialist_credentials) for t in parse_targets(settings.specialists)],
+            [
+                SpecialistClient(t, options, specialist_credentials)
+                for t in parse_targets(settings.specialists)
+            ],
             timeout_seconds=settings.specialist_timeout_seconds,
             observe=self.metrics.observe_call,
             on_window_length=self.windows.grow_length,
@@ -62,7 +64,9 @@ class OrchestratorProcess:
             propagator=tracing.propagator,
         )
         self.incidents = IncidentTracker(settings.resolve_after, max_open=settings.max_sensors)
-        self.hub = AlertHub(settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc)
+        self.hub = AlertHub(
+            settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
+        )
         self.pipeline = ScoringPipeline(
             windows=self.windows,
             pool=self.pool,
@@ -161,20 +165,17 @@ class OrchestratorProcess:
         }
 
 
-async def serve(settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+async def serve(
+    settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False
+) -> None:
     tracing = configure_tracing("sentinel-orchestrator", console=console_spans)
-    process = OrchestratorProcess(settings, tracing)
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    port = await process.start()
-    write_ready_file(ready_file, port)
-    try:
-        await stop.wait()
-    finally:
-        await process.stop()
-        tracing.shutdown()
+    await serve_until_signalled(
+        OrchestratorProcess(settings, tracing), ready_file, tracing.shutdown
+    )
 
 
-def main(settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+def main(
+    settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False
+) -> None:
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings, ready_file, console_spans))

@@ -14,7 +14,9 @@ class OrchestratorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.readings = Counter(
-            "sentinel_orchestrator_readings_received", "Readings accepted for scoring.", registry=registry
+            "sentinel_orchestrator_readings_received",
+            "Readings accepted for scoring.",
+            registry=registry,
         )
         self.batches = Counter(
             "sentinel_orchestrator_batches_received", "Client batches accepted.", registry=registry
@@ -31,13 +33,21 @@ class OrchestratorMetrics:
             registry=registry,
         )
         self.verdicts = Counter(
-            "sentinel_orchestrator_verdicts", "Verdicts produced, by status.", ("status",), registry=registry
+            "sentinel_orchestrator_verdicts",
+            "Verdicts produced, by status.",
+            ("status",),
+            registry=registry,
         )
         self.anomalies = Counter(
-            "sentinel_orchestrator_anomalous_verdicts", "Verdicts flagged anomalous.", registry=registry
+            "sentinel_orchestrator_anomalous_verdicts",
+            "Verdicts flagged anomalous.",
+            registry=registry,
         )
         self.alerts = Counter(
-            "sentinel_orchestrator_alerts", "Alerts emitted, by state.", ("state",), registry=registry
+            "sentinel_orchestrator_alerts",
+            "Alerts emitted, by state.",
+            ("state",),
+            registry=registry,
         )
         self.specialist_latency = Histogram(
             "sentinel_orchestrator_specialist_call_duration_seconds",
@@ -74,10 +84,14 @@ class OrchestratorMetrics:
             registry=registry,
         )
         self.active_streams = Gauge(
-            "sentinel_orchestrator_active_streams", "Open StreamTelemetry streams.", registry=registry
+            "sentinel_orchestrator_active_streams",
+            "Open StreamTelemetry streams.",
+            registry=registry,
         )
         self.sensors_tracked = Gauge(
-            "sentinel_orchestrator_sensors_tracked", "Sensors with a window in memory.", registry=registry
+            "sentinel_orchestrator_sensors_tracked",
+            "Sensors with a window in memory.",
+            registry=registry,
         )
         self.open_incidents = Gauge(
             "sentinel_orchestrator_open_incidents", "Incidents currently open.", registry=registry

@@ -103,11 +103,17 @@ class ScoringPipeline:
                 fresh.append(batch)
                 self.dedup.remember(client_id, batch.batch_id, batch.rows)
         if len(fresh) == 1:
-            sensor_ids, values, timestamps = fresh[0].sensor_ids, fresh[0].values, fresh[0].timestamps
+            sensor_ids, values, timestamps = (
+                fresh[0].sensor_ids,
+                fresh[0].values,
+                fresh[0].timestamps,
+            )
         else:
             sensor_ids = [s for b in fresh for s in b.sensor_ids]
             values = np.concatenate([b.values for b in fresh]) if fresh else np.empty(0)
-            timestamps = np.concatenate([b.timestamps for b in fresh]) if fresh else np.empty(0, np.int64)
+            timestamps = (
+                np.concatenate([b.timestamps for b in fresh]) if fresh else np.empty(0, np.int64)
+            )
         span = self._tracer.start_span(
             "sentinel.batch",
             context=parent,
@@ -152,7 +158,9 @@ class ScoringPipeline:
                     links.append(trace.Link(context, {"sentinel.batch_id": batch.batch_id}))
         return links
 
-    async def score(self, prepared: Prepared, forwarded: Sequence[tuple[str, str]] = ()) -> Prepared:
+    async def score(
+        self, prepared: Prepared, forwarded: Sequence[tuple[str, str]] = ()
+    ) -> Prepared:
         if prepared.sensor_ids:
             token = otel_context.attach(trace.set_span_in_context(prepared.span))
             try:
@@ -211,7 +219,9 @@ class ScoringPipeline:
         offset = 0
         for index, batch in enumerate(prepared.batches):
             if index in prepared.duplicates:
-                results.append(BatchResult(batch.batch_id, prepared.duplicates[index], duplicate=True))
+                results.append(
+                    BatchResult(batch.batch_id, prepared.duplicates[index], duplicate=True)
+                )
                 continue
             rows_of_batch = np.arange(offset, offset + batch.rows)
             offset += batch.rows

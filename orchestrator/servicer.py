@@ -68,7 +68,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         # Refusals happen before the first message, so proxies see a trailers-only status.
         if self._closing:
             self._pipeline.metrics.rejected.labels("UNAVAILABLE").inc()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "orchestrator is shutting down; reconnect")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "orchestrator is shutting down; reconnect"
+            )
         if len(self.sessions) >= self._max_streams:
             self._pipeline.metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(
@@ -105,7 +107,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if self._detect_active >= self._max_detect:
             self._pipeline.metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many Detect calls (limit {self._max_detect})"
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"too many Detect calls (limit {self._max_detect})",
             )
         try:
             batch = decode_batch(request, self._limits)

@@ -11,9 +11,7 @@ from sentinel.settings import ServerSettings
 from .combine import Policy
 from .specialist_pool import parse_targets
 
-DEFAULT_SPECIALISTS = (
-    "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,model=127.0.0.1:50063"
-)
+DEFAULT_SPECIALISTS = "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,model=127.0.0.1:50063"
 
 
 class OrchestratorSettings(ServerSettings):

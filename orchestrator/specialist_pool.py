@@ -118,7 +118,10 @@ class SpecialistClient:
         except grpc.aio.AioRpcError as error:
             log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
             return False
-        changed = (info.window_length, info.engine_version) != (self.window_length, self.engine_version)
+        changed = (info.window_length, info.engine_version) != (
+            self.window_length,
+            self.engine_version,
+        )
         self.window_length = info.window_length
         self.engine_version = info.engine_version
         self.engine = info.engine
@@ -146,13 +149,19 @@ class SpecialistClient:
         try:
             response = await self._score(request, timeout=timeout, metadata=metadata)
         except grpc.aio.AioRpcError as error:
-            observe(self.name, self.engine_version, time.perf_counter() - started, error.code().name)
+            observe(
+                self.name, self.engine_version, time.perf_counter() - started, error.code().name
+            )
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 # Possibly a different pod or version next time: learn it again.
                 self.window_length = None
             log.warning(
                 "specialist call failed",
-                extra={"specialist": self.name, "code": error.code().name, "detail": error.details()},
+                extra={
+                    "specialist": self.name,
+                    "code": error.code().name,
+                    "detail": error.details(),
+                },
             )
             return None
         except asyncio.CancelledError:
@@ -160,7 +169,9 @@ class SpecialistClient:
         observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
         columns = (response.scores, response.anomalies, response.warming_up, response.reasons)
         if any(len(column) != rows for column in columns):
-            log.error("specialist answered the wrong number of rows", extra={"specialist": self.name})
+            log.error(
+                "specialist answered the wrong number of rows", extra={"specialist": self.name}
+            )
             return None
         if response.engine_version:
             self.engine_version = response.engine_version

@@ -79,7 +79,9 @@ class WindowStore:
         rank[order] = np.arange(rows) - starts[group[order]]
 
         # extended[u] = stored history of sensor u followed by its new values in batch order.
-        extended = np.full((len(unique_ids), length + int(counts.max(initial=0))), np.nan, self._dtype)
+        extended = np.full(
+            (len(unique_ids), length + int(counts.max(initial=0))), np.nan, self._dtype
+        )
         extended[:, :length] = self._values[slots]
         extended[group, length + rank] = values
         columns = np.arange(length)
@@ -87,7 +89,9 @@ class WindowStore:
         old_fill = self._fill[slots]
         fill = np.minimum(old_fill[group] + rank, length)
 
-        self._values[slots] = extended[np.arange(len(unique_ids))[:, None], counts[:, None] + columns[None, :]]
+        self._values[slots] = extended[
+            np.arange(len(unique_ids))[:, None], counts[:, None] + columns[None, :]
+        ]
         self._fill[slots] = np.minimum(old_fill + counts, length)
         return BatchWindows(windows=windows, fill=fill, evicted=evicted)
 

@@ -48,7 +48,9 @@ def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[byt
             batch_id=b + 1,
             verdicts=orchestrator_pb2.VERDICT_MODE_NONE,
             readings=[
-                orchestrator_pb2.Reading(sensor_id=ids[(b * size + i) % sensors], value=v, timestamp_unix_nanos=now + b)
+                orchestrator_pb2.Reading(
+                    sensor_id=ids[(b * size + i) % sensors], value=v, timestamp_unix_nanos=now + b
+                )
                 for i, v in enumerate(values)
             ],
         )
@@ -56,7 +58,9 @@ def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[byt
     return out
 
 
-async def drive(target: str, payloads: list[bytes], seconds: float, window: int, producers: int) -> BenchResult:
+async def drive(
+    target: str, payloads: list[bytes], seconds: float, window: int, producers: int
+) -> BenchResult:
     size = len(orchestrator_pb2.TelemetryBatch.FromString(payloads[0]).readings)
     latencies: list[float] = []
     totals = {"batches": 0}
@@ -64,7 +68,9 @@ async def drive(target: str, payloads: list[bytes], seconds: float, window: int,
     async def producer() -> None:
         async with grpc.aio.insecure_channel(target) as channel:
             call = channel.stream_stream(
-                STREAM_METHOD, request_serializer=None, response_deserializer=orchestrator_pb2.StreamEvent.FromString
+                STREAM_METHOD,
+                request_serializer=None,
+                response_deserializer=orchestrator_pb2.StreamEvent.FromString,
             )
             in_flight = asyncio.Semaphore(window)
             sent_at: list[float] = []
@@ -104,7 +110,17 @@ def start_mesh() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     ready = Path(workdir.name) / "port"
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING", "SENTINEL_DRAIN_DELAY_SECONDS": "0"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "sentinel", "serve", "all", "--port", "0", "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "sentinel",
+            "serve",
+            "all",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -117,7 +133,9 @@ def start_mesh() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     return process, f"127.0.0.1:{ready.read_text()}", workdir
 
 
-def run(seconds: float, batch_size: int, sensors: int, producers: int, window: int, target: str | None) -> BenchResult:
+def run(
+    seconds: float, batch_size: int, sensors: int, producers: int, window: int, target: str | None
+) -> BenchResult:
     payloads = make_batches(64, batch_size, sensors)
     process = workdir = None
     if target is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -31,24 +31,50 @@ def _overrides(**values) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-HostOpt = Annotated[Optional[str], typer.Option(help="Bind address [env SENTINEL_HOST; default 127.0.0.1].")]
-PortOpt = Annotated[Optional[int], typer.Option(help="gRPC port; 0 picks a free one [env SENTINEL_PORT; default 50051].")]
-MetricsOpt = Annotated[Optional[int], typer.Option(help="Prometheus /metrics port [env SENTINEL_METRICS_PORT; default off].")]
+HostOpt = Annotated[
+    str | None, typer.Option(help="Bind address [env SENTINEL_HOST; default 127.0.0.1].")
+]
+PortOpt = Annotated[
+    int | None,
+    typer.Option(help="gRPC port; 0 picks a free one [env SENTINEL_PORT; default 50051]."),
+]
+MetricsOpt = Annotated[
+    int | None,
+    typer.Option(help="Prometheus /metrics port [env SENTINEL_METRICS_PORT; default off]."),
+]
 
 
 @app.command()
 def serve(
-    role: Annotated[Role, typer.Argument(help="What to run: one role, or `all` for the whole mesh on this machine.")],
+    role: Annotated[
+        Role,
+        typer.Argument(help="What to run: one role, or `all` for the whole mesh on this machine."),
+    ],
     host: HostOpt = None,
     port: PortOpt = None,
     metrics_port: MetricsOpt = None,
-    specialists: Annotated[Optional[str], typer.Option(help="orchestrator: name=target,... [env SENTINEL_SPECIALISTS].")] = None,
-    policy: Annotated[Optional[str], typer.Option(help="orchestrator: combine policy any|majority|weighted.")] = None,
-    rules: Annotated[Optional[Path], typer.Option(help="threshold: TOML file of limit rules.")] = None,
-    window: Annotated[Optional[int], typer.Option(help="statistical: window length.")] = None,
-    cutoff: Annotated[Optional[float], typer.Option(help="statistical: robust |z| cut-off.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path.")] = None,
-    ready_file: Annotated[Optional[str], typer.Option(help="Write the bound port here once serving (for supervisors).")] = None,
+    specialists: Annotated[
+        str | None,
+        typer.Option(help="orchestrator: name=target,... [env SENTINEL_SPECIALISTS]."),
+    ] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="orchestrator: combine policy any|majority|weighted.")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option(help="threshold: TOML file of limit rules.")
+    ] = None,
+    window: Annotated[int | None, typer.Option(help="statistical: window length.")] = None,
+    cutoff: Annotated[
+        float | None, typer.Option(help="statistical: robust |z| cut-off.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path."),
+    ] = None,
+    ready_file: Annotated[
+        str | None,
+        typer.Option(help="Write the bound port here once serving (for supervisors)."),
+    ] = None,
     console_spans: Annotated[bool, typer.Option(help="Print trace spans to the console.")] = False,
 ) -> None:
     """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
@@ -56,7 +82,9 @@ def serve(
     if role in (Role.orchestrator, Role.all):
         from orchestrator.settings import OrchestratorSettings
 
-        settings = OrchestratorSettings(**common, **_overrides(specialists=specialists, combine_policy=policy))
+        settings = OrchestratorSettings(
+            **common, **_overrides(specialists=specialists, combine_policy=policy)
+        )
         if role is Role.orchestrator:
             from orchestrator.main import main as orchestrator_main
 
@@ -84,11 +112,20 @@ def serve(
 
 @app.command()
 def demo(
-    seconds: Annotated[Optional[float], typer.Option(help="Stop after this many seconds (default: run until Ctrl-C).")] = None,
-    sensors: Annotated[int, typer.Option(min=1, max=10_000, help="Number of simulated sensors.")] = 8,
-    rate: Annotated[float, typer.Option(min=0.1, max=1000, help="Readings per second per sensor.")] = 20.0,
+    seconds: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds (default: run until Ctrl-C)."),
+    ] = None,
+    sensors: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Number of simulated sensors.")
+    ] = 8,
+    rate: Annotated[
+        float, typer.Option(min=0.1, max=1000, help="Readings per second per sensor.")
+    ] = 20.0,
     port: Annotated[int, typer.Option(help="Orchestrator port (0 = any free port).")] = 0,
-    console_spans: Annotated[bool, typer.Option(help="Print OpenTelemetry spans to the console.")] = False,
+    console_spans: Annotated[
+        bool, typer.Option(help="Print OpenTelemetry spans to the console.")
+    ] = False,
 ) -> None:
     """The whole mesh plus simulated sensors (spikes, drifts, level shifts): live alerts, then a summary."""
     import logging
@@ -103,9 +140,20 @@ def demo(
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with columns timestamp,value[,sensor_id] (NAB format).")],
-    target: Annotated[Optional[str], typer.Option(help="Orchestrator HOST:PORT; default: an embedded mesh.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Verdict CSV to write (default: FILE.verdicts.csv).")] = None,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            dir_okay=False,
+            help="CSV with columns timestamp,value[,sensor_id] (NAB format).",
+        ),
+    ],
+    target: Annotated[
+        str | None, typer.Option(help="Orchestrator HOST:PORT; default: an embedded mesh.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Verdict CSV to write (default: FILE.verdicts.csv).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
 ) -> None:
     """Stream a CSV through the mesh and write one verdict row per input row, in file order."""
@@ -144,12 +192,18 @@ def replay(
 
 @app.command()
 def bench(
-    seconds: Annotated[float, typer.Option(min=1, help="Measured duration (after a 2 s warm-up).")] = 10.0,
+    seconds: Annotated[
+        float, typer.Option(min=1, help="Measured duration (after a 2 s warm-up).")
+    ] = 10.0,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 1000,
-    sensors: Annotated[int, typer.Option(min=1, help="Distinct sensors the readings cycle through.")] = 100,
+    sensors: Annotated[
+        int, typer.Option(min=1, help="Distinct sensors the readings cycle through.")
+    ] = 100,
     producers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent streams.")] = 2,
     window: Annotated[int, typer.Option(min=1, help="Unacked batches per stream.")] = 8,
-    target: Annotated[Optional[str], typer.Option(help="Benchmark this orchestrator instead of a local mesh.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="Benchmark this orchestrator instead of a local mesh.")
+    ] = None,
 ) -> None:
     """Measure mesh throughput: readings/s through orchestrator + all specialists, ack latency."""
     from sentinel.bench import run
@@ -164,10 +218,16 @@ def bench(
 
 @app.command()
 def soak(
-    seconds: Annotated[float, typer.Option(min=5, help="How long the producers stream while faults are injected.")] = 60.0,
-    sensors: Annotated[int, typer.Option(min=1, max=10_000, help="Simulated sensors, split over the producers.")] = 64,
+    seconds: Annotated[
+        float, typer.Option(min=5, help="How long the producers stream while faults are injected.")
+    ] = 60.0,
+    sensors: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Simulated sensors, split over the producers.")
+    ] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the fault schedule and the readings.")] = 1,
-    rate: Annotated[float, typer.Option(min=1, max=1000, help="Readings per second per sensor.")] = 50.0,
+    rate: Annotated[
+        float, typer.Option(min=1, max=1000, help="Readings per second per sensor.")
+    ] = 50.0,
     producers: Annotated[int, typer.Option(min=1, max=32, help="Concurrent TelemetryClients.")] = 2,
 ) -> None:
     """The mesh as separate processes under random faults (specialist SIGKILL/restart and hangs,
@@ -201,11 +261,35 @@ class Detections(str, enum.Enum):
 
 @app.command()
 def evaluate(
-    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Directory of labelled CSVs (e.g. the NAB data/ tree).")],
-    windows: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="NAB windows JSON: {\"dir/file.csv\": [[start, end], ...]}.")],
-    detections: Annotated[Detections, typer.Option(help="alerts: one detection per alert opened; verdicts: every anomalous verdict.")] = Detections.alerts,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the per-file table (and the normalised total) as CSV.")] = None,
-    verdicts_dir: Annotated[Optional[Path], typer.Option(help="Keep each file's verdict CSV here (default: discarded).")] = None,
+    directory: Annotated[
+        Path,
+        typer.Argument(
+            exists=True,
+            file_okay=False,
+            help="Directory of labelled CSVs (e.g. the NAB data/ tree).",
+        ),
+    ],
+    windows: Annotated[
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help='NAB windows JSON: {"dir/file.csv": [[start, end], ...]}.',
+        ),
+    ],
+    detections: Annotated[
+        Detections,
+        typer.Option(
+            help="alerts: one detection per alert opened; verdicts: every anomalous verdict."
+        ),
+    ] = Detections.alerts,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Also write the per-file table (and the normalised total) as CSV."),
+    ] = None,
+    verdicts_dir: Annotated[
+        Path | None, typer.Option(help="Keep each file's verdict CSV here (default: discarded).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
 ) -> None:
     """Replay every CSV under DIRECTORY through one embedded mesh and print its NAB standard-profile
@@ -216,7 +300,9 @@ def evaluate(
 
     configure_logging("WARNING", "text")
     try:
-        evaluation = run_evaluate(directory, windows, detections.value, out, batch_size, verdicts_dir)
+        evaluation = run_evaluate(
+            directory, windows, detections.value, out, batch_size, verdicts_dir
+        )
     except ValueError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error

@@ -133,7 +133,9 @@ class TelemetryClient:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="telemetry-client")
 
-    async def send(self, readings: list[orchestrator_pb2.Reading], verdicts: int | None = None) -> int:
+    async def send(
+        self, readings: list[orchestrator_pb2.Reading], verdicts: int | None = None
+    ) -> int:
         """Queue one batch; waits while `max_unacked` batches are unacknowledged.
 
         `verdicts` overrides the client's verdict mode for this batch (e.g. NONE for history).
@@ -278,7 +280,9 @@ class TelemetryClient:
                 elif kind == "verdicts":
                     self.stats.verdicts += len(event.verdicts.verdicts)
                     if self._on_verdicts is not None and event.verdicts.verdicts:
-                        self._on_verdicts(event.verdicts.verdicts[0].batch_id, list(event.verdicts.verdicts))
+                        self._on_verdicts(
+                            event.verdicts.verdicts[0].batch_id, list(event.verdicts.verdicts)
+                        )
                 elif kind == "alert":
                     self.stats.alerts += 1
                     if self._on_alert is not None:

@@ -69,12 +69,17 @@ async def run_demo(
     specialists = LocalSpecialists()
     tracing = configure_tracing("sentinel-demo", console=console_spans)
     tally = DemoTally()
-    console.print(f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)} ...")
+    console.print(
+        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)} ..."
+    )
     await specialists.start()
     orchestrator: OrchestratorProcess | None = None
     try:
         settings = OrchestratorSettings(
-            port=port, specialists=specialists.targets, drain_delay_seconds=0, shutdown_grace_seconds=2
+            port=port,
+            specialists=specialists.targets,
+            drain_delay_seconds=0,
+            shutdown_grace_seconds=2,
         )
         orchestrator = OrchestratorProcess(settings, tracing)
         await orchestrator.start()
@@ -114,7 +119,9 @@ async def _send_history(client, simulator, ticks, rate, tally) -> None:
     step = int(NANOS / rate)
     for t in range(ticks):
         ts = now - (ticks - t) * step
-        await client.send(_readings(simulator.ids, history[t], ts), verdicts=orchestrator_pb2.VERDICT_MODE_NONE)
+        await client.send(
+            _readings(simulator.ids, history[t], ts), verdicts=orchestrator_pb2.VERDICT_MODE_NONE
+        )
         tally.readings_sent += simulator.sensors
 
 
@@ -153,5 +160,7 @@ def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, 
     for name, count in sorted(tally.votes_anomalous.items()):
         table.add_row(f"anomalies flagged by {name}", str(count))
     kinds = collections.Counter(e.kind for e in simulator.events)
-    table.add_row("injected events", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none")
+    table.add_row(
+        "injected events", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"
+    )
     console.print(table)

@@ -10,7 +10,9 @@ from sentinel.telemetry import Tracing, configure_tracing
 
 
 @contextlib.asynccontextmanager
-async def embedded_mesh(tracing: Tracing | None = None, **orchestrator_settings) -> AsyncIterator[str]:
+async def embedded_mesh(
+    tracing: Tracing | None = None, **orchestrator_settings
+) -> AsyncIterator[str]:
     """Yields the orchestrator's target (127.0.0.1:port)."""
     from orchestrator.main import OrchestratorProcess
     from orchestrator.settings import OrchestratorSettings

@@ -58,7 +58,11 @@ def read_series(path: Path) -> Series:
             if not math.isfinite(value):
                 raise ValueError(f"{path}:{line}: value {value} is not finite")
             values.append(value)
-            sensor = (row.get(fields.get("sensor_id", ""), "") or "").strip() if "sensor_id" in fields else ""
+            sensor = (
+                (row.get(fields.get("sensor_id", ""), "") or "").strip()
+                if "sensor_id" in fields
+                else ""
+            )
             sensors.append(sensor or path.stem)
     return Series(stamps_text, np.array(stamps, dtype=np.int64), np.array(values), sensors)
 
@@ -123,14 +127,31 @@ def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["timestamp", "sensor_id", "value", "anomaly", "score", "status", *(f"{s}_score" for s in specialists)]
+            [
+                "timestamp",
+                "sensor_id",
+                "value",
+                "anomaly",
+                "score",
+                "status",
+                *(f"{s}_score" for s in specialists),
+            ]
         )
         for i, verdict in enumerate(verdicts):
             counts["rows"] += 1
             if verdict is None:
                 # Resent after a reconnect and already scored: acked as a duplicate, verdict gone.
                 counts["missing"] += 1
-                writer.writerow([series.timestamps_text[i], series.sensor_ids[i], series.values[i], "", "", "missing"])
+                writer.writerow(
+                    [
+                        series.timestamps_text[i],
+                        series.sensor_ids[i],
+                        series.values[i],
+                        "",
+                        "",
+                        "missing",
+                    ]
+                )
                 continue
             scores = {v.specialist: v for v in verdict.votes}
             counts["anomalies"] += verdict.anomaly
@@ -141,9 +162,15 @@ def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
                     repr(float(series.values[i])),
                     int(verdict.anomaly),
                     f"{verdict.score:.6f}",
-                    orchestrator_pb2.VerdictStatus.Name(verdict.status).removeprefix("VERDICT_STATUS_").lower(),
+                    orchestrator_pb2.VerdictStatus.Name(verdict.status)
+                    .removeprefix("VERDICT_STATUS_")
+                    .lower(),
                     *(
-                        ("" if s not in scores or scores[s].warming_up else f"{scores[s].score:.6f}")
+                        (
+                            ""
+                            if s not in scores or scores[s].warming_up
+                            else f"{scores[s].score:.6f}"
+                        )
                         for s in specialists
                     ),
                 ]

@@ -14,7 +14,9 @@ from sentinel.telemetry import configure_logging, configure_tracing
 log = logging.getLogger(__name__)
 
 
-async def serve_all(settings: OrchestratorSettings, ready_file: str | None, console_spans: bool) -> None:
+async def serve_all(
+    settings: OrchestratorSettings, ready_file: str | None, console_spans: bool
+) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
     specialists = LocalSpecialists(log_level=settings.log_level)

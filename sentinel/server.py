@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -143,3 +144,24 @@ def write_ready_file(path: str | None, port: int) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(str(port))
     os.replace(tmp, path)
+
+
+class ServedProcess(Protocol):
+    async def start(self) -> int: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve_until_signalled(
+    process: ServedProcess, ready_file: str | None, on_exit: Callable[[], None]
+) -> None:
+    """Start, announce the port, wait for SIGTERM/SIGINT, then drain and stop (the role's `serve`)."""
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    port = await process.start()
+    write_ready_file(ready_file, port)
+    try:
+        await stop.wait()
+    finally:
+        await process.stop()
+        on_exit()

@@ -42,7 +42,12 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _plaintext_only_where_safe(self) -> ServerSettings:
-        if self.tls_cert_file and not self.tls_key_file or self.tls_key_file and not self.tls_cert_file:
+        if (
+            self.tls_cert_file
+            and not self.tls_key_file
+            or self.tls_key_file
+            and not self.tls_cert_file
+        ):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
         if not self.tls_enabled and not self.allow_insecure and not is_loopback(self.host):
             raise ValueError(

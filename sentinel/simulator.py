@@ -49,11 +49,17 @@ class SensorSimulator:
         # Roughly one new event per `event_every_ticks` ticks across all sensors, never two at once
         # on one sensor, and the first one early so short demos show an alert.
         busy = {e.sensor for e, _ in self._active}
-        if (t == 20 or self.rng.random() < 1.0 / self.event_every_ticks) and len(busy) < self.sensors:
+        if (t == 20 or self.rng.random() < 1.0 / self.event_every_ticks) and len(
+            busy
+        ) < self.sensors:
             sensor = int(self.rng.choice([i for i in range(self.sensors) if i not in busy]))
             kind = EVENT_KINDS[len(self.events) % len(EVENT_KINDS)]
             length = {"spike": 1, "drift": 40, "level-shift": 25}[kind]
-            magnitude = float(self.rng.uniform(25.0, 60.0)) if kind == "spike" else float(self.rng.uniform(12.0, 25.0))
+            magnitude = (
+                float(self.rng.uniform(25.0, 60.0))
+                if kind == "spike"
+                else float(self.rng.uniform(12.0, 25.0))
+            )
             event = InjectedEvent(sensor, kind, t, length)
             self.events.append(event)
             self._active.append((event, magnitude))

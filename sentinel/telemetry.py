@@ -170,7 +170,10 @@ def configure_tracing(service_name: str, console: bool = False) -> Tracing:
         resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
     exporters = []
-    if any(os.environ.get(n) for n in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+    if any(
+        os.environ.get(n)
+        for n in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporters.append(OTLPSpanExporter())

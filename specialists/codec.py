@@ -34,7 +34,9 @@ def decode_windows(tensor: specialist_pb2.Tensor, rows: int) -> np.ndarray:
     if dtype is None:
         raise InvalidArgument("windows.dtype", f"unsupported tensor dtype {tensor.dtype}")
     if len(shape) != 2 or shape[0] != rows:
-        raise InvalidArgument("windows.shape", f"expected [{rows}, window_length], got {list(shape)}")
+        raise InvalidArgument(
+            "windows.shape", f"expected [{rows}, window_length], got {list(shape)}"
+        )
     expected = shape[0] * shape[1] * dtype.itemsize
     if len(tensor.data) != expected:
         raise InvalidArgument(

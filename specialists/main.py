@@ -11,10 +11,9 @@ from prometheus_client import CollectorRegistry
 from sentinel.server import (
     GrpcServer,
     drain_and_stop,
-    install_stop_signals,
     parse_bind,
+    serve_until_signalled,
     server_credentials,
-    write_ready_file,
 )
 from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, configure_tracing
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
@@ -33,7 +32,9 @@ def build_engine(settings: SpecialistSettings) -> Engine:
     if settings.engine == "threshold":
         from .threshold import ThresholdEngine, load_rules
 
-        rules = load_rules(Path(settings.threshold_rules_file)) if settings.threshold_rules_file else []
+        rules = (
+            load_rules(Path(settings.threshold_rules_file)) if settings.threshold_rules_file else []
+        )
         return ThresholdEngine(rules)
     if settings.engine == "statistical":
         from .statistical import StatisticalEngine
@@ -60,7 +61,9 @@ class SpecialistProcess:
         self.server = GrpcServer(
             bind_address=parse_bind(settings.host, settings.port),
             service_names=(SERVICE_NAME,),
-            add_servicers=lambda s: specialist_pb2_grpc.add_SpecialistServicer_to_server(servicer, s),
+            add_servicers=lambda s: specialist_pb2_grpc.add_SpecialistServicer_to_server(
+                servicer, s
+            ),
             max_message_bytes=settings.max_message_bytes,
             server_credentials=server_credentials(
                 settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
@@ -90,20 +93,16 @@ class SpecialistProcess:
             self.metrics_endpoint.close()
 
 
-async def serve(settings: SpecialistSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+async def serve(
+    settings: SpecialistSettings, ready_file: str | None = None, console_spans: bool = False
+) -> None:
     tracing = configure_tracing(f"sentinel-{settings.engine}", console=console_spans)
     process = SpecialistProcess(settings, build_engine(settings), tracing)
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    port = await process.start()
-    write_ready_file(ready_file, port)
-    try:
-        await stop.wait()
-    finally:
-        await process.stop()
-        tracing.shutdown()
+    await serve_until_signalled(process, ready_file, tracing.shutdown)
 
 
-def main(settings: SpecialistSettings, ready_file: str | None = None, console_spans: bool = False) -> None:
+def main(
+    settings: SpecialistSettings, ready_file: str | None = None, console_spans: bool = False
+) -> None:
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings, ready_file, console_spans))

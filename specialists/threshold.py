@@ -39,7 +39,9 @@ class LimitRule:
         if not self.pattern:
             raise ValueError("rule pattern must not be empty")
         if math.isnan(self.low) or math.isnan(self.high) or self.low > self.high:
-            raise ValueError(f"rule {self.pattern!r}: need low <= high, got {self.low}..{self.high}")
+            raise ValueError(
+                f"rule {self.pattern!r}: need low <= high, got {self.low}..{self.high}"
+            )
 
 
 DEFAULT_RULE = LimitRule(pattern="*", high=DEFAULT_HIGH)
@@ -96,7 +98,9 @@ class ThresholdEngine:
         if rows == 0:
             return _empty_output()
         # Pattern matching happens once per distinct sensor, then broadcasts to rows.
-        unique_ids, inverse = np.unique(np.asarray(batch.sensor_ids, dtype=object), return_inverse=True)
+        unique_ids, inverse = np.unique(
+            np.asarray(batch.sensor_ids, dtype=object), return_inverse=True
+        )
         rules = [self.rule_for(s) for s in unique_ids]
         low = np.array([r.low for r in rules])[inverse]
         high = np.array([r.high for r in rules])[inverse]
@@ -116,9 +120,13 @@ class ThresholdEngine:
         for i in np.flatnonzero(anomalies):
             rule = rules[inverse[i]]
             if above[i]:
-                reasons[i] = f"value {values[i]:g} above high limit {rule.high:g} (rule '{rule.pattern}')"
+                reasons[i] = (
+                    f"value {values[i]:g} above high limit {rule.high:g} (rule '{rule.pattern}')"
+                )
             else:
-                reasons[i] = f"value {values[i]:g} below low limit {rule.low:g} (rule '{rule.pattern}')"
+                reasons[i] = (
+                    f"value {values[i]:g} below low limit {rule.low:g} (rule '{rule.pattern}')"
+                )
         return ScoreOutput(
             scores=np.clip(scores, 0.0, 1.0),
             anomalies=anomalies,
@@ -138,5 +146,8 @@ def _limit_span(low: np.ndarray, high: np.ndarray) -> np.ndarray:
 
 def _empty_output() -> ScoreOutput:
     return ScoreOutput(
-        scores=np.empty(0), anomalies=np.empty(0, dtype=bool), reasons=[], warming_up=np.empty(0, dtype=bool)
+        scores=np.empty(0),
+        anomalies=np.empty(0, dtype=bool),
+        reasons=[],
+        warming_up=np.empty(0, dtype=bool),
     )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from opentelemetry import trace
 
 from orchestrator.main import OrchestratorProcess
 from orchestrator.settings import OrchestratorSettings
@@ -14,7 +15,6 @@ from sentinel.telemetry import Tracing, build_propagator
 from sentinel.v1 import orchestrator_pb2_grpc
 from specialists.main import SpecialistProcess, build_engine
 from specialists.settings import SpecialistSettings
-from opentelemetry import trace
 
 
 def no_tracing() -> Tracing:
@@ -68,7 +68,9 @@ async def running_mesh(
 ) -> AsyncIterator[Mesh]:
     specialists: dict[str, SpecialistProcess] = {}
     for engine in engines:
-        specialists[engine] = await start_specialist(engine, **(specialist_overrides or {}).get(engine, {}))
+        specialists[engine] = await start_specialist(
+            engine, **(specialist_overrides or {}).get(engine, {})
+        )
     targets = ",".join(f"{name}=127.0.0.1:{p.server.port}" for name, p in specialists.items())
     orchestrator_overrides.setdefault("resolve_after", 5)  # incidents resolve within a test
     settings = OrchestratorSettings(
@@ -82,7 +84,9 @@ async def running_mesh(
     await orchestrator.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}")
     try:
-        yield Mesh(orchestrator, specialists, channel, orchestrator_pb2_grpc.OrchestratorStub(channel))
+        yield Mesh(
+            orchestrator, specialists, channel, orchestrator_pb2_grpc.OrchestratorStub(channel)
+        )
     finally:
         await channel.close()
         await orchestrator.stop(drain_delay=0, grace=0.5)

@@ -38,7 +38,13 @@ async def collect(call) -> dict[str, list]:
     """Drain a StreamTelemetry call into lists of acks, verdicts, alerts, other events."""
     import grpc
 
-    out: dict[str, list] = {"ack": [], "verdicts": [], "alert": [], "heartbeat": [], "reconnect": []}
+    out: dict[str, list] = {
+        "ack": [],
+        "verdicts": [],
+        "alert": [],
+        "heartbeat": [],
+        "reconnect": [],
+    }
     # read() rather than `async for`, so calls already read with read() can be drained too.
     while (event := await call.read()) is not grpc.aio.EOF:
         kind = event.WhichOneof("event")

@@ -33,8 +33,7 @@ def explain(score: float, latest_deviation: float) -> str:
     distance = abs(latest_deviation)
     size = f"more than {CLIP:g}" if distance >= CLIP else f"{distance:.1f}"
     return (
-        f"isolation-forest score {score:.2f} "
-        f"(latest value {size} robust-sd {side} window median)"
+        f"isolation-forest score {score:.2f} (latest value {size} robust-sd {side} window median)"
     )
 
 

@@ -32,7 +32,7 @@ def normal_series(
     # AR(1) via a decaying-kernel convolution keeps it vectorised; the first value starts
     # from the stationary distribution so no burn-in is needed.
     phi = rng.uniform(0.3, 0.95, (rows, 1))
-    powers = phi ** t  # [rows, length]
+    powers = phi**t  # [rows, length]
     innovations = noise.copy()
     innovations[:, :1] /= np.sqrt(1.0 - phi**2)
     ar1 = np.stack(

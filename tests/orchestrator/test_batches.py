@@ -34,8 +34,12 @@ def field_of(batch, limits=LIMITS) -> str:
 
 def test_decodes_columns_in_order():
     batch = make(
-        reading("a", 1.5, NOW - 3), reading("b", -2.0, NOW - 2), reading("a", 3.0, NOW - 1),
-        batch_id=7, verdicts=pb.VERDICT_MODE_ALL, traceparent="00-abc-def-01",
+        reading("a", 1.5, NOW - 3),
+        reading("b", -2.0, NOW - 2),
+        reading("a", 3.0, NOW - 1),
+        batch_id=7,
+        verdicts=pb.VERDICT_MODE_ALL,
+        traceparent="00-abc-def-01",
     )
     decoded = decode_batch(batch, LIMITS, now_ns=NOW)
     assert decoded.batch_id == 7
@@ -58,7 +62,10 @@ def test_non_finite_value_names_the_reading(bad):
 @pytest.mark.parametrize(
     ("sensor", "why"),
     [
-        ("", "empty"), ("x" * 257, "too long"), ("bad\nid", "newline"), ("nul\x00", "NUL"),
+        ("", "empty"),
+        ("x" * 257, "too long"),
+        ("bad\nid", "newline"),
+        ("nul\x00", "NUL"),
         ("\x7f", "DEL"),
     ],
 )
@@ -149,7 +156,8 @@ def test_error_is_a_value_error_with_field_and_problem():
 
 SENSOR_IDS = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/",
-    min_size=1, max_size=40,
+    min_size=1,
+    max_size=40,
 )
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 TIMESTAMPS = st.integers(0, NOW + 86_400 * NANOS)

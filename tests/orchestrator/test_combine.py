@@ -27,7 +27,9 @@ def votes(name, scores, anomalies=None, warming=None, version="1.0.0") -> Engine
 
 def test_majority_needs_more_than_half_and_averages_scores():
     engines = [
-        votes("a", [0.9, 0.9, 0.1]), votes("b", [0.8, 0.2, 0.1]), votes("c", [0.1, 0.1, 0.1])
+        votes("a", [0.9, 0.9, 0.1]),
+        votes("b", [0.8, 0.2, 0.1]),
+        votes("c", [0.1, 0.1, 0.1]),
     ]
     out = Combiner(Policy.MAJORITY).combine(3, engines, ["a", "b", "c"])
     assert out.anomaly.tolist() == [True, False, False]
@@ -238,3 +240,16 @@ def test_single_voter_decides_alone_under_every_policy(case):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_policy_parses_from_text(policy):
     assert Policy(policy.value) is policy
+
+
+def test_tiny_weights_do_not_underflow_the_weighted_score():
+    vote = EngineVotes(
+        name="a",
+        version="1",
+        scores=np.array([2.2250738585072014e-308, 0.7]),
+        anomalies=np.array([False, True]),
+        warming_up=np.array([False, False]),
+        reasons=["", ""],
+    )
+    out = Combiner(Policy.WEIGHTED, {"a": 3.1e-290}).combine(2, [vote], ["a"])
+    assert out.score.tolist() == [2.2250738585072014e-308, 0.7]

@@ -62,7 +62,9 @@ async def test_shutdown_reports_not_serving_then_ends_streams_cleanly() -> None:
         assert first.WhichOneof("event") == "ack"
         stopping = asyncio.create_task(mesh.orchestrator.stop(drain_delay=0.5, grace=2))
         await asyncio.sleep(0.2)
-        status = await health.Check(health_pb2.HealthCheckRequest(service="sentinel.v1.Orchestrator"))
+        status = await health.Check(
+            health_pb2.HealthCheckRequest(service="sentinel.v1.Orchestrator")
+        )
         assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
         rest = await asyncio.wait_for(collect(call), 10)
         assert len(rest["reconnect"]) == 1
@@ -105,14 +107,19 @@ async def test_routing_and_trace_headers_are_forwarded_to_specialists() -> None:
 
     settings = SpecialistSettings(engine="threshold", port=0)
     process = SpecialistProcess(settings, build_engine(settings), no_tracing())
-    recorder = RecordingServicer(process.engine, process.metrics, no_tracing().tracer("t"), build_propagator())
+    recorder = RecordingServicer(
+        process.engine, process.metrics, no_tracing().tracer("t"), build_propagator()
+    )
     server = grpc.aio.server()
     specialist_pb2_grpc.add_SpecialistServicer_to_server(recorder, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     tracing = Tracing(TracerProvider(), build_propagator())
     orchestrator = OrchestratorProcess(
-        OrchestratorSettings(port=0, specialists=f"threshold=127.0.0.1:{port}", drain_delay_seconds=0), tracing
+        OrchestratorSettings(
+            port=0, specialists=f"threshold=127.0.0.1:{port}", drain_delay_seconds=0
+        ),
+        tracing,
     )
     await orchestrator.start()
     try:
@@ -123,7 +130,11 @@ async def test_routing_and_trace_headers_are_forwarded_to_specialists() -> None:
                 ("x-request-id", "req-42"),
                 ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
             )
-            await collect(stub.StreamTelemetry(_idle_from([batch(1, [1.0], mode=pb.VERDICT_MODE_NONE)]), metadata=inbound))
+            await collect(
+                stub.StreamTelemetry(
+                    _idle_from([batch(1, [1.0], mode=pb.VERDICT_MODE_NONE)]), metadata=inbound
+                )
+            )
             await stub.Detect(batch(2, [1.0], mode=pb.VERDICT_MODE_NONE), metadata=inbound)
         assert len(recorder.seen) == 2
         client_trace = "0af7651916cd43dd8448eb211c80319c"

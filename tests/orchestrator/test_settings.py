@@ -80,7 +80,9 @@ def test_target_may_contain_equals_signs():
 def test_parse_weights():
     assert parse_weights("") == {}
     assert parse_weights(" model = 2 , threshold=0.5,, statistical=0") == {
-        "model": 2.0, "threshold": 0.5, "statistical": 0.0,
+        "model": 2.0,
+        "threshold": 0.5,
+        "statistical": 0.0,
     }
 
 

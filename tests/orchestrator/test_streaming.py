@@ -18,7 +18,10 @@ async def _requests(batches):
 
 
 async def test_every_batch_is_acked_once_in_order(mesh) -> None:
-    sent = [batch(i, noise(25, seed=i), sensor=f"s{i % 4}", mode=pb.VERDICT_MODE_NONE) for i in range(1, 121)]
+    sent = [
+        batch(i, noise(25, seed=i), sensor=f"s{i % 4}", mode=pb.VERDICT_MODE_NONE)
+        for i in range(1, 121)
+    ]
     events = await collect(mesh.stub.StreamTelemetry(_requests(sent)))
     assert [a.batch_id for a in events["ack"]] == list(range(1, 121))
     assert sum(a.readings_accepted for a in events["ack"]) == 120 * 25
@@ -27,7 +30,15 @@ async def test_every_batch_is_acked_once_in_order(mesh) -> None:
 
 
 async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None:
-    sent = [batch(i, noise(50, seed=i), mode=pb.VERDICT_MODE_ALL, start_ns=time.time_ns() - (10 - i) * 100 * NANOS) for i in range(1, 5)]
+    sent = [
+        batch(
+            i,
+            noise(50, seed=i),
+            mode=pb.VERDICT_MODE_ALL,
+            start_ns=time.time_ns() - (10 - i) * 100 * NANOS,
+        )
+        for i in range(1, 5)
+    ]
     events = await collect(mesh.stub.StreamTelemetry(_requests(sent)))
     verdicts = events["verdicts"]
     assert len(verdicts) == 200
@@ -47,7 +58,12 @@ async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None
 async def test_spike_opens_one_alert_and_quiet_readings_resolve_it(mesh) -> None:
     values = list(noise(120, seed=3))
     values[100:103] = [150.0, 160.0, 155.0]  # one stretch of anomalous points
-    sent = [batch(1, values[:60], mode=pb.VERDICT_MODE_ANOMALIES), batch(2, values[60:], start_ns=time.time_ns() - 1800 * NANOS, mode=pb.VERDICT_MODE_ANOMALIES)]
+    sent = [
+        batch(1, values[:60], mode=pb.VERDICT_MODE_ANOMALIES),
+        batch(
+            2, values[60:], start_ns=time.time_ns() - 1800 * NANOS, mode=pb.VERDICT_MODE_ANOMALIES
+        ),
+    ]
     events = await collect(mesh.stub.StreamTelemetry(_requests(sent)))
     alerts = events["alert"]
     assert [a.state for a in alerts] == [pb.ALERT_STATE_OPEN, pb.ALERT_STATE_RESOLVED]
@@ -146,10 +162,16 @@ async def test_stopped_specialist_degrades_verdicts_then_recovers(mesh) -> None:
     ("readings", "field"),
     [
         ([pb.Reading(sensor_id="a", value=float("nan"))], "readings[0].value"),
-        ([pb.Reading(sensor_id="a", value=1.0), pb.Reading(sensor_id="a", value=float("inf"))], "readings[1].value"),
+        (
+            [pb.Reading(sensor_id="a", value=1.0), pb.Reading(sensor_id="a", value=float("inf"))],
+            "readings[1].value",
+        ),
         ([pb.Reading(sensor_id="", value=1.0)], "readings[0].sensor_id"),
         ([pb.Reading(sensor_id="x" * 300, value=1.0)], "readings[0].sensor_id"),
-        ([pb.Reading(sensor_id="a", value=1.0, timestamp_unix_nanos=-5)], "readings[0].timestamp_unix_nanos"),
+        (
+            [pb.Reading(sensor_id="a", value=1.0, timestamp_unix_nanos=-5)],
+            "readings[0].timestamp_unix_nanos",
+        ),
     ],
 )
 async def test_bad_input_is_invalid_argument_naming_the_field(mesh, readings, field) -> None:

@@ -57,7 +57,14 @@ def _replay_and_check(source: Path, tmp_path: Path) -> list[dict[str, str]]:
     assert len(rows) == len(inputs)
     assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in inputs]
     assert [float(r["value"]) for r in rows] == [float(r["value"]) for r in inputs]
-    assert {"anomaly", "score", "status", "threshold_score", "statistical_score", "model_score"} <= set(rows[0])
+    assert {
+        "anomaly",
+        "score",
+        "status",
+        "threshold_score",
+        "statistical_score",
+        "model_score",
+    } <= set(rows[0])
     assert all(r["status"] in {"ok", "warming_up", "degraded"} for r in rows)
     return rows
 
@@ -68,9 +75,13 @@ def test_replay_writes_one_verdict_row_per_input_row(tmp_path: Path) -> None:
     assert any(r["anomaly"] == "1" for r in rows)  # the file's load-balancer spikes
 
 
-@pytest.mark.skipif(not NAB_DIR.is_dir(), reason="NAB development split not present (set SENTINEL_NAB_DIR)")
+@pytest.mark.skipif(
+    not NAB_DIR.is_dir(), reason="NAB development split not present (set SENTINEL_NAB_DIR)"
+)
 def test_replay_of_a_full_nab_file(tmp_path: Path) -> None:
-    _replay_and_check(NAB_DIR / "realKnownCause" / "ambient_temperature_system_failure.csv", tmp_path)
+    _replay_and_check(
+        NAB_DIR / "realKnownCause" / "ambient_temperature_system_failure.csv", tmp_path
+    )
 
 
 RAW_CLIENT = textwrap.dedent(
@@ -115,7 +126,17 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
         (package / "__init__.py").touch()
     ready = tmp_path / "port"
     server = subprocess.Popen(
-        [sys.executable, "-m", "sentinel", "serve", "all", "--port", "0", "--ready-file", str(ready)],
+        [
+            sys.executable,
+            "-m",
+            "sentinel",
+            "serve",
+            "all",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
         env={**os.environ, "SENTINEL_DRAIN_DELAY_SECONDS": "0.2", "SENTINEL_RESOLVE_AFTER": "5"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -29,7 +29,10 @@ async def _health(channel: grpc.aio.Channel, service: str) -> int:
 
 async def test_orchestrator_reports_serving_and_lists_services(mesh) -> None:
     async with grpc.aio.insecure_channel(mesh.target) as channel:
-        assert await _health(channel, "sentinel.v1.Orchestrator") == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            await _health(channel, "sentinel.v1.Orchestrator")
+            == health_pb2.HealthCheckResponse.SERVING
+        )
         assert await _health(channel, "") == health_pb2.HealthCheckResponse.SERVING
         assert await _list_services(channel) >= {
             "sentinel.v1.Orchestrator",
@@ -43,7 +46,10 @@ async def test_specialists_report_serving_and_list_services(engine: str) -> None
     process = await start_specialist(engine)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
-            assert await _health(channel, "sentinel.v1.Specialist") == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                await _health(channel, "sentinel.v1.Specialist")
+                == health_pb2.HealthCheckResponse.SERVING
+            )
             assert "sentinel.v1.Specialist" in await _list_services(channel)
     finally:
         await process.stop(drain_delay=0, grace=0)
@@ -54,7 +60,10 @@ async def test_drain_flips_health_to_not_serving_before_stopping() -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
         stopping = asyncio.create_task(process.stop(drain_delay=0.5, grace=0))
         await asyncio.sleep(0.2)
-        assert await _health(channel, "sentinel.v1.Specialist") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            await _health(channel, "sentinel.v1.Specialist")
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         await stopping
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await _health(channel, "sentinel.v1.Specialist")

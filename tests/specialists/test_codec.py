@@ -180,8 +180,11 @@ def test_request_round_trip(windows, data):
     fill = data.draw(st.lists(st.integers(0, length), min_size=rows, max_size=rows))
     stamps = data.draw(st.lists(st.integers(-(2**63), 2**63 - 1), min_size=rows, max_size=rows))
     req = pb.ScoreRequest(
-        sensor_ids=[f"s{i}" for i in range(rows)], values=values,
-        timestamps_unix_nanos=stamps, windows=encode_windows(windows), window_fill=fill,
+        sensor_ids=[f"s{i}" for i in range(rows)],
+        values=values,
+        timestamps_unix_nanos=stamps,
+        windows=encode_windows(windows),
+        window_fill=fill,
     )
     decoded = decode_score_request(pb.ScoreRequest.FromString(req.SerializeToString()))
     assert decoded.values.tolist() == values

@@ -147,8 +147,13 @@ def test_wider_windows_use_the_trailing_values():
 def test_float32_windows():
     engine = StatisticalEngine(window_length=8)
     batch = make_input([30.0], [WINDOW])
-    batch32 = ScoreInput(batch.sensor_ids, batch.values, batch.timestamps,
-                         batch.windows.astype(np.float32), batch.window_fill)
+    batch32 = ScoreInput(
+        batch.sensor_ids,
+        batch.values,
+        batch.timestamps,
+        batch.windows.astype(np.float32),
+        batch.window_fill,
+    )
     np.testing.assert_allclose(engine.score(batch32).scores, engine.score(batch).scores)
 
 
@@ -219,8 +224,11 @@ def test_batch_result_equals_row_by_row(case):
     for i in range(batch.rows):
         single = engine.score(
             ScoreInput(
-                [batch.sensor_ids[i]], batch.values[i : i + 1], batch.timestamps[i : i + 1],
-                batch.windows[i : i + 1], batch.window_fill[i : i + 1],
+                [batch.sensor_ids[i]],
+                batch.values[i : i + 1],
+                batch.timestamps[i : i + 1],
+                batch.windows[i : i + 1],
+                batch.window_fill[i : i + 1],
             )
         )
         assert single.scores[0] == whole.scores[i]

@@ -118,8 +118,11 @@ def test_cache_is_bounded_and_still_correct():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"pattern": ""}, "pattern"), ({"pattern": "x", "low": 5.0, "high": 1.0}, "low <= high"),
-     ({"pattern": "x", "low": math.nan}, "low <= high")],
+    [
+        ({"pattern": ""}, "pattern"),
+        ({"pattern": "x", "low": 5.0, "high": 1.0}, "low <= high"),
+        ({"pattern": "x", "low": math.nan}, "low <= high"),
+    ],
 )
 def test_invalid_rules(kwargs, message):
     with pytest.raises(ValueError, match=message):
