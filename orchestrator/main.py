@@ -54,7 +54,7 @@ class OrchestratorProcess:
         options = channel_options(settings.client_retries, settings.max_message_bytes)
         self.pool = SpecialistPool(
             [
-                SpecialistClient(t, options, specialist_credentials)
+                SpecialistClient(t, options, specialist_credentials, settings.max_window_length)
                 for t in parse_targets(settings.specialists)
             ],
             timeout_seconds=settings.specialist_timeout_seconds,

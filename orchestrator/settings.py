@@ -29,6 +29,8 @@ class OrchestratorSettings(ServerSettings):
     """Consecutive normal verdicts that resolve a sensor's open incident (hysteresis)."""
     max_sensors: int = Field(default=100_000, ge=1)
     """Sensors whose windows are kept; the least recently seen is evicted beyond this."""
+    max_window_length: int = Field(default=4_096, ge=0)
+    """Longest window a specialist may ask for; one asking for more is left out (degraded)."""
     max_batch_readings: int = Field(default=10_000, ge=1)
     """Readings allowed in one batch; larger batches are rejected with INVALID_ARGUMENT."""
     max_sensor_id_length: int = Field(default=256, ge=1)

@@ -89,8 +89,10 @@ class SpecialistClient:
         target: SpecialistTarget,
         options: Sequence[tuple[str, object]],
         credentials: grpc.ChannelCredentials | None = None,
+        max_window_length: int = 4096,
     ) -> None:
         self.name = target.name
+        self.max_window_length = max_window_length
         self.target = target.target
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target.target, options=options)
@@ -117,6 +119,17 @@ class SpecialistClient:
             info = await self._stub.Describe(specialist_pb2.DescribeRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as error:
             log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
+            return False
+        if info.window_length > self.max_window_length:
+            # Every sensor's ring buffer grows to the largest window: refuse, stay missing.
+            log.error(
+                "specialist window too long; not used",
+                extra={
+                    "specialist": self.name,
+                    "window_length": info.window_length,
+                    "max_window_length": self.max_window_length,
+                },
+            )
             return False
         changed = (info.window_length, info.engine_version) != (
             self.window_length,

@@ -173,3 +173,16 @@ def test_one_retry_layer_setting_controls_grpc_retries(retries: bool) -> None:
 def test_client_retries_setting_comes_from_env(monkeypatch) -> None:
     monkeypatch.setenv("SENTINEL_CLIENT_RETRIES", "false")
     assert OrchestratorSettings().client_retries is False
+
+
+async def test_specialist_asking_for_too_long_a_window_is_left_out() -> None:
+    async with running_mesh(
+        engines=("threshold", "statistical"),
+        specialist_overrides={"statistical": {"statistical_window": 500}},
+        max_window_length=100,
+    ) as mesh:
+        assert mesh.orchestrator.windows.length == 0  # the store did not grow to 500
+        response = await mesh.stub.Detect(batch(1, [1.0, 95.0], mode=pb.VERDICT_MODE_ALL))
+        assert [list(v.missing) for v in response.verdicts] == [["statistical"], ["statistical"]]
+        assert [v.status for v in response.verdicts] == [pb.VERDICT_STATUS_DEGRADED] * 2
+        assert [v.anomaly for v in response.verdicts] == [False, True]  # threshold still votes
