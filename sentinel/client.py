@@ -30,6 +30,9 @@ RETRYABLE = frozenset(
 _CLOSE = object()
 # gRPC's own status when a message exceeds a peer's size limit: resending cannot help.
 _TOO_LARGE = "larger than max"
+# What grpc.aio reports (as INTERNAL) when writing to a stream whose connection just broke:
+# a transport failure like UNAVAILABLE, not a server's verdict, so it is retried too.
+_LOCAL_WRITE_FAILURE = "Internal error from Core"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
@@ -154,13 +157,25 @@ class TelemetryClient:
                 f"batch of {len(batch.readings)} readings is {size} bytes, more than "
                 f"max_message_bytes={self.max_message_bytes}; send smaller batches"
             )
-        await self._room.acquire()
+        await self._acquire_room()
         batch_id = batch.batch_id = self._next_batch_id
         self._next_batch_id += 1
         self._unacked[batch_id] = batch
         self._all_acked.clear()
         self._outbox.put_nowait(batch)
         return batch_id
+
+    async def _acquire_room(self) -> None:
+        if self._runner is None or not self._room.locked():
+            await self._room.acquire()
+            return
+        # Wait for room, but not on a client that has failed: raise its error instead.
+        acquiring = asyncio.ensure_future(self._room.acquire())
+        await asyncio.wait({acquiring, self._runner}, return_when=asyncio.FIRST_COMPLETED)
+        if not acquiring.done():
+            acquiring.cancel()
+            self._raise_if_failed()
+            raise RuntimeError("the client is closed")
 
     async def flush(self) -> None:
         """Wait until every sent batch is acked (or the client failed)."""
@@ -290,7 +305,10 @@ class TelemetryClient:
                 elif kind == "reconnect":
                     hinted = True
         except grpc.aio.AioRpcError as error:
-            if error.code() in RETRYABLE and _TOO_LARGE not in (error.details() or ""):
+            details = error.details() or ""
+            if error.code() in RETRYABLE and _TOO_LARGE not in details:
+                return "retry"
+            if error.code() == grpc.StatusCode.INTERNAL and details == _LOCAL_WRITE_FAILURE:
                 return "retry"
             raise StreamFailed(error.code(), error.details() or "") from error
         finally:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+import pytest
 from faultkit import in_process_orchestrator, readings_received, wait_until
 from mesh_fixtures import running_mesh
 from readings import batch
 
-from sentinel.client import TelemetryClient
+from sentinel.client import StreamFailed, TelemetryClient
 from sentinel.soak import SoakReport
 from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -89,3 +91,16 @@ def test_soak_verdict_flags_loss_and_double_scoring() -> None:
         batches_verdicts_twice=1,
     )
     assert not verdicts_twice.ok
+
+
+async def test_send_raises_the_failure_instead_of_waiting_for_room_forever() -> None:
+    """A client whose stream failed for good (here: a batch the server refuses) must not leave
+    a producer blocked in send() waiting for acks that will never come."""
+    async with running_mesh(engines=("threshold",)) as mesh:
+        client = TelemetryClient(mesh.target, max_unacked=1)
+        client.start()
+        await client.send([pb.Reading(sensor_id="nan", value=float("nan"))])
+        with pytest.raises(StreamFailed) as failed:
+            await asyncio.wait_for(client.send(_readings()), 10)  # used to wait forever
+        assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "readings[0].value" in failed.value.details

@@ -15,7 +15,14 @@ from __future__ import annotations
 import asyncio
 import signal
 
-from faultkit import RecordingProducer, process_mesh, wait_until
+from faultkit import (
+    RecordingProducer,
+    in_process_orchestrator,
+    process_mesh,
+    readings_received,
+    specialists_and_orchestrator,
+    wait_until,
+)
 
 
 async def test_orchestrator_sigterm_mid_stream_and_restart_on_the_same_port() -> None:
@@ -58,4 +65,45 @@ async def test_orchestrator_sigterm_mid_stream_and_restart_on_the_same_port() ->
         f"scored={totals['readings_received']} batches={len(producer.rows)} "
         f"resent={stats.batches_resent} "
         f"reconnects={stats.reconnects} duplicates={totals['duplicate_batches']}"
+    )
+
+
+async def test_orchestrator_crash_without_drain_is_at_least_once() -> None:
+    """The contrast: an orchestrator that dies without draining (here its server is stopped
+    with no grace and no end_streams, like SIGKILL or OOM) loses acks of batches it had
+    scored. The client resends them, the new process does not remember them, so nothing is
+    lost but some readings are scored twice: at-least-once, not exactly-once."""
+    async with specialists_and_orchestrator() as (specialists, first):
+        port = first.port
+        producer = RecordingProducer(
+            f"127.0.0.1:{port}", "crash", [f"crash-{i}" for i in range(8)], seed=22
+        )
+        producer.client.start()
+        stop = asyncio.Event()
+        streaming = asyncio.create_task(producer.run(stop, interval=0.005, per_sensor=20))
+        await wait_until(lambda: len(producer.ack_times) > 50, 20, "acks before the crash")
+        await first.server.stop(0)  # no drain: streams are cut with batches in flight
+        await first.pool.close()
+        second = in_process_orchestrator(specialists.targets, port=port)
+        await second.start()
+        try:
+            acked = len(producer.ack_times)
+            await wait_until(
+                lambda: len(producer.ack_times) > acked + 50, 20, "acks after the crash"
+            )
+            stop.set()
+            await streaming
+            await asyncio.wait_for(producer.client.flush(), 30)
+            await producer.client.close()
+        finally:
+            await second.stop(drain_delay=0, grace=0.5)
+        scored = readings_received(first) + readings_received(second)
+
+    assert producer.client.unacked == 0
+    assert all(producer.acks[b] == 1 for b in producer.rows)
+    assert producer.acked_readings == producer.sent_readings  # none lost
+    assert scored >= producer.sent_readings  # but possibly some twice
+    print(
+        f"\ncrash: sent={producer.sent_readings} acked={producer.acked_readings} scored={scored} "
+        f"scored twice={scored - producer.sent_readings}"
     )
