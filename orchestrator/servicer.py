@@ -146,15 +146,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             )
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def end_streams(self, reason: str = "orchestrator shutting down; reconnect") -> None:
-        """Refuse new streams, end open ones with a reconnect hint once their work is acked."""
+    async def end_streams(
+        self, reason: str = "orchestrator shutting down; reconnect", wait_seconds: float = 5.0
+    ) -> None:
+        """Refuse new streams, end open ones with a reconnect hint once their work is acked
+        (waiting at most `wait_seconds` for that work)."""
         self._closing = True
         for session in list(self.sessions):
             session.end(reason)
         self._hub.close()
         if self.sessions:
             await asyncio.wait(
-                [asyncio.ensure_future(s.done.wait()) for s in list(self.sessions)], timeout=5
+                [asyncio.ensure_future(s.done.wait()) for s in list(self.sessions)],
+                timeout=wait_seconds,
             )
 
 
