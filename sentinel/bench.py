@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from sentinel.local_mesh import serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
 STREAM_METHOD = "/sentinel.v1.Orchestrator/StreamTelemetry"
@@ -110,27 +110,10 @@ def start_mesh() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     ready = Path(workdir.name) / "port"
     env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING", "SENTINEL_DRAIN_DELAY_SECONDS": "0"}
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentinel",
-            "serve",
-            "all",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
+        serve_command("all", ready, "--port", "0"), env=env, stdout=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("mesh did not start")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{ready.read_text()}", workdir
+    port = asyncio.run(wait_ready(process, ready, time.monotonic() + 60))
+    return process, f"127.0.0.1:{port}", workdir
 
 
 def run(

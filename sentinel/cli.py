@@ -60,13 +60,9 @@ def serve(
     policy: Annotated[
         str | None, typer.Option(help="orchestrator: combine policy any|majority|weighted.")
     ] = None,
-    rules: Annotated[
-        Path | None, typer.Option(help="threshold: TOML file of limit rules.")
-    ] = None,
+    rules: Annotated[Path | None, typer.Option(help="threshold: TOML file of limit rules.")] = None,
     window: Annotated[int | None, typer.Option(help="statistical: window length.")] = None,
-    cutoff: Annotated[
-        float | None, typer.Option(help="statistical: robust |z| cut-off.")
-    ] = None,
+    cutoff: Annotated[float | None, typer.Option(help="statistical: robust |z| cut-off.")] = None,
     model: Annotated[
         str | None,
         typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path."),

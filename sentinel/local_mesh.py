@@ -52,7 +52,7 @@ class LocalSpecialists:
         pending = {name: self._spawn(name) for name in self.engines}
         deadline = time.monotonic() + timeout
         for name, (process, ready) in pending.items():
-            port = await _wait_ready(process, ready, deadline)
+            port = await wait_ready(process, ready, deadline)
             self.children[name] = SpecialistChild(name, process, port)
 
     def _spawn(self, name: str, port: int = 0) -> tuple[subprocess.Popen, Path]:
@@ -66,11 +66,7 @@ class LocalSpecialists:
             "SENTINEL_SHUTDOWN_GRACE_SECONDS": "1",
             **self.env,
         }
-        command = [
-            sys.executable, "-m", "sentinel", "serve", name,
-            "--host", "127.0.0.1", "--port", str(port), "--ready-file", str(ready),
-            *self.extra_args.get(name, []),
-        ]  # fmt: skip
+        command = serve_command(name, ready, "--port", str(port), *self.extra_args.get(name, []))
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         return process, ready
 
@@ -78,7 +74,7 @@ class LocalSpecialists:
         """Start `name` again on its previous port (after it was killed)."""
         old = self.children[name]
         process, ready = self._spawn(name, old.port)
-        port = await _wait_ready(process, ready, time.monotonic() + timeout)
+        port = await wait_ready(process, ready, time.monotonic() + timeout)
         self.children[name] = SpecialistChild(name, process, port)
         return self.children[name]
 
@@ -103,7 +99,16 @@ class LocalSpecialists:
             self._workdir.cleanup()
 
 
-async def _wait_ready(process: subprocess.Popen, ready: Path, deadline: float) -> int:
+def serve_command(role: str, ready: Path, *args: str) -> list[str]:
+    """`sentinel serve ROLE` on loopback, reporting its bound port through `ready`."""
+    return [
+        sys.executable, "-m", "sentinel", "serve", role,
+        "--host", "127.0.0.1", "--ready-file", str(ready), *args,
+    ]  # fmt: skip
+
+
+async def wait_ready(process: subprocess.Popen, ready: Path, deadline: float) -> int:
+    """The port a `serve_command` child wrote to `ready`; raises if it exits or times out."""
     while time.monotonic() < deadline:
         if ready.exists():
             return int(ready.read_text(encoding="utf-8"))

@@ -31,7 +31,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentinel.client import TelemetryClient
-from sentinel.local_mesh import LocalSpecialists
+from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
@@ -102,11 +101,9 @@ class OrchestratorChild:
             "GRPC_VERBOSITY": "ERROR",
             **self.env,
         }
-        command = [
-            sys.executable, "-m", "sentinel", "serve", "orchestrator",
-            "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", "0",
-            "--ready-file", str(ready),
-        ]  # fmt: skip
+        command = serve_command(
+            "orchestrator", ready, "--port", str(self.port), "--metrics-port", "0"
+        )
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 command,
@@ -115,16 +112,10 @@ class OrchestratorChild:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if self.process.poll() is not None:
-                tail = log_path.read_text()[-2000:]
-                raise RuntimeError(f"orchestrator exited with {self.process.returncode}:\n{tail}")
-            if time.monotonic() > deadline:
-                self.process.kill()
-                raise TimeoutError("orchestrator did not start in time")
-            await asyncio.sleep(0.05)
-        self.port = int(ready.read_text(encoding="utf-8"))
+        try:
+            self.port = await wait_ready(self.process, ready, time.monotonic() + timeout)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}:\n{log_path.read_text()[-2000:]}") from None
         serving = next(
             e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator serving"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import signal
@@ -12,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from sentinel.local_mesh import serve_command, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "tests" / "data" / "nab_sample.csv"
@@ -126,29 +129,15 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
         (package / "__init__.py").touch()
     ready = tmp_path / "port"
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sentinel",
-            "serve",
-            "all",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-        ],
+        serve_command("all", ready, "--port", "0"),
         env={**os.environ, "SENTINEL_DRAIN_DELAY_SECONDS": "0.2", "SENTINEL_RESOLVE_AFTER": "5"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert server.poll() is None, server.stderr.read()
-            assert time.monotonic() < deadline, "serve all did not become ready"
-            time.sleep(0.1)
-        target = f"127.0.0.1:{ready.read_text()}"
+        port = asyncio.run(wait_ready(server, ready, time.monotonic() + 60))
+        target = f"127.0.0.1:{port}"
         (tmp_path / "client.py").write_text(RAW_CLIENT)
         client = subprocess.run(
             [sys.executable, str(tmp_path / "client.py"), str(stubs), target],
