@@ -12,7 +12,7 @@ specialist did not answer, else `warming_up` if an answering engine was warming 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
@@ -43,6 +43,10 @@ class EngineVotes:
     anomalies: np.ndarray
     warming_up: np.ndarray
     reasons: Sequence[str]
+    # Raw channel values (name -> float64 [rows]) before calibration.
+    channels: Mapping[str, np.ndarray] = field(default_factory=dict)
+    # Lowest calibrated likelihood per row (None: the engine has no calibrated channel).
+    likelihood: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

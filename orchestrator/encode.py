@@ -42,6 +42,7 @@ def encode_verdicts(
             v.anomalies[rows].tolist(),
             v.warming_up[rows].tolist(),
             v.reasons,
+            (np.ones(rows.size) if v.likelihood is None else v.likelihood[rows]).tolist(),
         )
         for v in votes
     ]
@@ -74,8 +75,9 @@ def encode_verdicts(
                         anomaly=flags[k],
                         warming_up=warming[k],
                         reason=reasons[row],
+                        likelihood=likelihood[k],
                     )
-                    for name, version, scores, flags, warming, reasons in vote_columns
+                    for name, version, scores, flags, warming, reasons, likelihood in vote_columns
                 ],
                 missing=missing,
                 batch_id=batch_id,
@@ -84,7 +86,9 @@ def encode_verdicts(
     return out
 
 
-def encode_alert(event: AlertEvent) -> orchestrator_pb2.Alert:
+def encode_alert(
+    event: AlertEvent, batch_id: int = 0, reading_index: int = 0
+) -> orchestrator_pb2.Alert:
     incident = event.incident
     return orchestrator_pb2.Alert(
         alert_id=incident.alert_id,
@@ -98,4 +102,7 @@ def encode_alert(event: AlertEvent) -> orchestrator_pb2.Alert:
         engine_versions=incident.engine_versions,
         trace_id=incident.trace_id,
         anomalous_readings=incident.anomalous_readings,
+        batch_id=batch_id,
+        reading_index=reading_index,
+        resolved_timestamp_unix_nanos=incident.resolved_timestamp,
     )

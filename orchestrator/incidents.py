@@ -1,8 +1,10 @@
 """Per-sensor incidents: one alert when an anomalous stretch opens, one when it resolves.
 
-An incident opens on a sensor's first anomalous verdict and resolves after `resolve_after`
-consecutive normal verdicts (hysteresis: a single quiet reading inside a burst does not split
-one event into many alerts). Only rows of sensors that are in an incident or anomalous in this
+An incident opens on a sensor's first anomalous verdict and resolves once it has been quiet
+long enough: `resolve_after` consecutive normal verdicts, or (if `resolve_after_seconds` is set)
+a normal verdict at least that long after the incident's last anomalous reading — whichever
+comes first; either rule can be switched off with 0. (Hysteresis: a single quiet reading
+inside a burst does not split one event into many alerts.) Only rows of sensors that are in an incident or anomalous in this
 batch are visited, so the common all-normal batch costs a couple of numpy calls.
 """
 
@@ -29,6 +31,7 @@ class Incident:
     reasons: list[str] = field(default_factory=list)
     engine_versions: list[str] = field(default_factory=list)
     quiet_streak: int = 0
+    resolved_timestamp: int = 0
 
     def snapshot(self) -> Incident:
         return replace(self, reasons=list(self.reasons), engine_versions=list(self.engine_versions))
@@ -45,6 +48,7 @@ class AlertEvent:
 
     state: str  # "open" | "resolved"
     incident: Incident
+    row: int = 0  # the batch row whose verdict emitted the event
 
 
 # (row) -> (reasons, "specialist@version" of the anomalous votes)
@@ -52,10 +56,15 @@ Explain = Callable[[int], tuple[Sequence[str], Sequence[str]]]
 
 
 class IncidentTracker:
-    def __init__(self, resolve_after: int = 5, max_open: int = 100_000) -> None:
-        if resolve_after < 1:
-            raise ValueError("resolve_after must be >= 1")
+    def __init__(
+        self, resolve_after: int = 10, max_open: int = 100_000, resolve_after_seconds: float = 0.0
+    ) -> None:
+        if resolve_after < 0 or resolve_after_seconds < 0:
+            raise ValueError("resolve_after and resolve_after_seconds must be >= 0")
+        if resolve_after == 0 and resolve_after_seconds == 0:
+            raise ValueError("resolve_after or resolve_after_seconds must be set")
         self.resolve_after = resolve_after
+        self._quiet_nanos = int(resolve_after_seconds * 1e9) if resolve_after_seconds else 0
         self.max_open = max_open
         self._open: OrderedDict[str, Incident] = OrderedDict()
         self.dropped = 0
@@ -103,7 +112,7 @@ class IncidentTracker:
                     incident.note(reasons, incident.reasons)
                     incident.note(versions, incident.engine_versions)
                     self._remember(incident)
-                    events.append(AlertEvent("open", incident.snapshot()))
+                    events.append(AlertEvent("open", incident.snapshot(), row))
                     continue
                 incident.quiet_streak = 0
                 incident.anomalous_readings += 1
@@ -115,9 +124,13 @@ class IncidentTracker:
                 incident.note(versions, incident.engine_versions)
             elif incident is not None:
                 incident.quiet_streak += 1
-                if incident.quiet_streak >= self.resolve_after:
+                stamp = int(timestamps[row])
+                by_count = self.resolve_after and incident.quiet_streak >= self.resolve_after
+                by_time = self._quiet_nanos and stamp - incident.last_timestamp >= self._quiet_nanos
+                if by_count or by_time:
                     del self._open[sensor]
-                    events.append(AlertEvent("resolved", incident))
+                    incident.resolved_timestamp = stamp
+                    events.append(AlertEvent("resolved", incident, row))
         return events
 
     def _remember(self, incident: Incident) -> None:

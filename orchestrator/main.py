@@ -22,6 +22,7 @@ from .alert_hub import AlertHub
 from .batches import Limits
 from .combine import Combiner
 from .dedup import DedupWindow
+from .history import History, HistoryLimits
 from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
 from .pipeline import ScoringPipeline
@@ -51,24 +52,36 @@ class OrchestratorProcess:
         self.metrics = OrchestratorMetrics(self.registry)
         tracer = tracing.tracer("sentinel.orchestrator")
         self.windows = WindowStore(0, settings.max_sensors)
+        self.history = History(
+            self.windows,
+            HistoryLimits(
+                max_window_length=settings.max_window_length,
+                max_bytes_per_sensor=settings.max_history_bytes_per_sensor,
+            ),
+            flag_below=settings.thresholds(),
+        )
         options = channel_options(settings.client_retries, settings.max_message_bytes)
         self.pool = SpecialistPool(
             [
-                SpecialistClient(t, options, specialist_credentials, settings.max_window_length)
+                SpecialistClient(t, options, specialist_credentials, self.history.check)
                 for t in parse_targets(settings.specialists)
             ],
             timeout_seconds=settings.specialist_timeout_seconds,
             observe=self.metrics.observe_call,
-            on_window_length=self.windows.grow_length,
+            on_declared=self.history.declare,
             tracer=tracer,
             propagator=tracing.propagator,
         )
-        self.incidents = IncidentTracker(settings.resolve_after, max_open=settings.max_sensors)
+        self.incidents = IncidentTracker(
+            settings.resolve_after,
+            max_open=settings.max_sensors,
+            resolve_after_seconds=settings.resolve_after_seconds,
+        )
         self.hub = AlertHub(
             settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
         )
         self.pipeline = ScoringPipeline(
-            windows=self.windows,
+            history=self.history,
             pool=self.pool,
             combiner=Combiner(settings.combine_policy, settings.weights()),
             incidents=self.incidents,

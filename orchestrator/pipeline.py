@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +26,11 @@ from .batches import DecodedBatch
 from .combine import STATUS_CODES, Combined, Combiner, EngineVotes, Status
 from .dedup import DedupWindow
 from .encode import encode_alert, encode_verdicts
+from .history import History
 from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
 from .specialist_pool import SpecialistPool
-from .windows import WindowStore
+from .windows import BatchWindows
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +55,33 @@ class Prepared:
     sensor_ids: list[str]
     values: np.ndarray
     timestamps: np.ndarray
-    windows: np.ndarray
-    fill: np.ndarray
+    stored: BatchWindows
+    steps: list[np.ndarray]  # row indices, each sensor at most once per step (see views.py)
+    views: dict[str, np.ndarray]
+    batch_starts: list[tuple[int, int]]  # (first row, batch id) of each scored batch
+
+    def reading_of(self, row: int) -> tuple[int, int]:
+        """(batch id, index in that batch) of a row of this round."""
+        index = bisect.bisect_right(self.batch_starts, (row, math.inf)) - 1
+        start, batch_id = self.batch_starts[index]
+        return batch_id, row - start
     span: trace.Span
     started: float
     votes: list[EngineVotes] = field(default_factory=list)
+
+    @property
+    def windows(self) -> np.ndarray:
+        return self.stored.windows
+
+    @property
+    def fill(self) -> np.ndarray:
+        return self.stored.fill
 
 
 class ScoringPipeline:
     def __init__(
         self,
-        windows: WindowStore,
+        history: History,
         pool: SpecialistPool,
         combiner: Combiner,
         incidents: IncidentTracker,
@@ -72,7 +91,8 @@ class ScoringPipeline:
         tracer: trace.Tracer,
         propagator: TextMapPropagator,
     ) -> None:
-        self.windows = windows
+        self.history = history
+        self.windows = history.windows
         self.pool = pool
         self.combiner = combiner
         self.incidents = incidents
@@ -125,7 +145,7 @@ class ScoringPipeline:
                 "sentinel.duplicates": len(duplicates),
             },
         )
-        stored = self.windows.append(sensor_ids, values)
+        stored, steps, views = self.history.append(sensor_ids, values, timestamps)
         if stored.evicted:
             self.metrics.evicted_sensors.inc(stored.evicted)
         self.metrics.batches.inc(len(fresh))
@@ -137,8 +157,10 @@ class ScoringPipeline:
             sensor_ids=sensor_ids,
             values=values,
             timestamps=timestamps,
-            windows=stored.windows,
-            fill=stored.fill,
+            stored=stored,
+            steps=steps,
+            views=views,
+            batch_starts=_starts(fresh),
             span=span,
             started=time.perf_counter(),
         )
@@ -171,6 +193,7 @@ class ScoringPipeline:
                     prepared.windows,
                     prepared.fill,
                     forwarded,
+                    lambda name: self.history.views_for(name, prepared.views),
                 )
             finally:
                 otel_context.detach(token)
@@ -179,7 +202,8 @@ class ScoringPipeline:
     def finish(self, prepared: Prepared, all_verdicts: bool = False) -> list[BatchResult]:
         span = prepared.span
         rows = len(prepared.sensor_ids)
-        votes = prepared.votes
+        votes = self.history.calibrate(prepared.stored, prepared.steps, prepared.votes)
+        prepared.votes = votes
         combined = self.combiner.combine(rows, votes, self.pool.names)
         trace_id = _trace_id(span)
         events = self.incidents.update(
@@ -191,7 +215,7 @@ class ScoringPipeline:
             explain=lambda row: _explain(votes, row),
             trace_id=trace_id,
         )
-        alerts = [encode_alert(e) for e in events]
+        alerts = [encode_alert(e, *prepared.reading_of(e.row)) for e in events]
         # Logged inside the batch span, so each line carries this batch's trace_id/span_id;
         # alert_trace_id is the trace of the batch that opened the incident (Alert.trace_id).
         with trace.use_span(span):
@@ -281,6 +305,14 @@ def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[st
                 reasons.append(f"{vote.name}: {vote.reasons[row]}")
             versions.append(f"{vote.name}@{vote.version}")
     return reasons, versions
+
+
+def _starts(batches: Sequence[DecodedBatch]) -> list[tuple[int, int]]:
+    starts, row = [], 0
+    for batch in batches:
+        starts.append((row, batch.batch_id))
+        row += batch.rows
+    return starts
 
 
 def _trace_id(span: trace.Span) -> str:

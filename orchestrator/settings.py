@@ -17,20 +17,26 @@ DEFAULT_SPECIALISTS = "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,mod
 class OrchestratorSettings(ServerSettings):
     specialists: str = DEFAULT_SPECIALISTS
     """Comma-separated name=target pairs, e.g. threshold=dns:///threshold.sentinel.svc:50051."""
-    combine_policy: Policy = Policy.MAJORITY
-    """How votes become a verdict: any, majority or weighted."""
+    combine_policy: Policy = Policy.ANY
+    """How votes become a verdict: any (default), majority or weighted."""
     combine_weights: str = ""
     """Per-specialist weights for the weighted policy, e.g. model=2,threshold=1 (default 1)."""
     specialist_timeout_seconds: float = Field(default=1.0, gt=0)
     """Deadline of each Score call; a specialist slower than this is missing from the verdict."""
     client_retries: bool = True
     """gRPC-level retries of Score calls; turn off inside Istio, which retries itself."""
-    resolve_after: int = Field(default=60, ge=1)
-    """Consecutive normal verdicts that resolve a sensor's open incident (hysteresis)."""
+    resolve_after: int = Field(default=10, ge=0)
+    """Consecutive normal verdicts that resolve a sensor's open incident (0 = by time only)."""
+    resolve_after_seconds: float = Field(default=0.0, ge=0)
+    """Quiet time after the last anomalous reading that resolves an incident (0 = by count only)."""
+    likelihood_thresholds: str = ""
+    """Per-channel likelihood thresholds overriding the engines' defaults, e.g. statistical.level=1e-6."""
+    max_history_bytes_per_sensor: int = Field(default=4_096, ge=256)
+    """Memory budget per sensor for windows, views and calibration; larger declarations are refused."""
     max_sensors: int = Field(default=100_000, ge=1)
     """Sensors whose windows are kept; the least recently seen is evicted beyond this."""
-    max_window_length: int = Field(default=4_096, ge=0)
-    """Longest window a specialist may ask for; one asking for more is left out (degraded)."""
+    max_window_length: int = Field(default=1_000, ge=0)
+    """Longest raw window a specialist may ask for; one asking for more is left out (degraded)."""
     max_batch_readings: int = Field(default=10_000, ge=1)
     """Readings allowed in one batch; larger batches are rejected with INVALID_ARGUMENT."""
     max_sensor_id_length: int = Field(default=256, ge=1)
@@ -69,7 +75,13 @@ class OrchestratorSettings(ServerSettings):
         if self.max_sensors < self.max_batch_readings:
             raise ValueError("max_sensors must be at least max_batch_readings")
         parse_weights(self.combine_weights)
+        parse_thresholds(self.likelihood_thresholds)
+        if self.resolve_after == 0 and self.resolve_after_seconds == 0:
+            raise ValueError("resolve_after or resolve_after_seconds must be set")
         return self
+
+    def thresholds(self) -> dict[str, float]:
+        return parse_thresholds(self.likelihood_thresholds)
 
     def weights(self) -> dict[str, float]:
         return parse_weights(self.combine_weights)
@@ -90,3 +102,18 @@ def parse_weights(spec: str) -> dict[str, float]:
             raise ValueError(f"weight of {name!r} must be a finite number >= 0")
         weights[name] = value
     return weights
+
+
+def parse_thresholds(spec: str) -> dict[str, float]:
+    """`specialist.channel=p,...` → {"specialist.channel": p}, each p in (0, 1)."""
+    thresholds: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, raw = part.partition("=")
+        name = name.strip()
+        if not sep or "." not in name:
+            raise ValueError(f"likelihood threshold {part!r}: expected specialist.channel=p")
+        value = float(raw)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"likelihood threshold of {name!r} must be in (0, 1)")
+        thresholds[name] = value
+    return thresholds

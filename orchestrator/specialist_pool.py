@@ -20,9 +20,11 @@ from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
-from specialists.codec import encode_windows
+from specialists.codec import encode_views, encode_windows
 
 from .combine import EngineVotes
+from .history import ChannelDecl, Declaration, DeclarationRefused
+from .views import RangeSpec, SeasonalSpec
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,43 @@ def parse_targets(spec: str) -> list[SpecialistTarget]:
 
 # Observes (specialist, engine version, seconds, grpc status name) after every Score call.
 CallObserver = Callable[[str, str, float, str], None]
+# Checks a specialist's declaration (raises DeclarationRefused) / starts keeping it.
+DeclarationCheck = Callable[[str, Declaration], None]
+
+
+def parse_declaration(info: specialist_pb2.DescribeResponse) -> Declaration:
+    """The per-sensor history a DescribeResponse asks for; DeclarationRefused names the field."""
+    views: dict[str, RangeSpec | SeasonalSpec] = {}
+    for index, view in enumerate(info.views):
+        where = f"views[{index}] {view.name!r}"
+        if not view.name or view.name in views:
+            raise DeclarationRefused(f"{where}: empty or repeated name")
+        if view.kind == specialist_pb2.VIEW_KIND_RANGE:
+            views[view.name] = RangeSpec(readings=view.readings, block=view.block)
+        elif view.kind == specialist_pb2.VIEW_KIND_SEASONAL:
+            views[view.name] = SeasonalSpec(
+                period_seconds=view.period_seconds,
+                bucket_seconds=view.bucket_seconds,
+                smoothing=view.smoothing,
+                tolerance=view.tolerance_buckets,
+            )
+        else:
+            raise DeclarationRefused(f"{where}: unknown kind {view.kind}")
+    channels: dict[str, ChannelDecl] = {}
+    for index, channel in enumerate(info.channels):
+        where = f"channels[{index}] {channel.name!r}"
+        if not channel.name or channel.name in channels:
+            raise DeclarationRefused(f"{where}: empty or repeated name")
+        if channel.calibration not in (
+            specialist_pb2.CALIBRATION_LIKELIHOOD,
+            specialist_pb2.CALIBRATION_STANDARDIZED_LIKELIHOOD,
+        ):
+            raise DeclarationRefused(f"{where}: unknown calibration {channel.calibration}")
+        channels[channel.name] = ChannelDecl(
+            standardize=channel.calibration == specialist_pb2.CALIBRATION_STANDARDIZED_LIKELIHOOD,
+            flag_below=channel.flag_below,
+        )
+    return Declaration(window_length=info.window_length, views=views, channels=channels)
 
 
 class SpecialistClient:
@@ -89,10 +128,10 @@ class SpecialistClient:
         target: SpecialistTarget,
         options: Sequence[tuple[str, object]],
         credentials: grpc.ChannelCredentials | None = None,
-        max_window_length: int = 4096,
+        check: DeclarationCheck | None = None,
     ) -> None:
         self.name = target.name
-        self.max_window_length = max_window_length
+        self._check = check
         self.target = target.target
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target.target, options=options)
@@ -107,6 +146,7 @@ class SpecialistClient:
             response_deserializer=specialist_pb2.ScoreResponse.FromString,
         )
         self.window_length: int | None = None
+        self.declaration: Declaration | None = None
         self.engine_version = ""
         self.engine = ""
 
@@ -120,21 +160,20 @@ class SpecialistClient:
         except grpc.aio.AioRpcError as error:
             log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
             return False
-        if info.window_length > self.max_window_length:
-            # Every sensor's ring buffer grows to the largest window: refuse, stay missing.
+        try:
+            declaration = parse_declaration(info)
+            if self._check is not None:
+                self._check(self.name, declaration)
+        except DeclarationRefused as refused:
+            # Every sensor's history grows with what the engines ask for: refuse, stay missing.
             log.error(
-                "specialist window too long; not used",
-                extra={
-                    "specialist": self.name,
-                    "window_length": info.window_length,
-                    "max_window_length": self.max_window_length,
-                },
+                "specialist declaration refused; not used: %s",
+                refused,
+                extra={"specialist": self.name, "refused": str(refused)},
             )
             return False
-        changed = (info.window_length, info.engine_version) != (
-            self.window_length,
-            self.engine_version,
-        )
+        changed = (declaration, info.engine_version) != (self.declaration, self.engine_version)
+        self.declaration = declaration
         self.window_length = info.window_length
         self.engine_version = info.engine_version
         self.engine = info.engine
@@ -180,7 +219,13 @@ class SpecialistClient:
         except asyncio.CancelledError:
             raise
         observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
-        columns = (response.scores, response.anomalies, response.warming_up, response.reasons)
+        columns = (
+            response.scores,
+            response.anomalies,
+            response.warming_up,
+            response.reasons,
+            *(c.values for c in response.channels),
+        )
         if any(len(column) != rows for column in columns):
             log.error(
                 "specialist answered the wrong number of rows", extra={"specialist": self.name}
@@ -202,7 +247,7 @@ class SpecialistPool:
         clients: Sequence[SpecialistClient],
         timeout_seconds: float,
         observe: CallObserver,
-        on_window_length: Callable[[int], None],
+        on_declared: DeclarationCheck,
         tracer: trace.Tracer,
         propagator: TextMapPropagator,
         rediscover_seconds: float = 1.0,
@@ -213,7 +258,7 @@ class SpecialistPool:
         self.names = tuple(c.name for c in self.clients)
         self._timeout = timeout_seconds
         self._observe = observe
-        self._on_window_length = on_window_length
+        self._on_declared = on_declared
         self._rediscover_seconds = rediscover_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -225,8 +270,9 @@ class SpecialistPool:
         pending = [c for c in self.clients if not c.described]
         if pending:
             await asyncio.gather(*(c.describe(self._timeout) for c in pending))
-        lengths = [c.window_length for c in self.clients if c.window_length is not None]
-        self._on_window_length(max(lengths, default=0))
+            for client in pending:
+                if client.declaration is not None and client.described:
+                    self._on_declared(client.name, client.declaration)
 
     async def _rediscover_loop(self) -> None:
         while True:
@@ -244,6 +290,7 @@ class SpecialistPool:
         windows: np.ndarray,
         fill: np.ndarray,
         metadata: Sequence[tuple[str, str]],
+        views_for: Callable[[str], dict[str, np.ndarray]] = lambda name: {},
     ) -> list[EngineVotes]:
         """Score the rows on every described specialist concurrently; failures are left out."""
         calls = []
@@ -252,12 +299,19 @@ class SpecialistPool:
         shared = specialist_pb2.ScoreRequest(
             sensor_ids=sensor_ids, values=values.tolist(), timestamps_unix_nanos=timestamps.tolist()
         ).SerializeToString()
-        ready = [c for c in self.clients if c.described and c.window_length <= windows.shape[1]]
-        for client in ready:
+        ready = []
+        for client in self.clients:
+            if not client.described or client.window_length > windows.shape[1]:
+                continue
             length = client.window_length or 0
+            views = views_for(client.name)
+            if client.declaration is not None and set(views) != set(client.declaration.views):
+                continue  # described after this batch's history was taken: next batch
+            ready.append(client)
             own = specialist_pb2.ScoreRequest(
                 windows=encode_windows(windows[:, windows.shape[1] - length :]),
                 window_fill=np.minimum(fill, length).tolist(),
+                views=encode_views(views),
             ).SerializeToString()
             calls.append(self._traced_score(client, shared + own, rows, metadata))
         responses = await asyncio.gather(*calls)
@@ -273,6 +327,9 @@ class SpecialistPool:
                     anomalies=np.asarray(response.anomalies, dtype=bool),
                     warming_up=np.asarray(response.warming_up, dtype=bool),
                     reasons=response.reasons,
+                    channels={
+                        c.name: np.asarray(c.values, dtype=np.float64) for c in response.channels
+                    },
                 )
             )
         return votes

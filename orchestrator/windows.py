@@ -11,8 +11,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+
+
+class SlotState(Protocol):
+    """Per-sensor state kept beside the windows, in arrays indexed by the store's slots."""
+
+    def grow(self, capacity: int) -> None:
+        """Make room for slots 0..capacity-1 (new slots start empty)."""
+
+    def reset(self, slots: np.ndarray) -> None:
+        """Forget the state of these slots (a new sensor took them over)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +31,21 @@ class BatchWindows:
     windows: np.ndarray  # [rows, length], oldest first, NaN where the sensor had no history
     fill: np.ndarray  # int64 [rows], valid trailing positions per row
     evicted: int  # sensors dropped (least recently seen) to make room for this batch
+    slots: np.ndarray  # int64 [rows], the slot of each row's sensor
+    rank: np.ndarray  # int64 [rows], earlier rows of the same sensor in this batch
+    generation: np.ndarray  # int64 [rows], the slot's generation (changes when it is reused)
+
+    def steps(self) -> list[np.ndarray]:
+        """Row indices by rank: step k holds each sensor's (k+1)-th reading of the batch, so
+        state that advances reading by reading can be updated with one numpy pass per step."""
+        if self.rank.size == 0:
+            return []
+        deepest = int(self.rank.max())
+        if deepest == 0:
+            return [np.arange(self.rank.size)]
+        order = np.argsort(self.rank, kind="stable")
+        bounds = np.searchsorted(self.rank[order], np.arange(1, deepest + 1))
+        return np.split(order, bounds)
 
 
 class WindowStore:
@@ -34,8 +60,26 @@ class WindowStore:
         capacity = min(max_sensors, 1024)
         self._values = np.full((capacity, length), np.nan, dtype=self._dtype)
         self._fill = np.zeros(capacity, dtype=np.int64)
+        self._generation = np.zeros(capacity, dtype=np.int64)
         self._slots: OrderedDict[str, int] = OrderedDict()
         self._free: list[int] = list(range(capacity - 1, -1, -1))
+        self._states: list[SlotState] = []
+
+    @property
+    def capacity(self) -> int:
+        return int(self._values.shape[0])
+
+    def attach(self, state: SlotState) -> None:
+        """Keep `state` sized to the slots and reset with them (eviction starts it afresh)."""
+        state.grow(self.capacity)
+        self._states.append(state)
+
+    def current(self, slots: np.ndarray, generation: np.ndarray) -> np.ndarray:
+        """True where a slot still belongs to the sensor it held at that generation."""
+        return self._generation[slots] == generation
+
+    def slot_of(self, sensor_id: str) -> int | None:
+        return self._slots.get(sensor_id)
 
     @property
     def sensors(self) -> int:
@@ -70,7 +114,11 @@ class WindowStore:
             raise ValueError(
                 f"batch has {len(unique_ids)} distinct sensors, more than max_sensors={self.max_sensors}"
             )
-        slots, evicted = self._slots_for(unique_ids)
+        slots, evicted, fresh = self._slots_for(unique_ids)
+        if fresh.size:
+            self._generation[fresh] += 1
+            for state in self._states:
+                state.reset(fresh)
         counts = np.bincount(group, minlength=len(unique_ids))
         # rank[i]: how many earlier rows of the same batch belong to row i's sensor.
         order = np.argsort(group, kind="stable")
@@ -93,10 +141,19 @@ class WindowStore:
             np.arange(len(unique_ids))[:, None], counts[:, None] + columns[None, :]
         ]
         self._fill[slots] = np.minimum(old_fill + counts, length)
-        return BatchWindows(windows=windows, fill=fill, evicted=evicted)
+        row_slots = slots[group]
+        return BatchWindows(
+            windows=windows,
+            fill=fill,
+            evicted=evicted,
+            slots=row_slots,
+            rank=rank,
+            generation=self._generation[row_slots],
+        )
 
-    def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int]:
+    def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int, np.ndarray]:
         slots = np.empty(len(sensor_ids), dtype=np.int64)
+        fresh: list[int] = []
         present = self._slots
         evicted = 0
         # Known sensors of this batch first move to the recent end, so that eviction (which takes
@@ -123,8 +180,9 @@ class WindowStore:
                 self._values[slot] = np.nan
                 self._fill[slot] = 0
                 present[sensor_id] = slot
+                fresh.append(slot)
             slots[index] = slot
-        return slots, evicted
+        return slots, evicted, np.asarray(fresh, dtype=np.int64)
 
     def _grow_capacity(self) -> None:
         capacity = self._values.shape[0]
@@ -135,5 +193,9 @@ class WindowStore:
         values[:capacity] = self._values
         fill = np.zeros(new_capacity, dtype=np.int64)
         fill[:capacity] = self._fill
-        self._values, self._fill = values, fill
+        generation = np.zeros(new_capacity, dtype=np.int64)
+        generation[:capacity] = self._generation
+        self._values, self._fill, self._generation = values, fill, generation
         self._free.extend(range(new_capacity - 1, capacity - 1, -1))
+        for state in self._states:
+            state.grow(new_capacity)

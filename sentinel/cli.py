@@ -61,8 +61,6 @@ def serve(
         str | None, typer.Option(help="orchestrator: combine policy any|majority|weighted.")
     ] = None,
     rules: Annotated[Path | None, typer.Option(help="threshold: TOML file of limit rules.")] = None,
-    window: Annotated[int | None, typer.Option(help="statistical: window length.")] = None,
-    cutoff: Annotated[float | None, typer.Option(help="statistical: robust |z| cut-off.")] = None,
     model: Annotated[
         str | None,
         typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path."),
@@ -98,8 +96,6 @@ def serve(
         **common,
         **_overrides(
             threshold_rules_file=str(rules) if rules else None,
-            statistical_window=window,
-            statistical_cutoff=cutoff,
             model_path=model,
         ),
     )
@@ -152,7 +148,9 @@ def replay(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
 ) -> None:
-    """Stream a CSV through the mesh and write one verdict row per input row, in file order."""
+    """Stream a CSV through the mesh and write one verdict row per input row, in file order
+    (with an `alert` column: open/resolved on the row whose verdict emitted the alert event,
+    and each specialist's score and likelihood)."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -182,7 +180,8 @@ def replay(
     counts = asyncio.run(go())
     console.print(
         f"wrote {counts['rows']} verdict rows for {len(series.values)} input rows to {out} "
-        f"({counts['anomalies']} anomalous, {counts['missing']} missing)"
+        f"({counts['anomalies']} anomalous, {counts['missing']} missing; alerts: "
+        f"{counts['alerts_opened']} opened, {counts['alerts_resolved']} resolved)"
     )
 
 
@@ -250,7 +249,7 @@ def soak(
     raise typer.Exit(0 if report.ok else 1)
 
 
-class Detections(str, enum.Enum):
+class Detections(enum.StrEnum):
     alerts = "alerts"
     verdicts = "verdicts"
 
@@ -276,30 +275,77 @@ def evaluate(
     detections: Annotated[
         Detections,
         typer.Option(
-            help="alerts: one detection per alert opened; verdicts: every anomalous verdict."
+            help="alerts: the rows where the orchestrator opened an alert; "
+            "verdicts: every anomalous verdict."
         ),
     ] = Detections.alerts,
     out: Annotated[
         Path | None,
-        typer.Option(help="Also write the per-file table (and the normalised total) as CSV."),
+        typer.Option(
+            help="Also write the per-file table and each profile's normalised total as CSV."
+        ),
     ] = None,
     verdicts_dir: Annotated[
         Path | None, typer.Option(help="Keep each file's verdict CSV here (default: discarded).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate through this running orchestrator (HOST:PORT, e.g. of "
+            "`sentinel serve all`) instead of an embedded mesh."
+        ),
+    ] = None,
+    sensor_prefix: Annotated[
+        str | None,
+        typer.Option(
+            help="Sensor id of each file = prefix + its windows key [default: a fresh unique "
+            "prefix with --target, none with the embedded mesh]."
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            file_okay=False,
+            help="Write one PNG per file here: values, labelled windows, alert openings, "
+            "specialist likelihoods (needs the `plot` extra: matplotlib).",
+        ),
+    ] = None,
 ) -> None:
-    """Replay every CSV under DIRECTORY through one embedded mesh and print its NAB standard-profile
-    score (per file, and normalised: never fires = 0, perfect = 100). Engine settings: SENTINEL_* env."""
+    """Replay every CSV under DIRECTORY through one mesh (embedded, or --target) and print its
+    NAB score: per file (standard profile) and normalised under the standard,
+    reward_low_FP_rate and reward_low_FN_rate profiles (never fires = 0, perfect = 100).
+    Embedded engine settings: SENTINEL_* env."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from sentinel.evaluate import render
     from sentinel.evaluate import run as run_evaluate
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
+    console = Console(stderr=True)
     try:
-        evaluation = run_evaluate(
-            directory, windows, detections.value, out, batch_size, verdicts_dir
-        )
-    except ValueError as error:
+        with Progress(console=console) as progress:
+            task = progress.add_task("evaluating", total=None)
+
+            def advance(done: int, total: int, current: str) -> None:
+                description = f"replaying {current}" if current else "evaluated"
+                progress.update(task, completed=done, total=total, description=description)
+
+            evaluation = run_evaluate(
+                directory,
+                windows,
+                detections.value,
+                out,
+                batch_size,
+                verdicts_dir,
+                target=target,
+                sensor_prefix=sensor_prefix,
+                plot_dir=plot,
+                progress=advance,
+            )
+    except (ValueError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     print(render(evaluation), flush=True)

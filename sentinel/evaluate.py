@@ -1,7 +1,9 @@
 """`sentinel evaluate`: detection quality of the mesh on labelled CSVs, scored the NAB way.
 
 Scoring follows the Numenta Anomaly Benchmark (NAB v1.1, `nab/sweeper.py` and the
-normalisation step of `nab/runner.py`), standard profile, for binary detections:
+normalisation step of `nab/runner.py`) for binary detections, under NAB's three cost profiles
+(`config/profiles.json`; A_TP, A_FP, A_FN): ``standard`` (1, -0.11, -1), ``reward_low_FP_rate``
+(1, -0.22, -1) and ``reward_low_FN_rate`` (1, -0.11, -2). One replay is scored under all three.
 
 - The first ``min(floor(0.15 * rows), 0.15 * 5000)`` rows of each file are *probationary*:
   neither detections nor window rows in them are scored (a window whose rows all lie in it is
@@ -12,11 +14,11 @@ normalisation step of `nab/runner.py`), standard profile, for binary detections:
   the window, -1/width at the last) and the row is worth
   ``A_TP * scaled_sigmoid(position) / scaled_sigmoid(-1)`` (exactly A_TP at the first row,
   about 0 at the last). Later detections in the same window neither earn nor cost anything.
-- A window without a scored detection costs ``A_FN`` (-1).
-- Every scored detection outside all windows costs ``0.11 * scaled_sigmoid(p)``-worth:
+- A window without a scored detection costs ``A_FN``.
+- Every scored detection outside all windows costs ``|A_FP| * scaled_sigmoid(p)``-worth:
   after a window, ``p = (i - right_of_previous_window) / (width_of_previous_window - 1)``,
   so a detection just after a window costs almost nothing and one ``>= 1`` window width later
-  costs about the full 0.11; before the first window of a file it costs the full 0.11.
+  costs about the full ``|A_FP|``; before the first window of a file it costs the full ``|A_FP|``.
 - ``scaled_sigmoid(x) = 2 / (1 + exp(5 x)) - 1`` for ``x <= 3``, and -1 beyond.
 
 The raw score of a file is the sum of its window scores and false-positive costs. Across the
@@ -25,34 +27,40 @@ a detector that never fires (``A_FN`` times the scored windows) and ``perfect`` 
 times the number of windows (NAB counts every labelled window here). So the null detector
 scores 0 and a detector that fires exactly once, on the first row of every window, 100.
 
-What counts as a detection (``--detections``):
+What counts as a detection (``--detections``), read from the `sentinel replay` verdict file:
 
-- ``alerts`` (default): the rows where the orchestrator **opens an alert** — an anomalous
-  verdict while the sensor has no open incident. An incident stays open until
-  ``resolve_after`` (``SENTINEL_RESOLVE_AFTER``) consecutive non-anomalous verdicts have
-  followed; ``alert_opens`` replays exactly the state machine of
-  ``orchestrator/incidents.IncidentTracker`` over the verdict rows of each file (each file is
-  its own sensor, so incidents never span files). This is what a user of alerts sees: one
-  detection per event.
+- ``alerts`` (default): the rows whose ``alert`` column is ``open`` — the reading whose verdict
+  made the orchestrator open an alert. The incident logic is the orchestrator's own (settings
+  ``SENTINEL_*``); each file is its own sensor, so incidents never span files. This is what a
+  user of alerts sees: one detection per event.
 - ``verdicts``: every anomalous verdict row is a detection (what a point-wise consumer sees).
 
 Verdict rows missing from the replay (``status == missing``, only after a reconnect) count as
 not anomalous and are reported.
+
+Reusable pieces (pure unless noted): `score_file` / `score_profiles` (one file),
+`score_corpus` (a list of one profile's FileScores, e.g. one category's), `category`,
+`score_verdicts` (reads a verdict file) and `evaluate` / `run` (replays a directory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sentinel.replay import parse_timestamp, read_series
+from sentinel.replay import Series, parse_timestamp, read_series
+
+MODES = ("alerts", "verdicts")
 
 PROBATION_PERCENT = 0.15
 
@@ -66,7 +74,15 @@ class CostProfile:
     fn: float = -1.0
 
 
-STANDARD = CostProfile()
+# NAB v1.1 `config/profiles.json` (tpWeight, fpWeight, fnWeight), as signed rewards.
+PROFILES: dict[str, CostProfile] = {
+    "standard": CostProfile(tp=1.0, fp=-0.11, fn=-1.0),
+    "reward_low_FP_rate": CostProfile(tp=1.0, fp=-0.22, fn=-1.0),
+    "reward_low_FN_rate": CostProfile(tp=1.0, fp=-0.11, fn=-2.0),
+}
+STANDARD = PROFILES["standard"]
+LOW_FP = PROFILES["reward_low_FP_rate"]
+LOW_FN = PROFILES["reward_low_FN_rate"]
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -198,6 +214,21 @@ def score_file(
     )
 
 
+def score_profiles(
+    rows: int,
+    windows: Sequence[tuple[int, int]],
+    detections: Sequence[int],
+    profiles: Mapping[str, CostProfile] = PROFILES,
+    probation_percent: float = PROBATION_PERCENT,
+    name: str = "",
+) -> dict[str, FileScore]:
+    """`score_file` of the same detections under each profile (by profile name). Pure."""
+    return {
+        profile_name: score_file(rows, windows, detections, profile, probation_percent, name)
+        for profile_name, profile in profiles.items()
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class CorpusScore:
     files: list[FileScore]
@@ -214,6 +245,7 @@ class CorpusScore:
 
 
 def score_corpus(files: Sequence[FileScore]) -> CorpusScore:
+    """Sum of the files' raw, null and perfect scores (all under the same profile)."""
     return CorpusScore(
         files=list(files),
         raw=sum(f.raw for f in files),
@@ -222,27 +254,122 @@ def score_corpus(files: Sequence[FileScore]) -> CorpusScore:
     )
 
 
-def alert_opens(anomaly: Sequence[bool], resolve_after: int) -> list[int]:
-    """Rows where an alert opens, with the hysteresis of `orchestrator.incidents.IncidentTracker`:
-    an anomalous row opens an incident if none is open; an open incident resolves after
-    `resolve_after` consecutive non-anomalous rows (an anomalous row resets the count)."""
-    if resolve_after < 1:
-        raise ValueError("resolve_after must be >= 1")
-    opens: list[int] = []
-    is_open = False
-    quiet = 0
-    for i, flag in enumerate(anomaly):
-        if flag:
-            if not is_open:
-                opens.append(i)
-                is_open = True
-            quiet = 0
-        elif is_open:
-            quiet += 1
-            if quiet >= resolve_after:
-                is_open = False
-                quiet = 0
-    return opens
+def category(key: str) -> str:
+    """A file's category: the first path component of its windows key (`realTweets/x.csv` ->
+    `realTweets`); "" for a key without a directory."""
+    head, sep, _ = key.partition("/")
+    return head if sep else ""
+
+
+# --- verdict files ------------------------------------------------------------------------------
+
+
+@dataclass
+class VerdictTable:
+    """The columns of a `sentinel replay` verdict file that evaluation and plots use."""
+
+    timestamps: list[str]
+    values: list[float]
+    anomaly: list[bool]
+    alerts: list[str] | None  # None: a file written before replay had an alert column
+    missing: int
+    likelihoods: dict[str, list[float]]  # specialist -> per row (NaN where the cell is empty)
+
+    @property
+    def rows(self) -> int:
+        return len(self.values)
+
+    def alert_rows(self, event: str = "open") -> list[int]:
+        """Rows whose alert cell holds `event` (`open` or `resolved`)."""
+        if self.alerts is None:
+            raise ValueError("the verdict file has no alert column (written by an older replay)")
+        return [i for i, cell in enumerate(self.alerts) if event in cell.split(";")]
+
+    def detections(self, mode: str) -> list[int]:
+        if mode == "alerts":
+            return self.alert_rows("open")
+        if mode == "verdicts":
+            return [i for i, flag in enumerate(self.anomaly) if flag]
+        raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")
+
+
+def read_verdicts(path: Path) -> VerdictTable:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        missing_columns = {"timestamp", "value", "anomaly", "status"} - set(fields)
+        if missing_columns:
+            raise ValueError(
+                f"{path}: not a verdict file (no {', '.join(sorted(missing_columns))})"
+            )
+        names = [f.removesuffix("_likelihood") for f in fields if f.endswith("_likelihood")]
+        table = VerdictTable(
+            [], [], [], [] if "alert" in fields else None, 0, {n: [] for n in names}
+        )
+        for row in reader:
+            table.timestamps.append(row["timestamp"])
+            table.values.append(float(row["value"]))
+            table.anomaly.append(row["anomaly"] == "1")
+            if row["status"] == "missing":
+                table.missing += 1
+            if table.alerts is not None:
+                table.alerts.append(row["alert"] or "")
+            for name in names:
+                cell = row[f"{name}_likelihood"]
+                table.likelihoods[name].append(float(cell) if cell else math.nan)
+    return table
+
+
+def detections_from_verdicts(verdict_csv: Path, mode: str) -> tuple[list[int], int, int]:
+    """(detection rows, rows, missing rows) from a `sentinel replay` verdict file."""
+    table = read_verdicts(verdict_csv)
+    return table.detections(mode), table.rows, table.missing
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """One replayed file: what was detected and its score under each profile."""
+
+    key: str  # windows key, e.g. realTweets/Twitter_volume_AAPL.csv
+    rows: int
+    windows: list[tuple[int, int]]  # row ranges of the labelled windows
+    detections: list[int]  # rows counted as detections (all, probationary ones included)
+    missing: int  # rows without a verdict
+    scores: dict[str, FileScore]  # profile name -> score
+
+    @property
+    def category(self) -> str:
+        return category(self.key)
+
+
+def score_verdicts(
+    verdict_csv: Path,
+    key: str,
+    windows: Sequence[tuple[str, str]],
+    mode: str = "alerts",
+    profiles: Mapping[str, CostProfile] = PROFILES,
+    probation_percent: float = PROBATION_PERCENT,
+) -> FileResult:
+    """Score a verdict file against its labelled windows (as `(start, end)` timestamp text)."""
+    table = read_verdicts(verdict_csv)
+    detections = table.detections(mode)
+    stamps = [parse_timestamp(text) for text in table.timestamps]
+    limits = [(parse_timestamp(a), parse_timestamp(b)) for a, b in windows]
+    spans = window_rows(stamps, limits, key)
+    return FileResult(
+        key=key,
+        rows=table.rows,
+        windows=spans,
+        detections=detections,
+        missing=table.missing,
+        scores=score_profiles(table.rows, spans, detections, profiles, probation_percent, key),
+    )
+
+
+def corpus_scores(files: Sequence[FileResult]) -> dict[str, CorpusScore]:
+    """Profile name -> corpus score of `files` (e.g. all files, or all but one category)."""
+    names = list(files[0].scores) if files else list(PROFILES)
+    return {name: score_corpus([f.scores[name] for f in files]) for name in names}
 
 
 # --- running the mesh over a directory ---------------------------------------------------------
@@ -250,13 +377,26 @@ def alert_opens(anomaly: Sequence[bool], resolve_after: int) -> list[int]:
 
 @dataclass
 class Evaluation:
-    corpus: CorpusScore
+    files: list[FileResult]
+    corpora: dict[str, CorpusScore]  # profile name -> corpus score
     mode: str
-    resolve_after: int
     seconds: float
-    missing_rows: int = 0
+    target: str | None = None  # None: an embedded mesh
+    sensor_prefix: str = ""
     skipped: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def corpus(self) -> CorpusScore:
+        """The standard profile's corpus score."""
+        return self.corpora["standard"]
+
+    @property
+    def missing_rows(self) -> int:
+        return sum(f.missing for f in self.files)
+
+    def file_scores(self, profile: str = "standard") -> list[FileScore]:
+        return [f.scores[profile] for f in self.files]
 
 
 def load_windows(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -296,31 +436,48 @@ def match_files(
     return matched, skipped
 
 
-def detections_from_verdicts(
-    verdict_csv: Path, mode: str, resolve_after: int
-) -> tuple[list[int], int, int]:
-    """(detection rows, rows, missing rows) from a `sentinel replay` verdict file."""
-    anomaly: list[bool] = []
-    missing = 0
-    with verdict_csv.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
-            if row["status"] == "missing":
-                missing += 1
-            anomaly.append(row["anomaly"] == "1")
-    if mode == "verdicts":
-        return [i for i, flag in enumerate(anomaly) if flag], len(anomaly), missing
-    return alert_opens(anomaly, resolve_after), len(anomaly), missing
-
-
+# Orchestrator / engine settings printed with the results (those set in the environment).
 SETTING_NAMES = (
     "SENTINEL_COMBINE_POLICY",
     "SENTINEL_COMBINE_WEIGHTS",
     "SENTINEL_RESOLVE_AFTER",
+    "SENTINEL_RESOLVE_AFTER_SECONDS",
+    "SENTINEL_LIKELIHOOD_THRESHOLDS",
+    "SENTINEL_ADAPTIVE_MARGIN",
     "SENTINEL_STATISTICAL_WINDOW",
     "SENTINEL_STATISTICAL_CUTOFF",
     "SENTINEL_MODEL_PATH",
     "SENTINEL_THRESHOLD_RULES_FILE",
 )
+MAX_SENSOR_ID_LENGTH = 256  # the orchestrator's default limit
+
+
+def default_sensor_prefix() -> str:
+    """A prefix no earlier run used: `evaluate-<UTC time>-<random>/`."""
+    return f"evaluate-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}/"
+
+
+def verdict_file_name(key: str) -> str:
+    return key.replace("/", "__").removesuffix(".csv") + ".verdicts.csv"
+
+
+def plot_file_name(key: str) -> str:
+    return key.replace("/", "__").removesuffix(".csv") + ".png"
+
+
+@contextlib.asynccontextmanager
+async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIterator[str]:
+    if target:
+        yield target
+        return
+    from sentinel.embedded import embedded_mesh
+
+    async with embedded_mesh(**settings) as local_target:
+        yield local_target
+
+
+# progress(done, total, current): before each file (`current` its key) and once at the end ("").
+Progress = Callable[[int, int, str], None]
 
 
 async def evaluate(
@@ -329,58 +486,96 @@ async def evaluate(
     mode: str = "alerts",
     batch_size: int = 500,
     verdicts_dir: Path | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    *,
+    target: str | None = None,
+    sensor_prefix: str | None = None,
+    plot_dir: Path | None = None,
+    profiles: Mapping[str, CostProfile] = PROFILES,
+    mesh_settings: Mapping[str, object] | None = None,
 ) -> Evaluation:
-    """Replay every labelled CSV under `root` through one embedded mesh and score it."""
-    import time
+    """Replay every labelled CSV under `root` through one mesh and score it.
 
-    from orchestrator.settings import OrchestratorSettings
-    from sentinel.embedded import embedded_mesh
+    The mesh is an embedded one (orchestrator settings from SENTINEL_* env, overridden by
+    `mesh_settings`: OrchestratorSettings fields) or, with `target`, an already-running
+    orchestrator. Each file is its own sensor, `sensor_prefix + windows key`; the prefix
+    defaults to "" for an embedded mesh and to a fresh `default_sensor_prefix()` with `target`
+    (a running mesh may hold history for earlier runs' sensor ids). `plot_dir`: one PNG per
+    file (needs matplotlib)."""
     from sentinel.replay import replay
 
-    if mode not in ("alerts", "verdicts"):
-        raise ValueError(f"detections must be alerts or verdicts, not {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")
+    if target and mesh_settings:
+        raise ValueError("mesh settings apply to an embedded mesh, not to --target")
+    if plot_dir is not None:
+        require_matplotlib()
+    if sensor_prefix is None:
+        sensor_prefix = default_sensor_prefix() if target else ""
     windows = load_windows(windows_path)
     matched, skipped = match_files(root, windows)
     if not matched:
         raise ValueError(f"no CSV under {root} has an entry in {windows_path}")
-    # The same settings (env SENTINEL_*) the embedded orchestrator reads; pinned so both agree.
-    resolve_after = OrchestratorSettings().resolve_after
+    # Read and check every file and its windows before replaying any (no late surprises).
+    prepared: list[tuple[str, Series, list[tuple[int, int]]]] = []
+    for path, key in matched:
+        series = read_series(path)
+        if len(set(series.sensor_ids)) > 1:
+            raise ValueError(
+                f"{path}: one series per file expected (its sensor_id column has several)"
+            )
+        sensor = sensor_prefix + key
+        if len(sensor) > MAX_SENSOR_ID_LENGTH or not sensor.isprintable():
+            raise ValueError(f"{path}: sensor id {sensor!r} is too long or not printable")
+        # A distinct sensor per file, so windows and incidents never mix across files.
+        series.sensor_ids = [sensor] * len(series.values)
+        limits = [(parse_timestamp(a), parse_timestamp(b)) for a, b in windows[key]]
+        prepared.append((key, series, window_rows(series.timestamps.tolist(), limits, key)))
+    if plot_dir is not None:
+        plot_dir.mkdir(parents=True, exist_ok=True)
+
     started = time.monotonic()
-    scores: list[FileScore] = []
-    missing_total = 0
+    results: list[FileResult] = []
     with tempfile.TemporaryDirectory(prefix="sentinel-evaluate-") as scratch:
         out_dir = verdicts_dir or Path(scratch)
-        async with embedded_mesh(resolve_after=resolve_after) as target:
-            for path, key in matched:
-                series = read_series(path)
-                if len(set(series.sensor_ids)) > 1:
-                    raise ValueError(
-                        f"{path}: one series per file expected (its sensor_id column has several)"
-                    )
-                # A distinct sensor per file, so windows and incidents never mix across files.
-                series.sensor_ids = [key] * len(series.values)
-                out = out_dir / (key.replace("/", "__").removesuffix(".csv") + ".verdicts.csv")
-                out.parent.mkdir(parents=True, exist_ok=True)
-                await replay(series, target, out, batch_size)
-                detections, rows, missing = detections_from_verdicts(out, mode, resolve_after)
-                missing_total += missing
-                limits = [(parse_timestamp(a), parse_timestamp(b)) for a, b in windows[key]]
-                spans = window_rows(series.timestamps.tolist(), limits, key)
-                score = score_file(rows, spans, detections, name=key)
-                scores.append(score)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        async with _mesh(target, mesh_settings or {}) as mesh_target:
+            for done, (key, series, _) in enumerate(prepared):
                 if progress:
-                    progress(f"{key}: {rows} rows, raw {score.raw:+.3f}")
+                    progress(done, len(prepared), key)
+                out = out_dir / verdict_file_name(key)
+                await replay(series, mesh_target, out, batch_size)
+                result = score_verdicts(out, key, windows[key], mode, profiles)
+                results.append(result)
+                if plot_dir is not None:
+                    plot_series(
+                        out,
+                        plot_dir / plot_file_name(key),
+                        result.windows,
+                        title=key,
+                        probation=probationary_length(result.rows),
+                        mark_anomalies=mode == "verdicts",
+                    )
+    if progress:
+        progress(len(prepared), len(prepared), "")
+    if target:
+        settings: dict[str, str] = {}
+    else:
+        settings = {name: os.environ[name] for name in SETTING_NAMES if name in os.environ}
+        settings |= {f"SENTINEL_{k.upper()}": str(v) for k, v in (mesh_settings or {}).items()}
     return Evaluation(
-        corpus=score_corpus(scores),
+        files=results,
+        corpora=corpus_scores(results),
         mode=mode,
-        resolve_after=resolve_after,
         seconds=time.monotonic() - started,
-        missing_rows=missing_total,
+        target=target,
+        sensor_prefix=sensor_prefix,
         skipped=skipped,
-        settings={name: os.environ[name] for name in SETTING_NAMES if name in os.environ},
+        settings=settings,
     )
 
+
+# --- reports ------------------------------------------------------------------------------------
 
 REPORT_COLUMNS = ("file", "rows", "windows", "tp_windows", "fn", "fp", "detections", "raw_score")
 
@@ -400,7 +595,13 @@ def report_rows(corpus: CorpusScore) -> list[list[str]]:
     return rows
 
 
+def _normalised_text(corpus: CorpusScore) -> str:
+    value = corpus.normalised
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def render(evaluation: Evaluation) -> str:
+    """The per-file table (standard-profile raw scores) and the summary."""
     corpus = evaluation.corpus
     rows = [list(REPORT_COLUMNS), *report_rows(corpus)]
     widths = [max(len(r[c]) for r in rows) for c in range(len(REPORT_COLUMNS))]
@@ -413,15 +614,24 @@ def render(evaluation: Evaluation) -> str:
         if n == len(rows) - 1:
             lines.append("  ".join("-" * w for w in widths))
         lines.append("  ".join(cells))
-    normalised = corpus.normalised
-    settings = " ".join(f"{k}={v}" for k, v in evaluation.settings.items()) or "defaults"
+    if evaluation.target:
+        settings = f"those of the mesh at {evaluation.target}"
+        sensors = f"; sensor ids {evaluation.sensor_prefix}<file>"
+    else:
+        settings = " ".join(f"{k}={v}" for k, v in evaluation.settings.items()) or "defaults"
+        sensors = (
+            f"; sensor ids {evaluation.sensor_prefix}<file>" if evaluation.sensor_prefix else ""
+        )
+    scores = "  ".join(
+        f"{name} {_normalised_text(score)}" for name, score in evaluation.corpora.items()
+    )
     lines += [
         "",
-        f"detections: {evaluation.mode} (resolve_after={evaluation.resolve_after}); "
-        f"settings: {settings}",
-        f"raw {corpus.raw:.4f}, null {corpus.null:.4f}, perfect {corpus.perfect:.4f}",
-        "NAB standard-profile score (normalised, null = 0, perfect = 100): "
-        + ("n/a (no labelled windows)" if normalised is None else f"{normalised:.2f}"),
+        f"detections: {evaluation.mode}; settings: {settings}{sensors}",
+        f"standard profile: raw {corpus.raw:.4f}, null {corpus.null:.4f}, "
+        f"perfect {corpus.perfect:.4f}",
+        f"NAB score (normalised, null = 0, perfect = 100): {scores}"
+        + (" (no labelled windows)" if corpus.normalised is None else ""),
         f"{len(corpus.files)} files in {evaluation.seconds:.1f} s",
     ]
     if evaluation.missing_rows:
@@ -434,14 +644,109 @@ def render(evaluation: Evaluation) -> str:
 
 
 def write_report(path: Path, evaluation: Evaluation) -> None:
+    """The per-file table as CSV (standard-profile raw scores) plus one `normalised_<profile>`
+    column per profile, filled on the TOTAL row."""
     corpus = evaluation.corpus
+    names = list(evaluation.corpora)
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*REPORT_COLUMNS, "normalised_score"])
+        writer.writerow([*REPORT_COLUMNS, *(f"normalised_{name}" for name in names)])
         for row in report_rows(corpus):
-            is_total = row[0] == "TOTAL"
-            normalised = corpus.normalised if is_total else None
-            writer.writerow([*row, "" if normalised is None else f"{normalised:.4f}"])
+            totals = [""] * len(names)
+            if row[0] == "TOTAL":
+                values = [evaluation.corpora[name].normalised for name in names]
+                totals = ["" if v is None else f"{v:.4f}" for v in values]
+            writer.writerow([*row, *totals])
+
+
+# --- plots --------------------------------------------------------------------------------------
+
+
+def require_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError("plots need matplotlib: pip install 'sentinel-mesh[plot]'") from error
+
+
+def plot_series(
+    verdict_csv: Path,
+    out: Path,
+    windows: Sequence[tuple[int, int]] = (),
+    title: str | None = None,
+    probation: int | None = None,
+    mark_anomalies: bool = False,
+) -> Path:
+    """One PNG of a replayed series: values with the labelled windows (row ranges) shaded and
+    alert openings marked; underneath, each specialist's likelihood on a log scale (from the
+    `<specialist>_likelihood` columns; a specialist whose column is all empty is left out).
+    `mark_anomalies` also marks every anomalous verdict. Uses matplotlib's Agg canvas."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    table = read_verdicts(verdict_csv)
+    values = np.asarray(table.values, dtype=float)
+    try:
+        stamps = np.array([parse_timestamp(t) for t in table.timestamps], dtype=np.int64)
+    except ValueError:
+        stamps = None
+    if stamps is not None and len(stamps) > 1 and bool(np.all(np.diff(stamps) >= 0)):
+        x = stamps.astype("datetime64[ns]")
+        x_label = "time (UTC)"
+    else:
+        x = np.arange(table.rows)
+        x_label = "row"
+
+    figure = Figure(figsize=(14, 6.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    top.plot(x, values, color="tab:blue", linewidth=0.8, label="value")
+    if probation and table.rows:
+        top.axvspan(x[0], x[min(probation, table.rows) - 1], color="0.85", alpha=0.5,
+                    label="probationary")  # fmt: skip
+    for n, (left, right) in enumerate(windows):
+        top.axvspan(x[left], x[right], color="tab:orange", alpha=0.25,
+                    label="labelled window" if n == 0 else None)  # fmt: skip
+    if mark_anomalies:
+        flagged = np.flatnonzero(np.asarray(table.anomaly, dtype=bool))
+        if len(flagged):
+            top.scatter(x[flagged], values[flagged], s=6, color="tab:purple", zorder=3,
+                        label="anomalous verdict")  # fmt: skip
+    if table.alerts is not None:
+        opens = table.alert_rows("open")
+        for i in opens:
+            top.axvline(x[i], color="tab:red", linewidth=0.7, alpha=0.6)
+        if opens:
+            top.scatter(x[opens], values[opens], marker="v", s=36, color="tab:red", zorder=4,
+                        label="alert opened")  # fmt: skip
+        resolved = table.alert_rows("resolved")
+        if resolved:
+            top.scatter(x[resolved], values[resolved], marker="^", s=24, color="tab:green",
+                        zorder=4, label="alert resolved")  # fmt: skip
+    top.set_title(title or verdict_csv.name)
+    top.set_ylabel("value")
+    top.legend(loc="upper left", fontsize="small")
+
+    drawn = 0
+    for name, series in sorted(table.likelihoods.items()):
+        likelihood = np.asarray(series, dtype=float)
+        likelihood[~(likelihood > 0)] = np.nan  # empty cells, and 0 has no logarithm
+        if np.all(np.isnan(likelihood)):
+            continue
+        bottom.plot(x, likelihood, linewidth=0.8, label=name)
+        drawn += 1
+    if drawn:
+        bottom.set_yscale("log")
+        bottom.legend(loc="lower left", fontsize="small")
+    else:
+        bottom.text(0.5, 0.5, "no likelihoods in this replay", ha="center", va="center",
+                    transform=bottom.transAxes)  # fmt: skip
+    bottom.set_ylabel("likelihood")
+    bottom.set_xlabel(x_label)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    return out
 
 
 def run(
@@ -451,8 +756,26 @@ def run(
     out: Path | None = None,
     batch_size: int = 500,
     verdicts_dir: Path | None = None,
+    *,
+    target: str | None = None,
+    sensor_prefix: str | None = None,
+    plot_dir: Path | None = None,
+    progress: Progress | None = None,
 ) -> Evaluation:
-    evaluation = asyncio.run(evaluate(root, windows_path, mode, batch_size, verdicts_dir))
+    """`evaluate` in a fresh event loop; also writes the CSV report to `out` when given."""
+    evaluation = asyncio.run(
+        evaluate(
+            root,
+            windows_path,
+            mode,
+            batch_size,
+            verdicts_dir,
+            progress,
+            target=target,
+            sensor_prefix=sensor_prefix,
+            plot_dir=plot_dir,
+        )
+    )
     if out is not None:
         write_report(out, evaluation)
     return evaluation

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,7 +41,9 @@ def parse_timestamp(text: str) -> int:
 
 
 def read_series(path: Path) -> Series:
-    """Read `timestamp,value[,sensor_id]`; errors name the line. Sensor id defaults to the file stem."""
+    """Read `timestamp,value[,sensor_id]`; errors name the line.
+
+    The sensor id defaults to the file stem."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         fields = {name.strip().lower(): name for name in reader.fieldnames or []}
@@ -67,12 +69,29 @@ def read_series(path: Path) -> Series:
     return Series(stamps_text, np.array(stamps, dtype=np.int64), np.array(values), sensors)
 
 
-class VerdictCollector:
-    """Collects verdicts by (batch id, position) so rows are written back in input order."""
+ALERT_EVENTS = {
+    orchestrator_pb2.ALERT_STATE_OPEN: "open",
+    orchestrator_pb2.ALERT_STATE_RESOLVED: "resolved",
+}
 
-    def __init__(self, rows: int) -> None:
+
+class VerdictCollector:
+    """Collects verdicts and alert events by (batch id, position), so that rows are written
+    back in input order.
+
+    Alerts name the reading whose verdict emitted them (`Alert.batch_id`, `reading_index`);
+    an alert for a batch this collector did not send, an index outside it, or a sensor other
+    than that row's is ignored (counted in `ignored_alerts`). A row's `alerts` cell is the
+    events in arrival order joined by ";" (normally one: "open" or "resolved").
+    """
+
+    def __init__(self, rows: int, sensor_ids: Sequence[str] | None = None) -> None:
         self.by_row: list[orchestrator_pb2.Verdict | None] = [None] * rows
+        self.alerts: list[str] = [""] * rows
         self.batch_rows: dict[int, range] = {}
+        self.ignored_alerts = 0
+        self._sensor_ids = sensor_ids
+        self._seen_alerts: set[tuple[str, int]] = set()
 
     def expect(self, batch_id: int, rows: range) -> None:
         self.batch_rows[batch_id] = rows
@@ -86,6 +105,22 @@ class VerdictCollector:
         for offset, verdict in enumerate(verdicts):
             self.by_row[filled + offset] = verdict
 
+    def on_alert(self, alert: orchestrator_pb2.Alert) -> None:
+        rows = self.batch_rows.get(alert.batch_id)
+        event = ALERT_EVENTS.get(alert.state)
+        if rows is None or event is None or alert.reading_index >= len(rows):
+            self.ignored_alerts += 1
+            return
+        row = rows[alert.reading_index]
+        if self._sensor_ids is not None and self._sensor_ids[row] != alert.sensor_id:
+            self.ignored_alerts += 1
+            return
+        key = (alert.alert_id, alert.state)
+        if alert.alert_id and key in self._seen_alerts:
+            return  # the same event delivered twice
+        self._seen_alerts.add(key)
+        self.alerts[row] = f"{self.alerts[row]};{event}" if self.alerts[row] else event
+
 
 async def replay(
     series: Series,
@@ -95,12 +130,14 @@ async def replay(
     progress: Callable[[int], None] | None = None,
     credentials=None,
 ) -> dict[str, int]:
+    """Stream `series` to the orchestrator at `target`; write `out` (see `write_verdicts`)."""
     rows = len(series.values)
-    collector = VerdictCollector(rows)
+    collector = VerdictCollector(rows, series.sensor_ids)
     client = TelemetryClient(
         target,
         verdicts=orchestrator_pb2.VERDICT_MODE_ALL,
         on_verdicts=collector.on_verdicts,
+        on_alert=collector.on_alert,
         on_ack=lambda ack: progress(ack.readings_accepted) if progress else None,
         credentials=credentials,
     )
@@ -118,12 +155,33 @@ async def replay(
             ]
             # send() returns before any answer can be processed, so expect() is never late.
             collector.expect(await client.send(readings), range(start, stop))
-    return write_verdicts(out, series, collector.by_row)
+    # Leaving the block closed the client: every batch was acked and the stream ended, so the
+    # alerts that follow the last acks have arrived too.
+    return write_verdicts(out, series, collector.by_row, collector.alerts)
 
 
-def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
+def _status_name(status: int) -> str:
+    return orchestrator_pb2.VerdictStatus.Name(status).removeprefix("VERDICT_STATUS_").lower()
+
+
+def write_verdicts(
+    out: Path,
+    series: Series,
+    verdicts: Sequence[orchestrator_pb2.Verdict | None],
+    alerts: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """One row per input row, in file order: timestamp, sensor_id, value, anomaly, score,
+    status, alert (`open` / `resolved` on the row whose verdict emitted that alert event, else
+    empty), then `<specialist>_score` and `<specialist>_likelihood` per specialist (empty while
+    it warms up or when it did not answer). A row without a verdict has status `missing`.
+
+    Returns counts: rows, anomalies, missing, alerts_opened, alerts_resolved."""
+    if alerts is None:
+        alerts = [""] * len(verdicts)
+    if len(alerts) != len(verdicts) or len(verdicts) != len(series.values):
+        raise ValueError("verdicts, alerts and series must have one entry per row")
     specialists = sorted({v.specialist for verdict in verdicts if verdict for v in verdict.votes})
-    counts = {"rows": 0, "anomalies": 0, "missing": 0}
+    counts = {"rows": 0, "anomalies": 0, "missing": 0, "alerts_opened": 0, "alerts_resolved": 0}
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -134,11 +192,15 @@ def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
                 "anomaly",
                 "score",
                 "status",
-                *(f"{s}_score" for s in specialists),
+                "alert",
+                *(f"{s}_{column}" for s in specialists for column in ("score", "likelihood")),
             ]
         )
         for i, verdict in enumerate(verdicts):
             counts["rows"] += 1
+            events = alerts[i].split(";") if alerts[i] else []
+            counts["alerts_opened"] += events.count("open")
+            counts["alerts_resolved"] += events.count("resolved")
             if verdict is None:
                 # Resent after a reconnect and already scored: acked as a duplicate, verdict gone.
                 counts["missing"] += 1
@@ -146,15 +208,24 @@ def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
                     [
                         series.timestamps_text[i],
                         series.sensor_ids[i],
-                        series.values[i],
+                        repr(float(series.values[i])),
                         "",
                         "",
                         "missing",
+                        alerts[i],
+                        *([""] * (2 * len(specialists))),
                     ]
                 )
                 continue
-            scores = {v.specialist: v for v in verdict.votes}
+            votes = {v.specialist: v for v in verdict.votes}
             counts["anomalies"] += verdict.anomaly
+            cells: list[str] = []
+            for name in specialists:
+                vote = votes.get(name)
+                if vote is None or vote.warming_up:
+                    cells += ["", ""]
+                else:
+                    cells += [f"{vote.score:.6f}", f"{vote.likelihood:.6g}"]
             writer.writerow(
                 [
                     series.timestamps_text[i],
@@ -162,17 +233,9 @@ def write_verdicts(out: Path, series: Series, verdicts: list) -> dict[str, int]:
                     repr(float(series.values[i])),
                     int(verdict.anomaly),
                     f"{verdict.score:.6f}",
-                    orchestrator_pb2.VerdictStatus.Name(verdict.status)
-                    .removeprefix("VERDICT_STATUS_")
-                    .lower(),
-                    *(
-                        (
-                            ""
-                            if s not in scores or scores[s].warming_up
-                            else f"{scores[s].score:.6f}"
-                        )
-                        for s in specialists
-                    ),
+                    _status_name(verdict.status),
+                    alerts[i],
+                    *cells,
                 ]
             )
     return counts

@@ -7,7 +7,7 @@ import numpy as np
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2
 
-from .engine import ScoreInput, ScoreOutput
+from .engine import ChannelSpec, RangeViewSpec, ScoreInput, ScoreOutput, ViewSpec
 
 _DTYPES = {
     specialist_pb2.TENSOR_D_TYPE_FLOAT32: np.dtype("<f4"),
@@ -25,24 +25,55 @@ def encode_windows(windows: np.ndarray) -> specialist_pb2.Tensor:
     return specialist_pb2.Tensor(dtype=kind, shape=list(windows.shape), data=data.tobytes())
 
 
-def decode_windows(tensor: specialist_pb2.Tensor, rows: int) -> np.ndarray:
+def decode_windows(
+    tensor: specialist_pb2.Tensor, rows: int, field: str = "windows"
+) -> np.ndarray:
     shape = tuple(tensor.shape)
     if rows == 0 and not shape and not tensor.data:
         # No rows and no tensor at all (an empty request): nothing to check.
         return np.empty((0, 0), dtype=_DTYPES.get(tensor.dtype, np.dtype("<f8")))
     dtype = _DTYPES.get(tensor.dtype)
     if dtype is None:
-        raise InvalidArgument("windows.dtype", f"unsupported tensor dtype {tensor.dtype}")
+        raise InvalidArgument(f"{field}.dtype", f"unsupported tensor dtype {tensor.dtype}")
     if len(shape) != 2 or shape[0] != rows:
-        raise InvalidArgument(
-            "windows.shape", f"expected [{rows}, window_length], got {list(shape)}"
-        )
+        raise InvalidArgument(f"{field}.shape", f"expected [{rows}, width], got {list(shape)}")
     expected = shape[0] * shape[1] * dtype.itemsize
     if len(tensor.data) != expected:
         raise InvalidArgument(
-            "windows.data", f"{len(tensor.data)} bytes for shape {list(shape)} (want {expected})"
+            f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} (want {expected})"
         )
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+
+
+def encode_views(views: dict[str, np.ndarray]) -> list[specialist_pb2.View]:
+    return [specialist_pb2.View(name=n, values=encode_windows(v)) for n, v in views.items()]
+
+
+def encode_view_spec(spec: ViewSpec) -> specialist_pb2.ViewSpec:
+    if isinstance(spec, RangeViewSpec):
+        return specialist_pb2.ViewSpec(
+            name=spec.name, kind=specialist_pb2.VIEW_KIND_RANGE, readings=spec.readings,
+            block=spec.block,
+        )  # fmt: skip
+    return specialist_pb2.ViewSpec(
+        name=spec.name,
+        kind=specialist_pb2.VIEW_KIND_SEASONAL,
+        period_seconds=spec.period_seconds,
+        bucket_seconds=spec.bucket_seconds,
+        smoothing=spec.smoothing,
+        tolerance_buckets=spec.tolerance_buckets,
+    )
+
+
+def encode_channel_spec(spec: ChannelSpec) -> specialist_pb2.ChannelSpec:
+    calibration = (
+        specialist_pb2.CALIBRATION_STANDARDIZED_LIKELIHOOD
+        if spec.standardize
+        else specialist_pb2.CALIBRATION_LIKELIHOOD
+    )
+    return specialist_pb2.ChannelSpec(
+        name=spec.name, calibration=calibration, flag_below=spec.flag_below
+    )
 
 
 def decode_score_request(request: specialist_pb2.ScoreRequest) -> ScoreInput:
@@ -63,12 +94,18 @@ def decode_score_request(request: specialist_pb2.ScoreRequest) -> ScoreInput:
     if rows and (fill > windows.shape[1]).any():
         bad = int(np.flatnonzero(fill > windows.shape[1])[0])
         raise InvalidArgument(f"window_fill[{bad}]", "exceeds the window length")
+    views: dict[str, np.ndarray] = {}
+    for index, view in enumerate(request.views):
+        if not view.name or view.name in views:
+            raise InvalidArgument(f"views[{index}].name", "empty or repeated view name")
+        views[view.name] = decode_windows(view.values, rows, f"views[{index}].values")
     return ScoreInput(
         sensor_ids=list(request.sensor_ids),
         values=values,
         timestamps=np.asarray(request.timestamps_unix_nanos, dtype=np.int64),
         windows=windows,
         window_fill=fill,
+        views=views,
     )
 
 
@@ -80,4 +117,6 @@ def encode_score_response(
     response.anomalies.extend(output.anomalies.tolist())
     response.reasons.extend(output.reasons)
     response.warming_up.extend(output.warming_up.tolist())
+    for name, values in output.channels.items():
+        response.channels.add(name=name, values=values.tolist())
     return response

@@ -7,21 +7,59 @@ An engine is a pure function of a columnar batch: the servicer decodes a ScoreRe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
+class RangeViewSpec:
+    """[max, min, count] over about the last `readings` values (blocks of `block`)."""
+
+    name: str
+    readings: int
+    block: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeasonalViewSpec:
+    """[the `smoothing`-reading moving average about `period_seconds` before the row]."""
+
+    name: str
+    period_seconds: float
+    bucket_seconds: float
+    smoothing: int
+    tolerance_buckets: int
+
+
+ViewSpec = RangeViewSpec | SeasonalViewSpec
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """A raw score per row that the orchestrator calibrates per sensor into a likelihood.
+
+    `standardize`: the value is an unscaled residual (standardise it against the sensor's own
+    running median/deviation first); otherwise it is already z-like. `flag_below`: default
+    likelihood threshold."""
+
+    name: str
+    standardize: bool
+    flag_below: float
+
+
+@dataclass(frozen=True, slots=True)
 class ScoreInput:
-    """Row i is (sensor_ids[i], values[i], timestamps[i], windows[i], window_fill[i])."""
+    """Row i is (sensor_ids[i], values[i], timestamps[i], windows[i], window_fill[i]) plus
+    row i of every view the engine declared."""
 
     sensor_ids: Sequence[str]
     values: np.ndarray  # float64 [rows]
     timestamps: np.ndarray  # int64 [rows], Unix nanoseconds
     windows: np.ndarray  # float [rows, window_length], oldest first, NaN where unfilled
     window_fill: np.ndarray  # int64 [rows], valid trailing positions of each window row
+    views: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> [rows, width]
 
     @property
     def rows(self) -> int:
@@ -34,11 +72,14 @@ class ScoreOutput:
     anomalies: np.ndarray  # bool [rows]
     reasons: list[str]  # per row; empty where there is nothing to explain
     warming_up: np.ndarray  # bool [rows]; such rows carry no vote
+    channels: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> float64 [rows]
 
     def __post_init__(self) -> None:
         n = self.scores.shape[0]
         if not (self.anomalies.shape[0] == n == len(self.reasons) == self.warming_up.shape[0]):
             raise ValueError("ScoreOutput columns must have one entry per row")
+        if any(column.shape[0] != n for column in self.channels.values()):
+            raise ValueError("ScoreOutput channels must have one entry per row")
 
 
 @runtime_checkable
@@ -53,6 +94,12 @@ class Engine(Protocol):
 
     @property
     def window_length(self) -> int: ...
+
+    @property
+    def views(self) -> Sequence[ViewSpec]: ...
+
+    @property
+    def channels(self) -> Sequence[ChannelSpec]: ...
 
     def parameters(self) -> Mapping[str, str]: ...
 

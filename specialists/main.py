@@ -30,16 +30,32 @@ SERVICE_NAME = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_nam
 
 def build_engine(settings: SpecialistSettings) -> Engine:
     if settings.engine == "threshold":
-        from .threshold import ThresholdEngine, load_rules
+        from .threshold import AdaptiveLimits, ThresholdEngine, load_rules
 
         rules = (
             load_rules(Path(settings.threshold_rules_file)) if settings.threshold_rules_file else []
         )
-        return ThresholdEngine(rules)
+        adaptive = (
+            AdaptiveLimits(
+                margin=settings.adaptive_margin,
+                readings=settings.adaptive_readings,
+                min_history=settings.adaptive_min_history,
+            )
+            if settings.adaptive_limits
+            else None
+        )
+        return ThresholdEngine(rules, adaptive)
     if settings.engine == "statistical":
-        from .statistical import StatisticalEngine
+        from .statistical import StatisticalEngine, StatisticalParams
 
-        return StatisticalEngine(settings.statistical_window, settings.statistical_cutoff)
+        params = StatisticalParams(
+            short=settings.statistical_short,
+            reference=settings.statistical_reference,
+            min_reference=min(60, settings.statistical_reference),
+            period_seconds=settings.statistical_period_seconds,
+            bucket_seconds=settings.statistical_bucket_seconds,
+        )
+        return StatisticalEngine(params, daily=settings.statistical_daily)
     if settings.engine == "model":
         from .model import load_model_engine
 

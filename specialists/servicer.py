@@ -11,7 +11,12 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
 
-from .codec import decode_score_request, encode_score_response
+from .codec import (
+    decode_score_request,
+    encode_channel_spec,
+    encode_score_response,
+    encode_view_spec,
+)
 from .engine import Engine
 from .metrics import SpecialistMetrics
 
@@ -41,6 +46,8 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
             engine_version=self._engine.version,
             window_length=self._engine.window_length,
             parameters=dict(self._engine.parameters()),
+            views=[encode_view_spec(v) for v in self._engine.views],
+            channels=[encode_channel_spec(c) for c in self._engine.channels],
         )
 
     async def Score(self, request, context):  # noqa: N802
@@ -60,6 +67,10 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
                         "windows.shape",
                         f"{batch.windows.shape[1]} columns, {self._engine.name} needs {needed}",
                     )
+                if batch.rows:
+                    for view in self._engine.views:
+                        if view.name not in batch.views:
+                            raise InvalidArgument("views", f"view {view.name!r} is missing")
                 output = self._engine.score(batch)
             except InvalidArgument as error:
                 self._metrics.rejected()

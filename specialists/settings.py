@@ -11,10 +11,24 @@ class SpecialistSettings(ServerSettings):
     engine: str = "threshold"
     """Engine to serve: threshold, statistical or model."""
     threshold_rules_file: str | None = None
-    """TOML file of threshold rules (pattern/low/high); unset = default high limit 90."""
-    statistical_window: int = Field(default=60, ge=3, le=10_000)
-    """Past values the statistical engine needs per sensor."""
-    statistical_cutoff: float = Field(default=4.0, gt=0)
-    """Robust |z| above which the statistical engine flags a value."""
+    """TOML file of hard limit rules (pattern/low/high/adaptive); unset = no hard limits."""
+    adaptive_limits: bool = True
+    """threshold: flag new extremes beyond each sensor's recent range."""
+    adaptive_margin: float = Field(default=0.05, ge=0)
+    """threshold: how far beyond the recent range (as a fraction of it) is a new extreme."""
+    adaptive_readings: int = Field(default=1000, ge=16, le=100_000)
+    """threshold: recent values the range covers."""
+    adaptive_min_history: int = Field(default=150, ge=1)
+    """threshold: values a sensor needs before its adaptive limits apply."""
+    statistical_short: int = Field(default=30, ge=1, le=1_000)
+    """statistical: latest values whose median is the sensor's current level."""
+    statistical_reference: int = Field(default=200, ge=3, le=4_000)
+    """statistical: values before those that the level is compared with."""
+    statistical_daily: bool = True
+    """statistical: compare each reading's average with the same time the day before."""
+    statistical_period_seconds: float = Field(default=86_400.0, gt=0)
+    """statistical: period of the seasonal comparison."""
+    statistical_bucket_seconds: float = Field(default=300.0, gt=0)
+    """statistical: time resolution of the seasonal history the orchestrator keeps."""
     model_path: str | None = None
     """ONNX model: a bundled name (iforest-v1, iforest-v2) or a file path; unset = iforest-v1."""

@@ -1,22 +1,44 @@
-"""Statistical engine: robust z-score of the latest value against its window.
+"""Statistical engine: a level-shift score and a daily-seasonal residual per reading.
 
-z = (x - median(window)) / (1.4826 * MAD(window)). When MAD is 0 (a flat or mostly flat
-window) the scale falls back to the window's mean absolute deviation, and when that is 0 too
-(a constant window) to a small relative floor, so a constant signal scores 0 while any
-departure from it scores high instead of dividing by zero.
+Two channels, each calibrated per sensor by the orchestrator into an anomaly likelihood:
+
+- `level`: robust z of the recent level against the reference before it. short = median of
+  the latest `short` values (this reading included); R = the `reference` values before those;
+  z = (short - median R) / (1.4826 MAD R). When the MAD is 0 (a mostly flat reference) the
+  scale falls back to 1.2533 * mean |R - median R|, then to max(1e-9, 1e-6 |median R|), so a
+  constant signal scores 0 and any departure from it scores high. Needs `min_reference` values
+  of R.
+- `daily`: e = (mean of the latest `smoothing` values) - (the same average about 24 h earlier,
+  from the orchestrator's SEASONAL view). The orchestrator standardises e against the sensor's
+  own running median/deviation, so a series whose daily pattern repeats scores low and one whose
+  day looks unlike yesterday scores high.
+
+The engine does not flag rows itself; the orchestrator's calibrated likelihoods do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-from .engine import ScoreInput, ScoreOutput, ratio_score
+from sentinel.errors import InvalidArgument
 
-ENGINE_VERSION = "1.0.0"
+from .engine import (
+    ChannelSpec,
+    ScoreInput,
+    ScoreOutput,
+    SeasonalViewSpec,
+    ratio_score,
+)
+
+ENGINE_VERSION = "2.0.0"
 MAD_TO_SIGMA = 1.4826
 MEAN_ABS_TO_SIGMA = 1.2533
+DAILY_VIEW = "daily"
+LEVEL = "level"
+DAILY = "daily"
 
 
 def row_median(rows: np.ndarray) -> np.ndarray:
@@ -29,51 +51,140 @@ def row_median(rows: np.ndarray) -> np.ndarray:
     return (parted[:, half - 1].astype(np.float64) + parted[:, half]) / 2
 
 
+@dataclass(frozen=True, slots=True)
+class StatisticalParams:
+    short: int = 30
+    """Latest values whose median is the current level."""
+    reference: int = 200
+    """Values before those, the level is compared with."""
+    min_reference: int = 60
+    """Reference values needed before the level channel scores."""
+    smoothing: int = 12
+    """Values averaged for the daily comparison."""
+    period_seconds: float = 86_400.0
+    """Seasonal period of the daily channel."""
+    bucket_seconds: float = 300.0
+    """Resolution of the orchestrator's seasonal view."""
+    tolerance_buckets: int = 5
+    """Buckets either side of one period back that may stand in for it."""
+    level_flag_below: float = 1e-6
+    """Default likelihood threshold of the level channel."""
+    daily_flag_below: float = 1e-8
+    """Default likelihood threshold of the daily channel."""
+
+    def __post_init__(self) -> None:
+        if self.short < 1 or self.reference < 3 or not 3 <= self.min_reference <= self.reference:
+            raise ValueError("need short >= 1 and 3 <= min_reference <= reference")
+        if self.smoothing < 1 or self.period_seconds <= 0 or self.bucket_seconds <= 0:
+            raise ValueError("need smoothing >= 1 and a positive period and bucket")
+
+
 class StatisticalEngine:
     name = "statistical"
 
-    def __init__(self, window_length: int = 60, cutoff: float = 4.0) -> None:
-        if window_length < 3:
-            raise ValueError("window_length must be at least 3")
-        if cutoff <= 0:
-            raise ValueError("cutoff must be positive")
-        self.window_length = window_length
-        self.cutoff = cutoff
+    def __init__(self, params: StatisticalParams | None = None, daily: bool = True) -> None:
+        self.params = params or StatisticalParams()
+        p = self.params
         self.version = ENGINE_VERSION
+        self.window_length = max(p.short - 1 + p.reference, p.smoothing - 1)
+        self.daily = daily
+        self.views = (
+            (
+                SeasonalViewSpec(
+                    DAILY_VIEW, p.period_seconds, p.bucket_seconds, p.smoothing,
+                    p.tolerance_buckets,
+                ),
+            )
+            if daily
+            else ()
+        )  # fmt: skip
+        self.channels = (ChannelSpec(LEVEL, False, p.level_flag_below),) + (
+            (ChannelSpec(DAILY, True, p.daily_flag_below),) if daily else ()
+        )
 
     def parameters(self) -> Mapping[str, str]:
-        return {"window_length": str(self.window_length), "cutoff": str(self.cutoff)}
+        p = self.params
+        parameters = {
+            "level": f"median of {p.short} vs median/MAD of the {p.reference} before",
+        }
+        if self.daily:
+            parameters["daily"] = (
+                f"{p.smoothing}-value average vs {p.period_seconds:g} s earlier "
+                f"(+/- {p.tolerance_buckets} x {p.bucket_seconds:g} s)"
+            )
+        return parameters
 
-    def robust_z(self, values: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """Robust z per row; windows [rows, L] of finite values (float32 or float64)."""
-        median = row_median(windows)
-        deviations = np.abs(windows - median[:, None].astype(windows.dtype))
-        scale = MAD_TO_SIGMA * row_median(deviations)
-        flat = ~(scale > 0)
-        if flat.any():
-            fallback = MEAN_ABS_TO_SIGMA * deviations[flat].mean(axis=1, dtype=np.float64)
-            floor = np.maximum(1e-9, 1e-6 * np.abs(median[flat]))
-            scale[flat] = np.where(fallback > 0, fallback, floor)
-        return (values - median) / scale
+    def level_z(self, values: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """Robust z of median(latest `short`, value included) against the `reference` before;
+        windows [rows, short - 1 + reference] of finite values."""
+        p = self.params
+        recent = np.concatenate(
+            [windows[:, windows.shape[1] - (p.short - 1) :], values[:, None].astype(windows.dtype)],
+            axis=1,
+        )
+        reference = windows[:, : windows.shape[1] - (p.short - 1)]
+        level = row_median(recent)
+        return robust_z(level, reference)
 
     def score(self, batch: ScoreInput) -> ScoreOutput:
         rows = batch.rows
-        scores = np.zeros(rows)
-        anomalies = np.zeros(rows, dtype=bool)
-        reasons = [""] * rows
-        # Judging needs a full window: a half-seen sensor is warming up, not normal.
-        ready = batch.window_fill >= self.window_length
+        p = self.params
         if rows and batch.windows.shape[1] < self.window_length:
             raise ValueError(
                 f"windows have {batch.windows.shape[1]} columns, engine needs {self.window_length}"
             )
-        idx = np.flatnonzero(ready)
-        if idx.size:
-            windows = batch.windows[idx, -self.window_length :]
-            z = self.robust_z(batch.values[idx], windows)
-            scores[idx] = ratio_score(z, self.cutoff)
-            flagged = np.abs(z) > self.cutoff
-            anomalies[idx] = flagged
-            for row, zval in zip(idx[flagged], z[flagged], strict=True):
-                reasons[row] = f"robust z={zval:.2f} beyond cut-off {self.cutoff:g}"
-        return ScoreOutput(scores=scores, anomalies=anomalies, reasons=reasons, warming_up=~ready)
+        level = np.full(rows, np.nan)
+        windows = batch.windows[:, batch.windows.shape[1] - self.window_length :]
+        # The level needs the latest `short` values and at least `min_reference` before them.
+        fill = batch.window_fill
+        ready = fill >= p.short - 1 + p.min_reference
+        full = ready & (fill >= self.window_length)
+        if full.any():
+            level[full] = self.level_z(batch.values[full], windows[full])
+        partial = np.flatnonzero(ready & ~full)
+        # Sensors with a partly filled reference: group by fill so each group is one matrix.
+        for count in np.unique(fill[partial]).tolist():
+            rows_of = partial[fill[partial] == count]
+            level[rows_of] = self.level_z(
+                batch.values[rows_of], windows[rows_of, self.window_length - count :]
+            )
+        channels = {LEVEL: level}
+        judged = np.isfinite(level)
+        if self.daily:
+            daily = self.daily_residual(batch)
+            channels[DAILY] = daily
+            judged |= np.isfinite(daily)
+        return ScoreOutput(
+            scores=np.where(np.isfinite(level), ratio_score(level, 4.0), 0.0),
+            anomalies=np.zeros(rows, dtype=bool),
+            reasons=[""] * rows,
+            warming_up=~judged,
+            channels=channels,
+        )
+
+    def daily_residual(self, batch: ScoreInput) -> np.ndarray:
+        """Moving average now minus the one about a period ago (NaN where there is none)."""
+        p = self.params
+        view = batch.views.get(DAILY_VIEW)
+        if view is None or view.shape[1] != 1:
+            raise InvalidArgument("views", f"view {DAILY_VIEW!r} must have 1 column")
+        previous = p.smoothing - 1
+        if previous:
+            tail = batch.windows[:, batch.windows.shape[1] - previous :].astype(np.float64)
+            count = np.minimum(batch.window_fill, previous)
+            average = (np.nansum(tail, axis=1) + batch.values) / (count + 1)
+        else:
+            average = batch.values
+        return average - view[:, 0]
+
+
+def robust_z(level: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    median = row_median(reference)
+    deviations = np.abs(reference - median[:, None].astype(reference.dtype))
+    scale = MAD_TO_SIGMA * row_median(deviations)
+    flat = ~(scale > 0)
+    if flat.any():
+        fallback = MEAN_ABS_TO_SIGMA * deviations[flat].mean(axis=1, dtype=np.float64)
+        floor = np.maximum(1e-9, 1e-6 * np.abs(median[flat]))
+        scale[flat] = np.where(fallback > 0, fallback, floor)
+    return (level - median) / scale

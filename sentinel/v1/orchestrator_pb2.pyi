@@ -71,20 +71,22 @@ class BatchAck(_message.Message):
     def __init__(self, batch_id: _Optional[int] = ..., readings_accepted: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class Vote(_message.Message):
-    __slots__ = ("specialist", "engine_version", "score", "anomaly", "reason", "warming_up")
+    __slots__ = ("specialist", "engine_version", "score", "anomaly", "reason", "warming_up", "likelihood")
     SPECIALIST_FIELD_NUMBER: _ClassVar[int]
     ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     ANOMALY_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     WARMING_UP_FIELD_NUMBER: _ClassVar[int]
+    LIKELIHOOD_FIELD_NUMBER: _ClassVar[int]
     specialist: str
     engine_version: str
     score: float
     anomaly: bool
     reason: str
     warming_up: bool
-    def __init__(self, specialist: _Optional[str] = ..., engine_version: _Optional[str] = ..., score: _Optional[float] = ..., anomaly: _Optional[bool] = ..., reason: _Optional[str] = ..., warming_up: _Optional[bool] = ...) -> None: ...
+    likelihood: float
+    def __init__(self, specialist: _Optional[str] = ..., engine_version: _Optional[str] = ..., score: _Optional[float] = ..., anomaly: _Optional[bool] = ..., reason: _Optional[str] = ..., warming_up: _Optional[bool] = ..., likelihood: _Optional[float] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("sensor_id", "timestamp_unix_nanos", "value", "anomaly", "score", "status", "votes", "missing", "batch_id")
@@ -115,7 +117,7 @@ class VerdictBatch(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "sensor_id", "state", "first_timestamp_unix_nanos", "last_timestamp_unix_nanos", "peak_value", "peak_score", "reasons", "engine_versions", "trace_id", "anomalous_readings")
+    __slots__ = ("alert_id", "sensor_id", "state", "first_timestamp_unix_nanos", "last_timestamp_unix_nanos", "peak_value", "peak_score", "reasons", "engine_versions", "trace_id", "anomalous_readings", "batch_id", "reading_index", "resolved_timestamp_unix_nanos")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     SENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +129,9 @@ class Alert(_message.Message):
     ENGINE_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     ANOMALOUS_READINGS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    READING_INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     sensor_id: str
     state: AlertState
@@ -138,7 +143,10 @@ class Alert(_message.Message):
     engine_versions: _containers.RepeatedScalarFieldContainer[str]
     trace_id: str
     anomalous_readings: int
-    def __init__(self, alert_id: _Optional[str] = ..., sensor_id: _Optional[str] = ..., state: _Optional[_Union[AlertState, str]] = ..., first_timestamp_unix_nanos: _Optional[int] = ..., last_timestamp_unix_nanos: _Optional[int] = ..., peak_value: _Optional[float] = ..., peak_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., engine_versions: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., anomalous_readings: _Optional[int] = ...) -> None: ...
+    batch_id: int
+    reading_index: int
+    resolved_timestamp_unix_nanos: int
+    def __init__(self, alert_id: _Optional[str] = ..., sensor_id: _Optional[str] = ..., state: _Optional[_Union[AlertState, str]] = ..., first_timestamp_unix_nanos: _Optional[int] = ..., last_timestamp_unix_nanos: _Optional[int] = ..., peak_value: _Optional[float] = ..., peak_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., engine_versions: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., anomalous_readings: _Optional[int] = ..., batch_id: _Optional[int] = ..., reading_index: _Optional[int] = ..., resolved_timestamp_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class ReconnectHint(_message.Message):
     __slots__ = ("reason",)

@@ -9,9 +9,13 @@ import onnxruntime as ort
 
 from sentinel.errors import InvalidArgument
 
-from ..engine import ScoreInput, ScoreOutput
+from ..engine import ChannelSpec, ScoreInput, ScoreOutput
 from .features import CLIP, FEATURE_SET, feature_count, robust_window_features
 from .metadata import ModelMetadata
+
+
+FOREST_CHANNEL = "forest"
+DEFAULT_FLAG_BELOW = 1e-8
 
 
 def decision_to_score(decision: np.ndarray, threshold: float, saturation: float) -> np.ndarray:
@@ -50,8 +54,11 @@ def cpu_session(model: bytes) -> ort.InferenceSession:
 class ModelEngine:
     """Engine protocol over one ONNX Runtime session; safe to call from several threads."""
 
-    def __init__(self, model: bytes, source: str) -> None:
+    def __init__(
+        self, model: bytes, source: str, flag_below: float = DEFAULT_FLAG_BELOW
+    ) -> None:
         """`model` is a serialized ONNX model; `source` names it (path or bundled name)."""
+        self.flag_below = flag_below
         session = cpu_session(model)
         meta = ModelMetadata.parse(session.get_modelmeta().custom_metadata_map, source)
         if meta.features != FEATURE_SET:
@@ -85,6 +92,12 @@ class ModelEngine:
     def window_length(self) -> int:
         return self._meta.window_length
 
+    views: tuple = ()
+
+    @property
+    def channels(self) -> tuple[ChannelSpec, ...]:
+        return (ChannelSpec(FOREST_CHANNEL, True, self.flag_below),)
+
     def parameters(self) -> Mapping[str, str]:
         meta = self._meta
         return {
@@ -101,7 +114,13 @@ class ModelEngine:
         length = self.window_length
         if rows == 0:
             empty = np.zeros(0, dtype=bool)
-            return ScoreOutput(np.zeros(0, dtype=np.float64), empty, [], warming_up=empty)
+            return ScoreOutput(
+                np.zeros(0, dtype=np.float64),
+                empty,
+                [],
+                warming_up=empty,
+                channels={FOREST_CHANNEL: np.zeros(0)},
+            )
 
         windows = batch.windows
         if windows.ndim != 2 or windows.shape[0] != rows or windows.shape[1] < length:
@@ -121,7 +140,11 @@ class ModelEngine:
             features = robust_window_features(recent[ready_rows], batch.values[ready_rows], length)
         else:
             return ScoreOutput(
-                np.zeros(rows, dtype=np.float64), np.zeros(rows, dtype=bool), reasons, ~ready
+                np.zeros(rows, dtype=np.float64),
+                np.zeros(rows, dtype=bool),
+                reasons,
+                ~ready,
+                channels={FOREST_CHANNEL: np.full(rows, np.nan)},
             )
 
         # One run per batch; the features are C-contiguous float32 already, so ONNX Runtime
@@ -140,4 +163,17 @@ class ModelEngine:
             flagged_rows = ready_rows[flagged]
         for i, row in zip(flagged.tolist(), flagged_rows.tolist(), strict=True):
             reasons[row] = explain(float(ready_scores[i]), float(features[i, -1]))
-        return ScoreOutput(scores, scores >= 0.5, reasons, warming_up=~ready)
+        raw = np.full(rows, np.nan)
+        if ready_rows is None:
+            raw[:] = decision.reshape(-1)
+        else:
+            raw[ready_rows] = decision.reshape(-1)
+        # The forest's own cut-off is global; the orchestrator judges its decision per sensor
+        # (lower decision = more isolated, hence the sign).
+        return ScoreOutput(
+            scores,
+            np.zeros(rows, dtype=bool),
+            reasons,
+            warming_up=~ready,
+            channels={FOREST_CHANNEL: -raw},
+        )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,18 +13,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator.incidents import IncidentTracker
 from sentinel.evaluate import (
+    LOW_FN,
+    LOW_FP,
+    PROFILES,
     STANDARD,
     CostProfile,
-    alert_opens,
+    Evaluation,
+    category,
+    corpus_scores,
+    evaluate,
     load_windows,
     match_files,
     probationary_length,
+    render,
     scaled_sigmoid,
     score_corpus,
     score_file,
+    score_profiles,
+    score_verdicts,
     window_rows,
+    write_report,
 )
 
 # tanh(2.5): NAB's reward at the left edge of a window, before scaling to exactly A_TP.
@@ -148,6 +157,168 @@ def test_normalised_null_detector_is_0_and_perfect_is_100() -> None:
     assert score_corpus([score_file(100, [], [50])]).normalised is None
 
 
+def nab_sigmoid(x: float) -> float:
+    """NAB's scaledSigmoid, written out here so expected values do not come from the code."""
+    return -1.0 if x > 3.0 else 2.0 / (1.0 + math.exp(5.0 * x)) - 1.0
+
+
+def test_the_three_profiles_are_nab_v1_1_cost_matrices() -> None:
+    # numenta/NAB config/profiles.json: tpWeight, fpWeight, fnWeight per profile.
+    assert PROFILES == {
+        "standard": CostProfile(tp=1.0, fp=-0.11, fn=-1.0),
+        "reward_low_FP_rate": CostProfile(tp=1.0, fp=-0.22, fn=-1.0),
+        "reward_low_FN_rate": CostProfile(tp=1.0, fp=-0.11, fn=-2.0),
+    }
+    assert (STANDARD, LOW_FP, LOW_FN) == tuple(PROFILES.values())
+
+
+# A small file by hand: 100 rows, so probation = min(floor(0.15 * 100), 0.15 * 5000) = 15 rows.
+# One window on rows 40..59 (width 20). Detections: row 30 (a false positive before any window,
+# after probation), row 40 (the window's first row), row 65 (a false positive 6 rows after the
+# window's right edge, row 59).
+SMALL_ROWS = 100
+SMALL_WINDOWS = [(40, 59)]
+SMALL_DETECTIONS = [30, 40, 65]
+# TP: position = -(59 - 40 + 1) / 20 = -1, worth A_TP * sigmoid(-1) / sigmoid(-1) = A_TP = 1.
+# FP at 30: no window before it, unweighted -1, so it costs A_FP.
+# FP at 65: position = (65 - 59) / (20 - 1) = 6/19; sigmoid(6/19) = 2 / (1 + e^(30/19)) - 1
+#           = 2 / (1 + 4.8500...) - 1 = -0.658110776...; it costs |A_FP| * that.
+SIGMOID_6_19 = -0.6581107760257359
+EXPECTED_SMALL = {
+    # 1 - 0.11 + 0.11 * -0.65811077... = 1 - 0.11 - 0.07239218...
+    "standard": 0.817607814637169,
+    # 1 - 0.22 + 0.22 * -0.65811077... = 1 - 0.22 - 0.14478437...
+    "reward_low_FP_rate": 0.6352156292743382,
+    # No missed window, so A_FN plays no part: the same as standard.
+    "reward_low_FN_rate": 0.817607814637169,
+}
+
+
+def test_hand_computed_small_file_under_each_profile() -> None:
+    assert nab_sigmoid(6 / 19) == pytest.approx(SIGMOID_6_19)
+    assert probationary_length(SMALL_ROWS) == 15
+    scores = score_profiles(SMALL_ROWS, SMALL_WINDOWS, SMALL_DETECTIONS, name="cat/small.csv")
+    assert set(scores) == set(EXPECTED_SMALL)
+    for name, expected in EXPECTED_SMALL.items():
+        score = scores[name]
+        assert score.raw == pytest.approx(expected, abs=1e-12), name
+        assert score == score_file(SMALL_ROWS, SMALL_WINDOWS, SMALL_DETECTIONS, PROFILES[name],
+                                   name="cat/small.csv")  # fmt: skip
+        assert (score.tp_windows, score.fn_windows, score.fp, score.detections) == (1, 0, 2, 3)
+        assert score.tp_score == pytest.approx(1.0)
+    assert scores["standard"].fp_score == pytest.approx(-0.11 + 0.11 * SIGMOID_6_19)
+    assert scores["reward_low_FP_rate"].fp_score == pytest.approx(-0.22 + 0.22 * SIGMOID_6_19)
+    # null = A_FN * scored windows, perfect = A_TP * windows
+    assert [(s.null, s.perfect) for s in scores.values()] == [(-1, 1), (-1, 1), (-2, 1)]
+
+
+def test_missed_windows_cost_twice_as_much_under_low_fn_and_normalise_against_minus_2() -> None:
+    # A second file, 200 rows (probation 30), two windows, no detection: both missed.
+    missed = score_profiles(200, [(50, 69), (120, 139)], [], name="other/missed.csv")
+    assert [missed[p].raw for p in PROFILES] == [-2.0, -2.0, -4.0]
+    assert missed["reward_low_FN_rate"].null == -2 * 2  # null = -2 x windows
+    small = score_profiles(SMALL_ROWS, SMALL_WINDOWS, SMALL_DETECTIONS, name="cat/small.csv")
+    corpus = {name: score_corpus([small[name], missed[name]]) for name in PROFILES}
+    low_fn = corpus["reward_low_FN_rate"]
+    # raw 0.8176... - 4, null -2 * 3 windows = -6, perfect 3:
+    # 100 * (0.8176... - 4 + 6) / (3 + 6) = 100 * 2.8176... / 9
+    assert (low_fn.null, low_fn.perfect) == (-6.0, 3.0)
+    assert low_fn.normalised == pytest.approx(100 * (0.817607814637169 + 2) / 9)
+    # standard: raw 0.8176... - 2, null -3, perfect 3: 100 * 1.8176... / 6
+    assert corpus["standard"].normalised == pytest.approx(100 * (0.817607814637169 + 1) / 6)
+    # low FP: raw 0.6352... - 2, null -3, perfect 3
+    assert corpus["reward_low_FP_rate"].normalised == pytest.approx(
+        100 * (0.6352156292743382 + 1) / 6
+    )
+    # A detector that never fires scores 0 under every profile, a perfect one 100.
+    for name, profile in PROFILES.items():
+        never = score_corpus([score_file(200, [(50, 69), (120, 139)], [], profile)])
+        perfect = score_corpus([score_file(200, [(50, 69), (120, 139)], [50, 120], profile)])
+        assert (never.normalised, perfect.normalised) == (0.0, pytest.approx(100.0)), name
+
+
+def test_category_is_the_first_path_component_of_the_windows_key() -> None:
+    assert category("realTweets/Twitter_volume_AAPL.csv") == "realTweets"
+    assert category("a/b/c.csv") == "a"
+    assert category("loose.csv") == ""
+
+
+def _write_verdict_file(path: Path, stamps: list[str], anomaly: list[int], alert: list[str]):
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "sensor_id", "value", "anomaly", "score", "status", "alert",
+                         "model_score", "model_likelihood"])  # fmt: skip
+        for i, (stamp, flag, event) in enumerate(zip(stamps, anomaly, alert, strict=True)):
+            status = "missing" if i == 3 else "ok"
+            writer.writerow([stamp, "s", float(i), flag if status == "ok" else "",
+                             "0.5", status, event, "0.5", "0.01"])  # fmt: skip
+
+
+def test_detections_from_a_verdict_file_in_alerts_and_verdicts_mode(tmp_path: Path) -> None:
+    stamps = [f"2021-03-01 {m // 60:02d}:{m % 60:02d}:00" for m in range(SMALL_ROWS)]
+    anomaly = [0] * SMALL_ROWS
+    alert = [""] * SMALL_ROWS
+    for row in SMALL_DETECTIONS:
+        alert[row] = "open"
+        anomaly[row] = anomaly[row + 1] = 1  # an alert stays open: later anomalous rows
+    alert[70] = "resolved"
+    alert[90] = "resolved;open"  # one reading may resolve an incident and open the next
+    path = tmp_path / "v.csv"
+    _write_verdict_file(path, stamps, anomaly, alert)
+    windows = [(stamps[40], stamps[59])]
+    result = score_verdicts(path, "cat/small.csv", windows, "alerts")
+    assert result.detections == [30, 40, 65, 90]
+    assert (result.rows, result.windows, result.missing, result.category) == (
+        100, [(40, 59)], 1, "cat")  # fmt: skip
+    # the extra false positive at 90 is 31 rows after the window: sigmoid(31/19)
+    extra = 0.11 * nab_sigmoid(31 / 19)
+    assert result.scores["standard"].raw == pytest.approx(EXPECTED_SMALL["standard"] + extra)
+    pointwise = score_verdicts(path, "cat/small.csv", windows, "verdicts")
+    assert pointwise.detections == [30, 31, 40, 41, 65, 66]
+    # A verdict file from before the alert column cannot be scored by alerts.
+    old = tmp_path / "old.csv"
+    old.write_text("timestamp,sensor_id,value,anomaly,score,status\n2021-03-01,s,1.0,1,0.9,ok\n")
+    with pytest.raises(ValueError, match="no alert column"):
+        score_verdicts(old, "old.csv", [], "alerts")
+    assert score_verdicts(old, "old.csv", [], "verdicts").detections == [0]
+
+
+def test_report_and_summary_show_every_profile(tmp_path: Path) -> None:
+    stamps = [f"2021-03-01 {m // 60:02d}:{m % 60:02d}:00" for m in range(SMALL_ROWS)]
+    alert = ["open" if i in SMALL_DETECTIONS else "" for i in range(SMALL_ROWS)]
+    path = tmp_path / "v.csv"
+    _write_verdict_file(path, stamps, [0] * SMALL_ROWS, alert)
+    small = score_verdicts(path, "cat/small.csv", [(stamps[40], stamps[59])])
+    missed = score_verdicts(path, "dog/missed.csv", [(stamps[50], stamps[60])], "verdicts")
+    files = [small, missed]
+    evaluation = Evaluation(files=files, corpora=corpus_scores(files), mode="alerts", seconds=1.0,
+                            settings={"SENTINEL_COMBINE_POLICY": "any"})  # fmt: skip
+    assert evaluation.corpus is evaluation.corpora["standard"]
+    assert [f.raw for f in evaluation.file_scores("reward_low_FN_rate")] == [
+        pytest.approx(EXPECTED_SMALL["reward_low_FN_rate"]), -2.0]  # fmt: skip
+    assert evaluation.missing_rows == 2
+    text = render(evaluation)
+    normalised = {name: c.normalised for name, c in evaluation.corpora.items()}
+    assert normalised["standard"] == pytest.approx(100 * (EXPECTED_SMALL["standard"] + 1) / 4)
+    assert normalised["reward_low_FN_rate"] == pytest.approx(
+        100 * (EXPECTED_SMALL["reward_low_FN_rate"] - 2 + 4) / (2 + 4)
+    )
+    line = next(line for line in text.splitlines() if line.startswith("NAB score"))
+    for name, value in normalised.items():
+        assert f"{name} {value:.2f}" in line
+    assert "SENTINEL_COMBINE_POLICY=any" in text
+    assert "resolve_after" not in text
+    report = tmp_path / "report.csv"
+    write_report(report, evaluation)
+    with report.open(newline="") as handle:
+        rows = {row["file"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"cat/small.csv", "dog/missed.csv", "TOTAL"}
+    assert float(rows["cat/small.csv"]["raw_score"]) == pytest.approx(0.8176, abs=1e-4)
+    for name, value in normalised.items():
+        assert float(rows["TOTAL"][f"normalised_{name}"]) == pytest.approx(value, abs=1e-4)
+        assert rows["cat/small.csv"][f"normalised_{name}"] == ""
+
+
 def test_window_rows_follow_nab_on_duplicate_and_missing_timestamps() -> None:
     stamps = [0, 1, 2, 2, 3, 4, 5]  # a repeated timestamp, as at a DST change
     assert window_rows(stamps, [(1, 2), (4, 5)]) == [(1, 2), (5, 6)]
@@ -159,35 +330,6 @@ def test_window_rows_follow_nab_on_duplicate_and_missing_timestamps() -> None:
         window_rows(stamps, [(4, 1)])
     with pytest.raises(ValueError, match="outside"):
         score_file(5, [(3, 7)], [])
-
-
-def test_alert_opens_with_hysteresis() -> None:
-    a = [0, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0, 1]
-    assert alert_opens([bool(x) for x in a], resolve_after=2) == [1, 7, 11]
-    assert alert_opens([bool(x) for x in a], resolve_after=1) == [1, 4, 7, 11]
-    assert alert_opens([bool(x) for x in a], resolve_after=5) == [1]
-    with pytest.raises(ValueError):
-        alert_opens([], 0)
-
-
-@pytest.mark.parametrize("resolve_after", [1, 3, 5])
-def test_alert_opens_matches_the_orchestrators_incident_tracker(resolve_after: int) -> None:
-    rng = random.Random(resolve_after)
-    flags = np.array([rng.random() < 0.15 for _ in range(3000)])
-    tracker = IncidentTracker(resolve_after)
-    opened: list[int] = []
-    for start in range(0, len(flags), 97):  # in batches, as the orchestrator sees them
-        chunk = flags[start : start + 97]
-        events = tracker.update(
-            ["s"] * len(chunk),
-            np.arange(start, start + len(chunk)),
-            np.zeros(len(chunk)),
-            chunk,
-            chunk.astype(float),
-            lambda row: ((), ()),
-        )
-        opened += [e.incident.first_timestamp for e in events if e.state == "open"]
-    assert alert_opens(flags.tolist(), resolve_after) == opened
 
 
 def test_windows_file_and_matching_files_under_a_subdirectory(tmp_path: Path) -> None:
@@ -265,7 +407,7 @@ def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
     out = result.stdout
     assert "plant/spiky.csv" in out and "plant/calm.csv" in out
     assert "not scored (no entry in the windows file): plant/unlabelled.csv" in out
-    assert "NAB standard-profile score" in out
+    assert "NAB score (normalised" in out and "reward_low_FN_rate" in out
     with report.open(newline="") as handle:
         rows = {row["file"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"plant/spiky.csv", "plant/calm.csv", "TOTAL"}
@@ -281,10 +423,12 @@ def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
     # anything the engines flag outside the window can only lower that.
     caught = scaled_sigmoid(-21 / 31) / MAX_TP
     assert float(spiky_row["raw_score"]) <= caught + 1e-4
-    normalised = float(rows["TOTAL"]["normalised_score"])
+    normalised = float(rows["TOTAL"]["normalised_standard"])
     # raw is printed to 4 decimals: (raw - null) / (perfect - null) with null -1, perfect 1
     assert normalised == pytest.approx(100 * (float(rows["TOTAL"]["raw_score"]) + 1) / 2, abs=0.01)
-    assert f"{normalised:.2f}" in out
+    assert f"standard {normalised:.2f}" in out
+    for name in PROFILES:
+        assert rows["TOTAL"][f"normalised_{name}"]
 
     # A windows file naming a timestamp that is not in the file is an error, not a silent zero.
     windows.write_text(
@@ -298,3 +442,43 @@ def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
     )
     assert failed.returncode == 2
     assert "not a row of the file" in failed.stderr
+
+
+async def test_evaluate_through_a_running_mesh_with_fresh_sensor_ids_and_plots(
+    tmp_path: Path, mesh
+) -> None:
+    """--target: the files go to an already-running orchestrator, each run under its own
+    sensor-id prefix, so a second run does not continue the first run's sensors."""
+    rng = np.random.default_rng(5)
+    data = tmp_path / "corpus"
+    spiky = 40 + rng.normal(0, 1, 300)
+    spiky[200] = 95  # over the threshold engine's default limit (90)
+    stamps = _write_series(data / "plant" / "spiky.csv", spiky)
+    windows = tmp_path / "windows.json"
+    windows.write_text(json.dumps({"plant/spiky.csv": [[stamps[190], stamps[220]]]}))
+    prefixes = []
+    for run in range(2):
+        verdicts = tmp_path / f"verdicts{run}"
+        plots = tmp_path / f"plots{run}"
+        evaluation = await evaluate(
+            data, windows, "verdicts", 64, verdicts, target=mesh.target, plot_dir=plots
+        )
+        assert evaluation.target == mesh.target and evaluation.sensor_prefix
+        prefixes.append(evaluation.sensor_prefix)
+        with (verdicts / "plant__spiky.verdicts.csv").open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == 300
+        assert {r["sensor_id"] for r in rows} == {evaluation.sensor_prefix + "plant/spiky.csv"}
+        # A fresh sensor each run: its window engines warm up again.
+        assert rows[0]["status"] == "warming_up"
+        assert rows[200]["anomaly"] == "1"
+        (result,) = evaluation.files
+        assert 200 in result.detections and result.scores["standard"].tp_windows == 1
+        png = plots / "plant__spiky.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert "those of the mesh at" in render(evaluation)
+    assert prefixes[0] != prefixes[1]
+    explicit = await evaluate(
+        data, windows, "verdicts", 64, target=mesh.target, sensor_prefix="mine/"
+    )
+    assert explicit.sensor_prefix == "mine/"

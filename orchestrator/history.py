@@ -1,0 +1,230 @@
+"""Everything the orchestrator remembers per sensor, sized by what the engines declare.
+
+- the raw window (the longest `window_length` any engine asks for),
+- the long-range views engines declare (`views.py`),
+- one anomaly-likelihood calibrator per engine channel (`calibration.py`),
+all in arrays indexed by the window store's slots, so eviction of a sensor frees all of it.
+A declaration that would take a sensor's memory over `max_bytes_per_sensor`, or a view over
+the limits, is refused: that specialist is left out (its verdicts are `degraded`) and the
+refusal names the view.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .calibration import (
+    Calibrated,
+    CalibrationParams,
+    ChannelCalibrator,
+    ChannelKey,
+    likelihood_score,
+)
+from .combine import EngineVotes
+from .views import HistoryViews, RangeSpec, RangeView, SeasonalSpec, SeasonalView
+from .windows import BatchWindows, WindowStore
+
+log = logging.getLogger(__name__)
+
+RAW_BYTES = 4  # float32 raw windows
+FIXED_SLOT_BYTES = 16  # fill and generation counters
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDecl:
+    standardize: bool
+    flag_below: float
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """What one described specialist needs kept per sensor."""
+
+    window_length: int
+    views: Mapping[str, RangeSpec | SeasonalSpec]
+    channels: Mapping[str, ChannelDecl]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLimits:
+    max_window_length: int = 4096
+    max_range_blocks: int = 1024
+    max_seasonal_buckets: int = 4096
+    max_bytes_per_sensor: int = 4096
+
+
+class DeclarationRefused(ValueError):
+    pass
+
+
+class History:
+    def __init__(
+        self,
+        windows: WindowStore,
+        limits: HistoryLimits | None = None,
+        calibration: CalibrationParams | None = None,
+        flag_below: Mapping[str, float] | None = None,
+    ) -> None:
+        self.windows = windows
+        self.limits = limits or HistoryLimits()
+        self.calibration = calibration or CalibrationParams()
+        self.views = HistoryViews()
+        self.flag_below_overrides = dict(flag_below or {})
+        # (specialist, view name) -> internal view name; specialist -> its channels.
+        self._view_names: dict[str, dict[str, str]] = {}
+        self.channels: dict[ChannelKey, Calibrated] = {}
+
+    def bytes_per_sensor(self) -> int:
+        return (
+            FIXED_SLOT_BYTES
+            + RAW_BYTES * self.windows.length
+            + self.views.bytes_per_sensor()
+            + sum(c.calibrator.bytes_per_sensor for c in self.channels.values())
+        )
+
+    def check(self, specialist: str, declaration: Declaration) -> None:
+        """Raise DeclarationRefused (naming the view or channel) if it does not fit."""
+        limits = self.limits
+        if declaration.window_length > limits.max_window_length:
+            raise DeclarationRefused(
+                f"window_length {declaration.window_length} exceeds max_window_length "
+                f"{limits.max_window_length}"
+            )
+        extra = 0
+        known = self._view_names.get(specialist, {})
+        for index, (name, spec) in enumerate(declaration.views.items()):
+            where = f"views[{index}] {name!r}"
+            if isinstance(spec, RangeSpec):
+                if spec.block < 1 or spec.readings < 1:
+                    raise DeclarationRefused(f"{where}: readings and block must be >= 1")
+                if spec.blocks > limits.max_range_blocks:
+                    raise DeclarationRefused(
+                        f"{where}: {spec.blocks} blocks exceed the limit of "
+                        f"{limits.max_range_blocks}"
+                    )
+            else:
+                if not (spec.period_seconds > 0 and spec.bucket_seconds > 0):
+                    raise DeclarationRefused(f"{where}: period and bucket must be positive")
+                if spec.smoothing < 1 or spec.smoothing > limits.max_window_length:
+                    raise DeclarationRefused(f"{where}: smoothing {spec.smoothing} out of range")
+                if spec.period_seconds / spec.bucket_seconds + spec.tolerance + 1 > (
+                    limits.max_seasonal_buckets
+                ):
+                    raise DeclarationRefused(
+                        f"{where}: {spec.buckets} buckets exceed the limit of "
+                        f"{limits.max_seasonal_buckets}"
+                    )
+            internal = known.get(name)
+            if internal is None or self.views.views[internal].spec != spec:
+                extra += spec.bytes_per_sensor
+        for index, (name, channel) in enumerate(declaration.channels.items()):
+            if not 0.0 < channel.flag_below < 1.0:
+                raise DeclarationRefused(
+                    f"channels[{index}] {name!r}: flag_below must be in (0, 1), "
+                    f"got {channel.flag_below}"
+                )
+            if ChannelKey(specialist, name) not in self.channels:
+                extra += self.calibration.bytes_per_sensor(channel.standardize)
+        length = max(self.windows.length, declaration.window_length)
+        total = self.bytes_per_sensor() + RAW_BYTES * (length - self.windows.length) + extra
+        if total > limits.max_bytes_per_sensor:
+            raise DeclarationRefused(
+                f"views and channels need {total} bytes per sensor, over the budget of "
+                f"{limits.max_bytes_per_sensor} (max_history_bytes_per_sensor)"
+            )
+
+    def declare(self, specialist: str, declaration: Declaration) -> None:
+        """Start keeping what `specialist` declared (after `check`). Existing history stays;
+        a view whose spec changed starts afresh."""
+        smoothing = max(
+            (s.smoothing for s in declaration.views.values() if isinstance(s, SeasonalSpec)),
+            default=0,
+        )
+        self.windows.grow_length(max(declaration.window_length, smoothing - 1))
+        names = self._view_names.setdefault(specialist, {})
+        for name, spec in declaration.views.items():
+            internal = names.get(name)
+            if internal is not None and self.views.views[internal].spec == spec:
+                continue
+            internal = f"{specialist}/{name}/{len(self.views.views)}"
+            view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+            self.windows.attach(view)
+            self.views.views[internal] = view
+            names[name] = internal
+        for name, channel in declaration.channels.items():
+            key = ChannelKey(specialist, name)
+            flag_below = self.flag_below_overrides.get(str(key), channel.flag_below)
+            existing = self.channels.get(key)
+            if existing is not None and existing.calibrator.standardize == channel.standardize:
+                existing.flag_below = flag_below
+                continue
+            calibrator = ChannelCalibrator(channel.standardize, self.calibration)
+            self.windows.attach(calibrator)
+            self.channels[key] = Calibrated(calibrator, flag_below)
+
+    def views_for(self, specialist: str, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The batch's view values that `specialist` declared, under its own names."""
+        return {name: views[internal] for name, internal in self._view_names.get(specialist, {}).items()}
+
+    def append(
+        self, sensor_ids: Sequence[str], values: np.ndarray, timestamps: np.ndarray
+    ) -> tuple[BatchWindows, list[np.ndarray], dict[str, np.ndarray]]:
+        stored = self.windows.append(sensor_ids, values)
+        steps = stored.steps()
+        return stored, steps, self.views.update(stored, values, timestamps, steps)
+
+    def calibrate(
+        self, stored: BatchWindows, steps: Sequence[np.ndarray], votes: Sequence[EngineVotes]
+    ) -> list[EngineVotes]:
+        """Votes with every channel's likelihood applied: a row is flagged by an engine if the
+        engine flagged it or one of its channels' likelihood is below the threshold."""
+        if not votes:
+            return []
+        current = self.windows.current(stored.slots, stored.generation)
+        out = []
+        for vote in votes:
+            declared = [
+                (name, raw)
+                for name, raw in vote.channels.items()
+                if ChannelKey(vote.name, name) in self.channels
+            ]
+            if not declared:
+                out.append(vote)
+                continue
+            rows = vote.scores.shape[0]
+            likelihood = np.ones(rows)
+            score = np.where(vote.anomalies, vote.scores, 0.0)
+            flagged = vote.anomalies.copy()
+            judged = ~vote.warming_up & vote.anomalies
+            reasons = list(vote.reasons)
+            for name, raw in declared:
+                calibrated = self.channels[ChannelKey(vote.name, name)]
+                raw = np.where(current & ~vote.warming_up, raw, np.nan)
+                q = np.full(rows, np.nan)
+                for step in steps:
+                    q[step] = calibrated.calibrator.step(stored.slots[step], raw[step])
+                ready = np.isfinite(q)
+                judged |= ready
+                q = np.where(ready, q, 1.0)
+                hit = q < calibrated.flag_below
+                likelihood = np.minimum(likelihood, q)
+                score = np.maximum(score, likelihood_score(q, calibrated.flag_below))
+                for row in np.flatnonzero(hit).tolist():
+                    note = f"{name} likelihood {q[row]:.3g} < {calibrated.flag_below:g}"
+                    reasons[row] = f"{reasons[row]}; {note}" if reasons[row] else note
+                flagged |= hit
+            out.append(
+                replace(
+                    vote,
+                    scores=score,
+                    anomalies=flagged,
+                    warming_up=~judged,
+                    reasons=reasons,
+                    likelihood=likelihood,
+                )
+            )
+        return out
