@@ -436,7 +436,8 @@ def match_files(
     return matched, skipped
 
 
-# Orchestrator / engine settings printed with the results (those set in the environment).
+# Orchestrator / engine settings printed with the results (those set in the environment):
+# these names, then any other SENTINEL_* variable of an engine family in SETTING_PREFIXES.
 SETTING_NAMES = (
     "SENTINEL_COMBINE_POLICY",
     "SENTINEL_COMBINE_WEIGHTS",
@@ -444,11 +445,22 @@ SETTING_NAMES = (
     "SENTINEL_RESOLVE_AFTER_SECONDS",
     "SENTINEL_LIKELIHOOD_THRESHOLDS",
     "SENTINEL_ADAPTIVE_MARGIN",
-    "SENTINEL_STATISTICAL_WINDOW",
-    "SENTINEL_STATISTICAL_CUTOFF",
     "SENTINEL_MODEL_PATH",
     "SENTINEL_THRESHOLD_RULES_FILE",
 )
+SETTING_PREFIXES = ("SENTINEL_STATISTICAL_", "SENTINEL_ADAPTIVE_", "SENTINEL_LIKELIHOOD_")
+
+
+def detection_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The detection settings set in `environ` (default: os.environ), in a stable order."""
+    environ = os.environ if environ is None else environ
+    names = [name for name in SETTING_NAMES if name in environ]
+    names += sorted(
+        name for name in environ if name.startswith(SETTING_PREFIXES) and name not in SETTING_NAMES
+    )
+    return {name: environ[name] for name in names}
+
+
 MAX_SENSOR_ID_LENGTH = 256  # the orchestrator's default limit
 
 
@@ -477,7 +489,7 @@ async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIter
 
 
 # progress(done, total, current): before each file (`current` its key) and once at the end ("").
-Progress = Callable[[int, int, str], None]
+ProgressCallback = Callable[[int, int, str], None]
 
 
 async def evaluate(
@@ -486,7 +498,7 @@ async def evaluate(
     mode: str = "alerts",
     batch_size: int = 500,
     verdicts_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     *,
     target: str | None = None,
     sensor_prefix: str | None = None,
@@ -561,7 +573,7 @@ async def evaluate(
     if target:
         settings: dict[str, str] = {}
     else:
-        settings = {name: os.environ[name] for name in SETTING_NAMES if name in os.environ}
+        settings = detection_settings()
         settings |= {f"SENTINEL_{k.upper()}": str(v) for k, v in (mesh_settings or {}).items()}
     return Evaluation(
         files=results,
@@ -760,7 +772,7 @@ def run(
     target: str | None = None,
     sensor_prefix: str | None = None,
     plot_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> Evaluation:
     """`evaluate` in a fresh event loop; also writes the CSV report to `out` when given."""
     evaluation = asyncio.run(

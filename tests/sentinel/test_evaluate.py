@@ -22,6 +22,7 @@ from sentinel.evaluate import (
     Evaluation,
     category,
     corpus_scores,
+    detection_settings,
     evaluate,
     load_windows,
     match_files,
@@ -317,6 +318,25 @@ def test_report_and_summary_show_every_profile(tmp_path: Path) -> None:
     for name, value in normalised.items():
         assert float(rows["TOTAL"][f"normalised_{name}"]) == pytest.approx(value, abs=1e-4)
         assert rows["cat/small.csv"][f"normalised_{name}"] == ""
+
+
+def test_detection_settings_printed_are_the_ones_set() -> None:
+    environ = {
+        "SENTINEL_STATISTICAL_SHORT": "20",
+        "SENTINEL_PORT": "1",
+        "SENTINEL_RESOLVE_AFTER_SECONDS": "600",
+        "SENTINEL_COMBINE_POLICY": "any",
+        "SENTINEL_ADAPTIVE_MARGIN": "0.1",
+        "SENTINEL_LIKELIHOOD_THRESHOLDS": "statistical=1e-4",
+        "HOME": "/",
+    }
+    assert list(detection_settings(environ)) == [
+        "SENTINEL_COMBINE_POLICY",
+        "SENTINEL_RESOLVE_AFTER_SECONDS",
+        "SENTINEL_LIKELIHOOD_THRESHOLDS",
+        "SENTINEL_ADAPTIVE_MARGIN",
+        "SENTINEL_STATISTICAL_SHORT",
+    ]
 
 
 def test_window_rows_follow_nab_on_duplicate_and_missing_timestamps() -> None:
