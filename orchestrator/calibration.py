@@ -35,6 +35,9 @@ class CalibrationParams:
     variance_floor: float = 1e-4
     standardize_after: int = 30
     standardize_min_step: float = 0.002
+    # False: skip steps 2-4 and take q = P(|N(0,1)| > |z|) of the single reading (an ablation:
+    # what the likelihood stage is worth).
+    likelihood: bool = True
 
     def bytes_per_sensor(self, standardize: bool) -> int:
         # float32 ring of |z|, float32 block sums and sums of squares, float32 running sums,
@@ -150,6 +153,17 @@ class ChannelCalibrator:
         else:
             where = None
         p = self.params
+        if not p.likelihood:
+            result = erfc(np.abs(z) / np.sqrt(2.0))
+        else:
+            result = self._likelihood(slots, z)
+        if where is None:
+            return result
+        q[where] = result
+        return q
+
+    def _likelihood(self, slots: np.ndarray, z: np.ndarray) -> np.ndarray:
+        p = self.params
         count = self._count[slots] + 1
         self._count[slots] = count
         self._ring[slots, count % p.average] = np.abs(z)
@@ -170,10 +184,7 @@ class ChannelCalibrator:
         done = count % p.refit_every == 0
         if done.any():
             self._refit(slots[done], count[done])
-        if where is None:
-            return result
-        q[where] = result
-        return q
+        return result
 
     def _standardized(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
         p = self.params

@@ -168,7 +168,9 @@ class History:
 
     def views_for(self, specialist: str, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's view values that `specialist` declared, under its own names."""
-        return {name: views[internal] for name, internal in self._view_names.get(specialist, {}).items()}
+        return {
+            name: views[internal] for name, internal in self._view_names.get(specialist, {}).items()
+        }
 
     def append(
         self, sensor_ids: Sequence[str], values: np.ndarray, timestamps: np.ndarray

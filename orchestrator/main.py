@@ -20,6 +20,7 @@ from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub
 from .batches import Limits
+from .calibration import CalibrationParams
 from .combine import Combiner
 from .dedup import DedupWindow
 from .history import History, HistoryLimits
@@ -58,6 +59,7 @@ class OrchestratorProcess:
                 max_window_length=settings.max_window_length,
                 max_bytes_per_sensor=settings.max_history_bytes_per_sensor,
             ),
+            CalibrationParams(likelihood=settings.calibration == "likelihood"),
             flag_below=settings.thresholds(),
         )
         options = channel_options(settings.client_retries, settings.max_message_bytes)

@@ -65,6 +65,7 @@ class Prepared:
         index = bisect.bisect_right(self.batch_starts, (row, math.inf)) - 1
         start, batch_id = self.batch_starts[index]
         return batch_id, row - start
+
     span: trace.Span
     started: float
     votes: list[EngineVotes] = field(default_factory=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,6 +32,8 @@ class OrchestratorSettings(ServerSettings):
     """Quiet time after the last anomalous reading that resolves an incident (0 = by count only)."""
     likelihood_thresholds: str = ""
     """Per-channel likelihood thresholds overriding the engines' defaults, e.g. statistical.level=1e-6."""
+    calibration: Literal["likelihood", "raw"] = "likelihood"
+    """likelihood: judge each channel against the sensor's own past; raw: its single-reading z (ablation)."""
     max_history_bytes_per_sensor: int = Field(default=4_096, ge=256)
     """Memory budget per sensor for windows, views and calibration; larger declarations are refused."""
     max_sensors: int = Field(default=100_000, ge=1)

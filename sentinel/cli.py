@@ -255,6 +255,56 @@ class Detections(enum.StrEnum):
 
 
 @app.command()
+def tune(
+    directory: Annotated[
+        Path,
+        typer.Argument(exists=True, file_okay=False, help="Directory of labelled CSVs."),
+    ],
+    windows: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="NAB windows JSON.")
+    ],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Grid entry NAME=v1|v2|... (NAME a SENTINEL_* variable, or "
+            "threshold:SPECIALIST.CHANNEL); repeat for more. Default: level and daily "
+            "likelihood thresholds x adaptive margin (27 runs)."
+        ),
+    ] = None,
+    ablation: Annotated[
+        bool, typer.Option(help="Instead of a grid: the defaults with one part removed at a time.")
+    ] = False,
+    jobs: Annotated[int, typer.Option(min=1, help="Evaluations run at once.")] = 2,
+) -> None:
+    """Choose detection settings on labelled data: every configuration is a full `sentinel
+    evaluate` run; prints the grid, the in-sample best and the leave-one-category-out score
+    (settings chosen without each category, scored on it)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from sentinel import tune as tuning
+
+    configs = (
+        [(name, env) for name, env in tuning.ABLATIONS.items()]
+        if ablation
+        else tuning.grid_configs(tuning.parse_grid(param) if param else tuning.DEFAULT_GRID)
+    )
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("evaluating configurations", total=len(configs))
+        results = tuning.run_all(
+            directory, windows, configs, jobs, lambda r: progress.advance(task)
+        )
+    for line in tuning.render_results(results):
+        typer.echo(line)
+    if not ablation:
+        for line in tuning.render_selection(tuning.leave_one_category_out(results)):
+            typer.echo(line)
+    if any(r.error for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def evaluate(
     directory: Annotated[
         Path,

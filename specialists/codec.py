@@ -25,9 +25,7 @@ def encode_windows(windows: np.ndarray) -> specialist_pb2.Tensor:
     return specialist_pb2.Tensor(dtype=kind, shape=list(windows.shape), data=data.tobytes())
 
 
-def decode_windows(
-    tensor: specialist_pb2.Tensor, rows: int, field: str = "windows"
-) -> np.ndarray:
+def decode_windows(tensor: specialist_pb2.Tensor, rows: int, field: str = "windows") -> np.ndarray:
     shape = tuple(tensor.shape)
     if rows == 0 and not shape and not tensor.data:
         # No rows and no tensor at all (an empty request): nothing to check.

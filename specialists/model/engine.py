@@ -13,9 +13,8 @@ from ..engine import ChannelSpec, ScoreInput, ScoreOutput
 from .features import CLIP, FEATURE_SET, feature_count, robust_window_features
 from .metadata import ModelMetadata
 
-
 FOREST_CHANNEL = "forest"
-DEFAULT_FLAG_BELOW = 1e-8
+DEFAULT_FLAG_BELOW = 1e-20
 
 
 def decision_to_score(decision: np.ndarray, threshold: float, saturation: float) -> np.ndarray:
@@ -54,9 +53,7 @@ def cpu_session(model: bytes) -> ort.InferenceSession:
 class ModelEngine:
     """Engine protocol over one ONNX Runtime session; safe to call from several threads."""
 
-    def __init__(
-        self, model: bytes, source: str, flag_below: float = DEFAULT_FLAG_BELOW
-    ) -> None:
+    def __init__(self, model: bytes, source: str, flag_below: float = DEFAULT_FLAG_BELOW) -> None:
         """`model` is a serialized ONNX model; `source` names it (path or bundled name)."""
         self.flag_below = flag_below
         session = cpu_session(model)
