@@ -222,7 +222,8 @@ class ChannelCalibrator:
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:
     """Likelihood → score in [0, 1] with the threshold exactly at 0.5 (log scale)."""
     with np.errstate(divide="ignore"):
-        surprise = -np.log10(np.clip(np.nan_to_num(q, nan=1.0), 1e-300, 1.0))
+        # + 0.0 turns the -0.0 of q == 1 into 0.0 (it would show as "-0.000000" in verdicts).
+        surprise = -np.log10(np.clip(np.nan_to_num(q, nan=1.0), 1e-300, 1.0)) + 0.0
     cut = max(-np.log10(flag_below), 1e-9)
     return surprise / (surprise + cut)
 

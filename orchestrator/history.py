@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RAW_BYTES = 4  # float32 raw windows
 FIXED_SLOT_BYTES = 16  # fill and generation counters
+MAX_RANGE_BLOCK = 32_767  # readings per RANGE block (counted in an int16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +102,11 @@ class History:
             if isinstance(spec, RangeSpec):
                 if spec.block < 1 or spec.readings < 1:
                     raise DeclarationRefused(f"{where}: readings and block must be >= 1")
+                if spec.block > MAX_RANGE_BLOCK:
+                    # RangeView counts a block's readings in an int16.
+                    raise DeclarationRefused(
+                        f"{where}: block {spec.block} exceeds the limit of {MAX_RANGE_BLOCK}"
+                    )
                 if spec.blocks > limits.max_range_blocks:
                     raise DeclarationRefused(
                         f"{where}: {spec.blocks} blocks exceed the limit of "
@@ -117,6 +123,12 @@ class History:
                     raise DeclarationRefused(
                         f"{where}: {spec.buckets} buckets exceed the limit of "
                         f"{limits.max_seasonal_buckets}"
+                    )
+                if spec.tolerance >= spec.lag:
+                    # Else the search around one period back reaches the row's own bucket.
+                    raise DeclarationRefused(
+                        f"{where}: tolerance {spec.tolerance} must be below the {spec.lag} "
+                        "buckets of one period"
                     )
             internal = known.get(name)
             if internal is None or self.views.views[internal].spec != spec:

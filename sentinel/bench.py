@@ -2,6 +2,11 @@
 
 The load generator sends pre-serialised batches (building protobufs in Python would make
 the generator, not the mesh, the bottleneck) and counts acked readings per second.
+
+With a local mesh it also reports CPU time per 1000 readings of each process (the orchestrator,
+each specialist child, and this load generator), from utime + stime in /proc/<pid>/stat sampled
+just before and after the measured run: a figure that, unlike readings/s, barely moves when
+other work shares the machine.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -31,10 +37,85 @@ class BenchResult:
     seconds: float
     ack_latency_p50_ms: float
     ack_latency_p99_ms: float
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    """CPU time (user + system) of each process during the measured run."""
 
     @property
     def readings_per_second(self) -> float:
         return self.readings / self.seconds
+
+    def cpu_ms_per_1000_readings(self) -> dict[str, float]:
+        if not self.readings:
+            return {}
+        return {name: 1e6 * sec / self.readings for name, sec in self.cpu_seconds.items()}
+
+    def render_cpu(self) -> str:
+        """One line: CPU ms per 1000 readings per process, the mesh's total and cores used."""
+        per = self.cpu_ms_per_1000_readings()
+        if not per:
+            return "CPU per 1000 readings: not measured (remote --target)"
+        mesh = sum(v for k, v in per.items() if k != LOAD_GENERATOR)
+        busy = sum(self.cpu_seconds.values()) / self.seconds
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in per.items())
+        return (
+            f"CPU ms per 1000 readings: {parts}; mesh total {mesh:.2f} "
+            f"(all processes busy {busy:.2f} cores)"
+        )
+
+
+LOAD_GENERATOR = "load-generator"
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process from /proc/<pid>/stat, in seconds (None if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # Fields after the parenthesised command (which may contain spaces): state is field 3,
+    # utime field 14 and stime field 15 of the whole line.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            children.append(int(entry))
+    return sorted(children)
+
+
+def mesh_processes(root: int) -> dict[str, int]:
+    """{role: pid} of a `sentinel serve all` process (the orchestrator) and its specialists."""
+    processes = {"orchestrator": root}
+    for child in _child_pids(root):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv:
+            processes[argv[argv.index(b"serve") + 1].decode()] = child
+    processes[LOAD_GENERATOR] = os.getpid()
+    return processes
+
+
+def cpu_snapshot(processes: dict[str, int]) -> dict[str, float]:
+    return {
+        name: cpu
+        for name, pid in processes.items()
+        if (cpu := process_cpu_seconds(pid)) is not None
+    }
 
 
 def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[bytes]:
@@ -117,8 +198,15 @@ def start_mesh() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
 
 
 def run(
-    seconds: float, batch_size: int, sensors: int, producers: int, window: int, target: str | None
+    seconds: float,
+    batch_size: int,
+    sensors: int,
+    producers: int,
+    window: int,
+    target: str | None,
+    report: Callable[[str], None] | None = print,
 ) -> BenchResult:
+    """Warm up, measure for `seconds`; with a local mesh, `report` gets the CPU line."""
     payloads = make_batches(64, batch_size, sensors)
     process = workdir = None
     if target is None:
@@ -126,7 +214,18 @@ def run(
     try:
         # Warm-up fills the windows, so the measured part scores every engine, not warm-up.
         asyncio.run(drive(target, payloads, 2.0, window, producers))
-        return asyncio.run(drive(target, payloads, seconds, window, producers))
+        processes = mesh_processes(process.pid) if process is not None else {}
+        before = cpu_snapshot(processes)
+        result = asyncio.run(drive(target, payloads, seconds, window, producers))
+        after = cpu_snapshot(processes)
+        result.cpu_seconds = {
+            name: after[name] - before[name]
+            for name in processes
+            if name in before and name in after
+        }
+        if report is not None and result.cpu_seconds:
+            report(result.render_cpu())
+        return result
     finally:
         if process is not None:
             process.send_signal(signal.SIGTERM)

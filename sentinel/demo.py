@@ -1,13 +1,26 @@
-"""`sentinel demo`: the whole mesh plus simulated sensors, with live alert lines and a summary."""
+"""`sentinel demo`: the whole mesh plus simulated sensors, with live alert lines and a summary.
+
+The threshold specialist runs with the demo's rules (`demo_rules.toml`: the seed's high limit of
+90 for the simulated sensors), so every spike of the simulator is alerted by that rule. Before
+the live part, the demo sends 600..1600 readings of normal history per sensor (clients may
+send history first): the statistical level channel needs ~90 readings of window
+and its likelihood ~150 more to calibrate, and adaptive limits need 150 values of range, so
+level shifts and drifts are judged from the first live second. Each alert that opens says which
+injected event it caught (or that it caught none); the summary counts what was caught and how
+many readings after the event began.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import statistics
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.main import OrchestratorProcess
@@ -15,20 +28,61 @@ from orchestrator.settings import OrchestratorSettings
 from sentinel.client import TelemetryClient
 from sentinel.local_mesh import LocalSpecialists
 from sentinel.server import install_stop_signals
-from sentinel.simulator import SensorSimulator
+from sentinel.simulator import EVENT_KINDS, SETTLE_TICKS, InjectedEvent, SensorSimulator
 from sentinel.telemetry import configure_tracing
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
+MIN_HISTORY_TICKS = 600
+"""Normal readings per sensor sent before the live part, at least: enough to warm the statistical
+level window (~90) plus its likelihood calibration (150) and the adaptive range (150), and to
+cover a couple of the simulated seasonal periods (80..300 readings), so their swings are not
+new."""
+MAX_HISTORY_TICKS = 1_600
+"""...and at most: past ~1000 readings the adaptive range is full, so the first live minute
+raises fewer new-extreme false alarms (measured on 8 seeds x 8 sensors x 400 live readings:
+10 false alarms with 600 readings of history, 4 with 1600)."""
+HISTORY_BUDGET_READINGS = 200_000
+"""History shrinks towards MIN_HISTORY_TICKS for many sensors so warm-up stays short."""
+HISTORY_BATCH_READINGS = 4_000
+
+
+def history_ticks_for(sensors: int) -> int:
+    return max(MIN_HISTORY_TICKS, min(MAX_HISTORY_TICKS, HISTORY_BUDGET_READINGS // sensors))
+
+
+RULES_FILE = "demo_rules.toml"
+RULE_REASON = "above high limit"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedAlert:
+    tick: int
+    sensor: int
+    event: InjectedEvent | None
+    reasons: tuple[str, ...]
 
 
 @dataclass
 class DemoTally:
     readings_sent: int = 0
+    history_ticks: int = 0
     verdicts: collections.Counter = field(default_factory=collections.Counter)
     anomalous_verdicts: int = 0
     votes_anomalous: collections.Counter = field(default_factory=collections.Counter)
     alerts: collections.Counter = field(default_factory=collections.Counter)
+    opened: list[OpenedAlert] = field(default_factory=list)
+    caught: dict[InjectedEvent, int] = field(default_factory=dict)
+    """Event -> readings between its start and the first alert credited to it."""
+    limit_hits: set[tuple[int, int]] = field(default_factory=set)
+    """(sensor, tick) of readings the threshold specialist flagged above a hard limit."""
+    flagged_by: dict[InjectedEvent, dict[str, int]] = field(default_factory=dict)
+    """Event -> {specialist: readings between the event's start and its first flag}."""
+    open_alerts: dict[str, str] = field(default_factory=dict)
+    """Sensor id -> id of its open alert."""
+    live_ticks: int = 0
+    events: list[InjectedEvent] = field(default_factory=list)
+    """The simulator's injected events (live ticks 0..live_ticks-1)."""
 
     def on_verdicts(self, batch_id: int, verdicts: list[orchestrator_pb2.Verdict]) -> None:
         for verdict in verdicts:
@@ -38,14 +92,33 @@ class DemoTally:
                 if vote.anomaly and not vote.warming_up:
                     self.votes_anomalous[vote.specialist] += 1
 
+    def false_alarms(self) -> list[OpenedAlert]:
+        """Live alerts that opened outside every injected event."""
+        return [a for a in self.opened if a.event is None and a.tick >= 0]
 
-def alert_line(alert: orchestrator_pb2.Alert) -> str:
+
+class Clock:
+    """Nominal timestamps: reading `tick` (negative = history) of a run started at `start`."""
+
+    def __init__(self, rate: float) -> None:
+        self.step = max(1, round(NANOS / rate))
+        self.start = time.time_ns()
+
+    def stamp(self, tick: int) -> int:
+        return self.start + tick * self.step
+
+    def tick(self, stamp: int) -> int:
+        return (stamp - self.start) // self.step
+
+
+def alert_line(alert: orchestrator_pb2.Alert, caught: str = "") -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(alert.last_timestamp_unix_nanos / NANOS))
     if alert.state == orchestrator_pb2.ALERT_STATE_OPEN:
-        why = "; ".join(alert.reasons) or "anomalous"
+        why = escape("; ".join(alert.reasons) or "anomalous")
         return (
             f"[bold red]{clock} OPEN    [/] {alert.sensor_id}  value {alert.peak_value:.1f} "
             f"score {alert.peak_score:.2f}  {why}  [dim]({alert.alert_id[:8]})[/]"
+            + (f"\n                  [yellow]{caught}[/]" if caught else "")
         )
     lasted = (alert.last_timestamp_unix_nanos - alert.first_timestamp_unix_nanos) / NANOS
     return (
@@ -55,6 +128,11 @@ def alert_line(alert: orchestrator_pb2.Alert) -> str:
     )
 
 
+def rules_path() -> str:
+    """The packaged demo rules file (a real path: the specialist is another process)."""
+    return str(resources.files("sentinel").joinpath(RULES_FILE))
+
+
 async def run_demo(
     seconds: float | None,
     sensors: int,
@@ -62,15 +140,26 @@ async def run_demo(
     port: int = 0,
     console_spans: bool = False,
     console: Console | None = None,
+    *,
+    ticks: int | None = None,
+    paced: bool = True,
+    seed: int = 7,
+    history_ticks: int | None = None,
 ) -> DemoTally:
+    """Run the demo for `seconds` (or `ticks` live readings per sensor, or until a stop signal).
+    `paced=False` sends as fast as the mesh takes it (timestamps still `rate` apart);
+    `history_ticks` defaults to `history_ticks_for(sensors)`."""
+    if history_ticks is None:
+        history_ticks = history_ticks_for(sensors)
     console = console or Console()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specialists = LocalSpecialists()
+    specialists = LocalSpecialists(extra_args={"threshold": ["--rules", rules_path()]})
     tracing = configure_tracing("sentinel-demo", console=console_spans)
     tally = DemoTally()
     console.print(
-        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)} ..."
+        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)} "
+        f"(threshold rules: {RULES_FILE}, high limit 90 for sensor-*) ..."
     )
     await specialists.start()
     orchestrator: OrchestratorProcess | None = None
@@ -83,26 +172,54 @@ async def run_demo(
         )
         orchestrator = OrchestratorProcess(settings, tracing)
         await orchestrator.start()
+        await _all_described(orchestrator)
+        until = (
+            "Ctrl-C to stop"
+            if seconds is None and ticks is None
+            else f"running {seconds:g}s"
+            if seconds is not None
+            else f"running {ticks} readings per sensor"
+        )
         console.print(
             f"orchestrator on 127.0.0.1:{orchestrator.port}; specialists: {specialists.targets}\n"
-            f"{sensors} simulated sensors at {rate:g} readings/s each; "
-            f"{'Ctrl-C to stop' if seconds is None else f'running {seconds:g}s'}"
+            f"{sensors} simulated sensors at {rate:g} readings/s each; {until}"
         )
+
+        simulator = SensorSimulator(sensors, seed=seed)
+        tally.events = simulator.events
+        clock = Clock(rate)
+        index = {sensor_id: i for i, sensor_id in enumerate(simulator.ids)}
 
         def on_alert(alert: orchestrator_pb2.Alert) -> None:
             tally.alerts[orchestrator_pb2.AlertState.Name(alert.state)] += 1
-            console.print(alert_line(alert), highlight=False)
+            caught = ""
+            if alert.state == orchestrator_pb2.ALERT_STATE_OPEN:
+                tally.open_alerts[alert.sensor_id] = alert.alert_id
+                caught = _credit(alert, tally, simulator, clock, index)
+            else:
+                tally.open_alerts.pop(alert.sensor_id, None)
+            if clock.tick(alert.first_timestamp_unix_nanos) >= 0:
+                # Alerts on the warm-up history are counted in the summary, not shown live.
+                console.print(alert_line(alert, caught), highlight=False)
 
-        simulator = SensorSimulator(sensors)
+        def on_verdicts(batch_id: int, verdicts: list[orchestrator_pb2.Verdict]) -> None:
+            for line in _on_verdicts(tally, batch_id, verdicts, simulator, clock, index):
+                console.print(line, highlight=False)
+
         client = TelemetryClient(
             f"127.0.0.1:{orchestrator.port}",
             verdicts=orchestrator_pb2.VERDICT_MODE_ALL,
-            on_verdicts=tally.on_verdicts,
+            on_verdicts=on_verdicts,
             on_alert=on_alert,
         )
         async with client:
-            await _send_history(client, simulator, orchestrator.windows.length + 5, rate, tally)
-            await _stream_live(client, simulator, seconds, rate, stop, tally)
+            if history_ticks:
+                console.print(
+                    f"warming up: {history_ticks} readings of normal history per sensor "
+                    f"(level window, likelihood calibration, adaptive ranges) ..."
+                )
+                await _send_history(client, simulator, clock, history_ticks, tally)
+            await _stream_live(client, simulator, clock, seconds, ticks, rate, paced, stop, tally)
         _print_summary(console, tally, client, simulator)
     finally:
         if orchestrator is not None:
@@ -112,27 +229,104 @@ async def run_demo(
     return tally
 
 
-async def _send_history(client, simulator, ticks, rate, tally) -> None:
-    """Backfill windows so window-based engines judge from the first live second."""
-    history = simulator.normal(ticks)
-    now = time.time_ns()
-    step = int(NANOS / rate)
-    for t in range(ticks):
-        ts = now - (ticks - t) * step
-        await client.send(
-            _readings(simulator.ids, history[t], ts), verdicts=orchestrator_pb2.VERDICT_MODE_NONE
-        )
-        tally.readings_sent += simulator.sensors
+async def _all_described(orchestrator: OrchestratorProcess, timeout: float = 30.0) -> None:
+    """Wait until every specialist has described itself, so that the history (and every
+    reading after it) is scored by all of them: a busy machine can make the first Describe
+    miss its deadline."""
+    deadline = time.monotonic() + timeout
+    while not all(c.described for c in orchestrator.pool.clients):
+        if time.monotonic() > deadline:
+            missing = [c.name for c in orchestrator.pool.clients if not c.described]
+            raise RuntimeError(f"specialists {missing} did not describe themselves")
+        await orchestrator.pool.describe_missing()
+        await asyncio.sleep(0.05)
 
 
-async def _stream_live(client, simulator, seconds, rate, stop, tally) -> None:
+def _on_verdicts(
+    tally: DemoTally, batch_id, verdicts, simulator, clock: Clock, index: dict[str, int]
+) -> list[str]:
+    """Tally the verdicts; lines to show for events flagged inside an alert already open."""
+    tally.on_verdicts(batch_id, verdicts)
+    lines = []
+    for verdict in verdicts:
+        if not verdict.anomaly:
+            continue
+        sensor, tick = index[verdict.sensor_id], clock.tick(verdict.timestamp_unix_nanos)
+        event = simulator.event_at(sensor, tick)
+        for vote in verdict.votes:
+            if not vote.anomaly or vote.warming_up:
+                continue
+            if vote.specialist == "threshold" and RULE_REASON in vote.reason:
+                tally.limit_hits.add((sensor, tick))
+            if event is not None:
+                first = tally.flagged_by.setdefault(event, {})
+                first.setdefault(vote.specialist, tick - event.start_tick)
+        open_alert = tally.open_alerts.get(verdict.sensor_id)
+        if event is not None and event not in tally.caught and open_alert is not None:
+            # The sensor was already in an incident when the event began: that alert covers it.
+            tally.caught[event] = delay = tick - event.start_tick
+            clock_text = time.strftime(
+                "%H:%M:%S", time.localtime(verdict.timestamp_unix_nanos / NANOS)
+            )
+            lines.append(
+                f"[bold red]{clock_text} FLAGGED [/] {verdict.sensor_id}  value "
+                f"{verdict.value:.1f} inside open alert [dim]({open_alert[:8]})[/]\n"
+                f"                  [yellow]caught: {event.describe()} "
+                f"{_when(delay)} (the alert was already open)[/]"
+            )
+    return lines
+
+
+def _when(delay: int) -> str:
+    return "at its first reading" if delay == 0 else f"{delay} readings after it began"
+
+
+def _credit(alert, tally: DemoTally, simulator, clock: Clock, index: dict[str, int]) -> str:
+    """Record an opened alert against the injected event it caught; a line saying which."""
+    tick = clock.tick(alert.first_timestamp_unix_nanos)
+    sensor = index.get(alert.sensor_id, -1)
+    event = simulator.event_at(sensor, tick) if tick >= 0 else None
+    tally.opened.append(OpenedAlert(tick, sensor, event, tuple(alert.reasons)))
+    if tick < 0:
+        return ""
+    if event is None:
+        return "caught: no injected event (a false alarm)"
+    delay = tick - event.start_tick
+    first = event not in tally.caught
+    if first:
+        tally.caught[event] = delay
+    return f"caught: {event.describe()} {_when(delay)}" + ("" if first else " (again)")
+
+
+async def _send_history(client, simulator, clock: Clock, ticks: int, tally) -> None:
+    """Normal readings of ticks -ticks..-1, several ticks per batch, without verdicts."""
+    history = simulator.history(ticks)
+    per_batch = max(1, HISTORY_BATCH_READINGS // simulator.sensors)
+    for first in range(0, ticks, per_batch):
+        readings = []
+        for t in range(first, min(first + per_batch, ticks)):
+            readings += _readings(simulator.ids, history[t], clock.stamp(t - ticks))
+        await client.send(readings, verdicts=orchestrator_pb2.VERDICT_MODE_NONE)
+        tally.readings_sent += len(readings)
+    tally.history_ticks = ticks
+
+
+async def _stream_live(client, simulator, clock, seconds, ticks, rate, paced, stop, tally) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     interval = 1.0 / rate
     next_tick = started
-    while not stop.is_set() and (seconds is None or loop.time() - started < seconds):
-        await client.send(_readings(simulator.ids, simulator.tick(), time.time_ns()))
+    while not stop.is_set():
+        if seconds is not None and loop.time() - started >= seconds:
+            break
+        if ticks is not None and simulator.tick_index >= ticks:
+            break
+        stamp = clock.stamp(simulator.tick_index)
+        await client.send(_readings(simulator.ids, simulator.tick(), stamp))
         tally.readings_sent += simulator.sensors
+        tally.live_ticks = simulator.tick_index
+        if not paced:
+            continue
         next_tick += interval
         try:
             await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_tick - loop.time()))
@@ -147,15 +341,60 @@ def _readings(ids, values, timestamp) -> list[orchestrator_pb2.Reading]:
     ]
 
 
+def _caught_rows(kind: str, tally: DemoTally, simulator: SensorSimulator) -> list[tuple[str, str]]:
+    events = [e for e in simulator.events if e.kind == kind]
+    # An event not caught yet that began less than its own stretch ago is still pending.
+    judged = [
+        e
+        for e in events
+        if e in tally.caught or tally.live_ticks - e.start_tick >= e.length + SETTLE_TICKS
+    ]
+    delays = sorted(tally.caught[e] for e in judged if e in tally.caught)
+    text = f"{len(delays)} of {len(judged)}"
+    if delays:
+        text += f", {_readings_after(delays)}"
+    if len(events) > len(judged):
+        text += f" ({len(events) - len(judged)} more too recent to judge)"
+    label = {"spike": "spikes caught (rule: high 90)", "level-shift": "level shifts caught"}
+    rows = [(label.get(kind, f"{kind}s caught"), text)]
+    engines = collections.defaultdict(list)
+    for event in judged:
+        for name, delay in tally.flagged_by.get(event, {}).items():
+            engines[name].append(delay)
+    if engines:
+        rows.append(
+            (
+                "  flagged by",
+                "; ".join(
+                    f"{name} {len(d)} of {len(judged)}, {_readings_after(d)}"
+                    for name, d in sorted(engines.items(), key=lambda kv: statistics.median(kv[1]))
+                ),
+            )
+        )
+    return rows
+
+
+def _readings_after(delays: list[int]) -> str:
+    """'after 0 readings' or 'after median 15 (9..22) readings' (counted from the event's start)."""
+    delays = sorted(delays)
+    if delays[0] == delays[-1]:
+        return f"after {delays[0]} readings"
+    return f"after median {statistics.median(delays):g} ({delays[0]}..{delays[-1]}) readings"
+
+
 def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, simulator) -> None:
     table = Table(title="Sentinel demo summary", show_header=False)
     table.add_row("readings sent", str(tally.readings_sent))
     table.add_row("readings acked", str(client.stats.readings_acked))
-    table.add_row("verdicts", str(sum(tally.verdicts.values())))
+    table.add_row("  of which warm-up history", str(tally.history_ticks * simulator.sensors))
+    table.add_row("verdicts (live readings)", str(sum(tally.verdicts.values())))
     for status, count in sorted(tally.verdicts.items()):
         table.add_row(f"  {status.removeprefix('VERDICT_STATUS_').lower()}", str(count))
     table.add_row("anomalous verdicts", str(tally.anomalous_verdicts))
     table.add_row("alerts opened", str(tally.alerts["ALERT_STATE_OPEN"]))
+    warm = sum(1 for a in tally.opened if a.tick < 0)
+    if warm:
+        table.add_row("  of which on warm-up history", str(warm))
     table.add_row("alerts resolved", str(tally.alerts["ALERT_STATE_RESOLVED"]))
     for name, count in sorted(tally.votes_anomalous.items()):
         table.add_row(f"anomalies flagged by {name}", str(count))
@@ -163,4 +402,9 @@ def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, 
     table.add_row(
         "injected events", ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"
     )
+    for kind in EVENT_KINDS:
+        if kinds[kind]:
+            for row in _caught_rows(kind, tally, simulator):
+                table.add_row(*row)
+    table.add_row("live alerts outside injected events", str(len(tally.false_alarms())))
     console.print(table)

@@ -1,6 +1,26 @@
-"""Simulated sensors for the demo: noisy signals with injected spikes, drifts and level shifts.
+"""Simulated sensors for the demo: noisy seasonal signals with injected spikes, level shifts and
+drifts.
 
-Vectorised over sensors: one `tick()` produces one value per sensor with numpy.
+Vectorised over sensors: one `tick()` produces one value per sensor with numpy. Each sensor is
+`base + amplitude * sin(2 pi t / period) + noise`, with tick t continuing from `history()`
+(ticks -n..-1) into `tick()` (0, 1, ...), so history sent first to warm the mesh is the same
+signal the live part continues.
+
+Injected events (deterministic for a seed): roughly one per `event_every_ticks` ticks across all
+sensors, each on a sensor that has been back to normal for `quiet_ticks` readings. As in a real
+plant, one sensor's incidents are rare: each event meets a sensor whose recent range (the
+threshold's adaptive limits remember ~1000 readings) reflects normal operation, not the last
+event. With few sensors, events wait until one is free.
+
+- `spike`: one reading jumps to 95..130, above the demo's high limit of 90
+  (`sentinel/demo_rules.toml`);
+- `level-shift`: the level steps by +/-(12..25) for `LEVEL_SHIFT_TICKS` readings, then returns;
+- `drift`: the level ramps linearly up by 12..25 over `DRIFT_TICKS` readings, holds there for
+  `DRIFT_HOLD_TICKS`, then returns (a sensor that drifts out of calibration and is reset).
+
+`InjectedEvent.covers(tick)` is the stretch during which an alert on that sensor is credited to
+the event: the departure itself plus `SETTLE_TICKS` after the signal came back (the return to
+normal is itself a change an engine may flag).
 """
 
 from __future__ import annotations
@@ -9,7 +29,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EVENT_KINDS = ("spike", "drift", "level-shift")
+EVENT_KINDS = ("spike", "level-shift", "drift")
+SPIKE_RANGE = (95.0, 130.0)
+SHIFT_RANGE = (12.0, 25.0)
+LEVEL_SHIFT_TICKS = 120
+DRIFT_TICKS = 100
+DRIFT_HOLD_TICKS = 40
+SETTLE_TICKS = 40
+QUIET_TICKS = 1_100
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,10 +45,29 @@ class InjectedEvent:
     kind: str
     start_tick: int
     length: int
+    """Readings during which the signal departs from normal."""
+    magnitude: float
+    """spike: the value reached; level-shift: the step; drift: the offset at the end of the ramp."""
+
+    def covers(self, tick: int) -> bool:
+        return self.start_tick <= tick < self.start_tick + self.length + SETTLE_TICKS
+
+    def describe(self) -> str:
+        if self.kind == "spike":
+            return f"spike to {self.magnitude:.1f}"
+        if self.kind == "level-shift":
+            return f"level shift {self.magnitude:+.1f}"
+        return f"drift {self.magnitude:+.1f} over {DRIFT_TICKS} readings"
 
 
 class SensorSimulator:
-    def __init__(self, sensors: int, seed: int = 7, event_every_ticks: int = 60) -> None:
+    def __init__(
+        self,
+        sensors: int,
+        seed: int = 7,
+        event_every_ticks: int = 60,
+        quiet_ticks: int = QUIET_TICKS,
+    ) -> None:
         self.sensors = sensors
         self.rng = np.random.default_rng(seed)
         self.ids = [f"sensor-{i:03d}" for i in range(sensors)]
@@ -30,48 +76,64 @@ class SensorSimulator:
         self.period = self.rng.uniform(80.0, 300.0, sensors)
         self.amplitude = self.rng.uniform(0.0, 3.0, sensors)
         self.event_every_ticks = event_every_ticks
+        self.quiet_ticks = quiet_ticks
+        self._free_from = np.zeros(sensors, dtype=np.int64)  # tick each sensor is quiet again
         self.tick_index = 0
         self.events: list[InjectedEvent] = []
-        self._offset = np.zeros(sensors)
-        self._active: list[tuple[InjectedEvent, float]] = []
+        self._active: list[InjectedEvent] = []
+        self._history_rng = np.random.default_rng([seed, 1])
 
-    def normal(self, ticks: int) -> np.ndarray:
-        """[ticks, sensors] of anomaly-free history (to warm the windows)."""
-        t = np.arange(ticks)[:, None]
-        seasonal = self.amplitude * np.sin(2 * np.pi * t / self.period)
-        return self.base + seasonal + self.rng.normal(0.0, 1.0, (ticks, self.sensors)) * self.noise
+    def _normal(self, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        seasonal = self.amplitude * np.sin(2 * np.pi * t[..., None] / self.period)
+        return self.base + seasonal + rng.normal(0.0, 1.0, (*t.shape, self.sensors)) * self.noise
+
+    def history(self, ticks: int) -> np.ndarray:
+        """[ticks, sensors]: the anomaly-free readings of ticks -ticks..-1 (to warm the mesh)."""
+        return self._normal(np.arange(-ticks, 0, dtype=np.float64), self._history_rng)
+
+    def event_at(self, sensor: int, tick: int) -> InjectedEvent | None:
+        """The injected event an alert on `sensor` at `tick` is credited to, if any."""
+        for event in reversed(self.events):
+            if event.sensor == sensor and event.covers(tick):
+                return event
+        return None
 
     def tick(self) -> np.ndarray:
         t = self.tick_index
         self.tick_index += 1
-        values = self.base + self.amplitude * np.sin(2 * np.pi * t / self.period)
-        values = values + self.rng.normal(0.0, 1.0, self.sensors) * self.noise
-        # Roughly one new event per `event_every_ticks` ticks across all sensors, never two at once
-        # on one sensor, and the first one early so short demos show an alert.
-        busy = {e.sensor for e, _ in self._active}
-        if (t == 20 or self.rng.random() < 1.0 / self.event_every_ticks) and len(
-            busy
-        ) < self.sensors:
-            sensor = int(self.rng.choice([i for i in range(self.sensors) if i not in busy]))
+        values = self._normal(np.array(float(t)), self.rng)
+        # Roughly one new event per `event_every_ticks` ticks across all sensors, each on a
+        # sensor quiet for `quiet_ticks`; the first one early so short demos show an alert.
+        if t == 20 or self.rng.random() < 1.0 / self.event_every_ticks:
+            free = np.flatnonzero(self._free_from <= t)
+        else:
+            free = np.empty(0, dtype=np.int64)
+        if free.size:
+            sensor = int(self.rng.choice(free))
             kind = EVENT_KINDS[len(self.events) % len(EVENT_KINDS)]
-            length = {"spike": 1, "drift": 40, "level-shift": 25}[kind]
-            magnitude = (
-                float(self.rng.uniform(25.0, 60.0))
-                if kind == "spike"
-                else float(self.rng.uniform(12.0, 25.0))
-            )
-            event = InjectedEvent(sensor, kind, t, length)
+            if kind == "spike":
+                event = InjectedEvent(sensor, kind, t, 1, float(self.rng.uniform(*SPIKE_RANGE)))
+            elif kind == "level-shift":
+                sign = 1.0 if self.rng.random() < 0.5 else -1.0
+                magnitude = sign * float(self.rng.uniform(*SHIFT_RANGE))
+                event = InjectedEvent(sensor, kind, t, LEVEL_SHIFT_TICKS, magnitude)
+            else:
+                magnitude = float(self.rng.uniform(*SHIFT_RANGE))
+                event = InjectedEvent(sensor, kind, t, DRIFT_TICKS + DRIFT_HOLD_TICKS, magnitude)
             self.events.append(event)
-            self._active.append((event, magnitude))
+            self._active.append(event)
+            self._free_from[sensor] = t + event.length + SETTLE_TICKS + self.quiet_ticks
         still = []
-        for event, magnitude in self._active:
+        for event in self._active:
             age = t - event.start_tick
             if age >= event.length:
                 continue
-            if event.kind == "drift":
-                values[event.sensor] += magnitude * (age + 1) / event.length
+            if event.kind == "spike":
+                values[event.sensor] = event.magnitude
+            elif event.kind == "level-shift":
+                values[event.sensor] += event.magnitude
             else:
-                values[event.sensor] += magnitude
-            still.append((event, magnitude))
+                values[event.sensor] += event.magnitude * min(1.0, (age + 1) / DRIFT_TICKS)
+            still.append(event)
         self._active = still
         return values

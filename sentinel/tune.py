@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 import os
 import subprocess
 import sys
@@ -223,7 +224,8 @@ def render_selection(selection: Selection) -> list[str]:
     ]
     width = max(len(h.category) for h in selection.held_out)
     for h in selection.held_out:
-        lines.append(f"  {h.category.ljust(width)}  {h.score:7.2f}  chosen: {h.chosen}")
+        score = "    n/a" if math.isnan(h.score) else f"{h.score:7.2f}"  # no labelled windows
+        lines.append(f"  {h.category.ljust(width)}  {score}  chosen: {h.chosen}")
     lines.append(
         f"leave-one-category-out score (held-out raw scores, normalised): {selection.loco:.2f}"
     )

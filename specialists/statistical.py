@@ -67,7 +67,7 @@ class StatisticalParams:
     """Resolution of the orchestrator's seasonal view."""
     tolerance_buckets: int = 5
     """Buckets either side of one period back that may stand in for it."""
-    level_flag_below: float = 1e-6
+    level_flag_below: float = 1e-7
     """Default likelihood threshold of the level channel."""
     daily_flag_below: float = 1e-8
     """Default likelihood threshold of the daily channel."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from opentelemetry import trace
@@ -15,6 +16,18 @@ from sentinel.telemetry import Tracing, build_propagator
 from sentinel.v1 import orchestrator_pb2_grpc
 from specialists.main import SpecialistProcess, build_engine
 from specialists.settings import SpecialistSettings
+
+# The demo's rule (a hard high limit of 90 for every sensor): the threshold specialist of a test
+# mesh uses it unless the test passes its own `threshold_rules_file` (None = no hard limits), so
+# a reading above 90 is an instant, deterministic anomaly while the other engines warm up.
+LIMIT_90_RULES = str(Path(__file__).resolve().parent / "data" / "limit_90.toml")
+
+# Settings that choose what an engine computes (kept when a specialist is restarted).
+ENGINE_FIELDS = tuple(
+    name
+    for name in SpecialistSettings.model_fields
+    if name.startswith(("threshold_", "adaptive_", "statistical_", "model_"))
+)
 
 
 def no_tracing() -> Tracing:
@@ -51,12 +64,7 @@ class Mesh:
 
 
 def _engine_overrides(settings: SpecialistSettings) -> dict:
-    return {
-        "statistical_window": settings.statistical_window,
-        "statistical_cutoff": settings.statistical_cutoff,
-        "model_path": settings.model_path,
-        "threshold_rules_file": settings.threshold_rules_file,
-    }
+    return {name: getattr(settings, name) for name in ENGINE_FIELDS}
 
 
 @contextlib.asynccontextmanager
@@ -66,11 +74,11 @@ async def running_mesh(
     tracing: Tracing | None = None,
     **orchestrator_overrides,
 ) -> AsyncIterator[Mesh]:
+    overrides = {name: dict(o) for name, o in (specialist_overrides or {}).items()}
+    overrides.setdefault("threshold", {}).setdefault("threshold_rules_file", LIMIT_90_RULES)
     specialists: dict[str, SpecialistProcess] = {}
     for engine in engines:
-        specialists[engine] = await start_specialist(
-            engine, **(specialist_overrides or {}).get(engine, {})
-        )
+        specialists[engine] = await start_specialist(engine, **overrides.get(engine, {}))
     targets = ",".join(f"{name}=127.0.0.1:{p.server.port}" for name, p in specialists.items())
     orchestrator_overrides.setdefault("resolve_after", 5)  # incidents resolve within a test
     settings = OrchestratorSettings(

@@ -190,7 +190,8 @@ async def test_every_panel_shows_data_from_a_real_prometheus(
 
     engines = ("threshold", "statistical", "model")
     overrides = {engine: {"metrics_port": 0} for engine in engines}
-    overrides["statistical"]["statistical_window"] = 20  # windows fill sooner (model: 32)
+    # windows fill sooner (model: 32); the spike is over the test mesh's hard limit (90)
+    overrides["statistical"].update(statistical_short=5, statistical_reference=20)
     async with running_mesh(metrics_port=0, specialist_overrides=overrides) as mesh:
         targets = {"orchestrator": mesh.orchestrator.metrics_endpoint.port}
         targets.update({name: p.metrics_endpoint.port for name, p in mesh.specialists.items()})

@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from mesh_fixtures import LIMIT_90_RULES
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -157,6 +158,7 @@ def check_health(port: int) -> None:
 def otel_env(port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env["SENTINEL_RESOLVE_AFTER"] = "5"  # the spike's incident resolves within the stream
+    env["SENTINEL_THRESHOLD_RULES_FILE"] = LIMIT_90_RULES  # the spike (250) is over its limit
     env.update(
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
         OTEL_EXPORTER_OTLP_INSECURE="true",

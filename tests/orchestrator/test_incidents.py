@@ -155,9 +155,142 @@ def test_empty_and_all_normal_batches():
     assert tracker.open_count == 0
 
 
-def test_resolve_after_must_be_positive():
+def test_some_resolve_rule_must_be_set():
     with pytest.raises(ValueError):
         IncidentTracker(resolve_after=0)
+    with pytest.raises(ValueError):
+        IncidentTracker(resolve_after=0, resolve_after_seconds=0.0)
+    with pytest.raises(ValueError):
+        IncidentTracker(resolve_after=-1, resolve_after_seconds=10.0)
+    with pytest.raises(ValueError):
+        IncidentTracker(resolve_after=3, resolve_after_seconds=-1.0)
+    assert IncidentTracker(resolve_after=0, resolve_after_seconds=60.0).resolve_after == 0
+
+
+def test_default_resolves_after_ten_quiet_readings():
+    tracker = IncidentTracker()
+    feed(tracker, [("s", True)])
+    assert feed(tracker, [("s", False)] * 9) == []
+    assert states(feed(tracker, [("s", False)])) == [("resolved", "s")]
+
+
+# ---------------------------------------------------------------- lifecycle in time
+
+S = 1_000_000_000  # nanoseconds per second
+
+
+def test_resolves_on_the_first_normal_reading_a_quiet_duration_after_the_last_anomaly():
+    tracker = IncidentTracker(resolve_after=0, resolve_after_seconds=60.0)
+    events = feed(tracker, [("s", True, 95.0, 0.9, 1000 * S), ("s", True, 96.0, 0.9, 1010 * S)])
+    assert states(events) == [("open", "s")]
+    assert events[0].incident.resolved_timestamp == 0
+    # Quiet, but not for 60 s since the last anomalous reading (1010 s): still open.
+    assert feed(tracker, [("s", False, 50.0, 0.1, (1010 + t) * S) for t in (1, 30, 59)]) == []
+    almost = 1010 * S + 60 * S - 1
+    assert feed(tracker, [("s", False, 50.0, 0.1, almost)]) == []
+    events = feed(tracker, [("s", False, 50.0, 0.1, 1070 * S), ("s", False, 50.0, 0.1, 1071 * S)])
+    assert states(events) == [("resolved", "s")]
+    resolved = events[0]
+    assert resolved.row == 0
+    assert resolved.incident.resolved_timestamp == 1070 * S
+    assert resolved.incident.last_timestamp == 1010 * S
+    assert tracker.open_count == 0
+
+
+def test_time_only_never_resolves_by_count():
+    tracker = IncidentTracker(resolve_after=0, resolve_after_seconds=3600.0)
+    feed(tracker, [("s", True, 95.0, 0.9, 0)])
+    # 1 s data: a thousand quiet readings within the hour do not resolve it.
+    assert feed(tracker, [("s", False, 50.0, 0.1, t * S) for t in range(1, 1001)]) == []
+    assert tracker.open_incident("s").quiet_streak == 1000
+    assert states(feed(tracker, [("s", False, 50.0, 0.1, 3600 * S)])) == [("resolved", "s")]
+
+
+def test_an_anomaly_restarts_the_quiet_clock():
+    tracker = IncidentTracker(resolve_after=0, resolve_after_seconds=60.0)
+    feed(tracker, [("s", True, 95.0, 0.9, 0), ("s", False, 0.0, 0.1, 50 * S),
+                   ("s", True, 95.0, 0.9, 55 * S)])  # fmt: skip
+    assert feed(tracker, [("s", False, 0.0, 0.1, 100 * S)]) == []  # 45 s after the last one
+    assert states(feed(tracker, [("s", False, 0.0, 0.1, 115 * S)])) == [("resolved", "s")]
+
+
+@pytest.mark.parametrize(
+    ("step_seconds", "resolving_quiet_reading"),
+    [
+        (1, 3),  # 1 s data: three quiet readings come long before 300 s
+        (300, 1),  # 5-minute data: the first quiet reading is already 300 s later
+        (120, 3),  # 120 s data: count (3rd, at 360 s) and time (3rd, >= 300 s) agree
+        (200, 2),  # 200 s data: the 2nd quiet reading is 400 s later, before the 3rd
+    ],
+)
+def test_count_or_time_whichever_comes_first(step_seconds, resolving_quiet_reading):
+    tracker = IncidentTracker(resolve_after=3, resolve_after_seconds=300.0)
+    feed(tracker, [("s", True, 95.0, 0.9, 0)])
+    quiet = [("s", False, 50.0, 0.1, k * step_seconds * S) for k in range(1, 6)]
+    events = feed(tracker, quiet)
+    assert states(events) == [("resolved", "s")]
+    assert events[0].row == resolving_quiet_reading - 1
+    assert events[0].incident.resolved_timestamp == resolving_quiet_reading * step_seconds * S
+
+
+def test_alert_events_name_the_row_that_emitted_them():
+    tracker = IncidentTracker(resolve_after=2)
+    rows = [
+        ("a", False), ("b", True), ("a", True), ("b", False), ("c", False),
+        ("b", False), ("a", False), ("b", True), ("a", False),
+    ]  # fmt: skip
+    events = feed(tracker, rows)
+    assert [(e.state, e.incident.sensor_id, e.row) for e in events] == [
+        ("open", "b", 1),
+        ("open", "a", 2),
+        ("resolved", "b", 5),
+        ("open", "b", 7),
+        ("resolved", "a", 8),
+    ]
+    resolved_b = events[2].incident
+    assert resolved_b.resolved_timestamp == 6  # feed() stamps row i with i + 1
+    assert events[0].incident.resolved_timestamp == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    resolve_after=st.integers(0, 4),
+    quiet_seconds=st.sampled_from([0, 1, 5, 30]),
+    batches=st.lists(
+        st.lists(st.tuples(st.sampled_from("ab"), st.booleans(), st.integers(0, 20)), max_size=12),
+        max_size=8,
+    ),
+)
+def test_lifecycle_matches_a_reference_with_both_rules(resolve_after, quiet_seconds, batches):
+    if resolve_after == 0 and quiet_seconds == 0:
+        quiet_seconds = 5
+    tracker = IncidentTracker(resolve_after=resolve_after, resolve_after_seconds=quiet_seconds)
+    clock = 0
+    is_open: dict[str, bool] = {}
+    quiet: dict[str, int] = {}
+    last_anomaly: dict[str, int] = {}
+    for batch in batches:
+        rows, expected = [], []
+        for index, (sensor, anomalous, step) in enumerate(batch):
+            clock += step * S  # time never goes backwards here
+            rows.append((sensor, anomalous, 0.0, 0.9 if anomalous else 0.1, clock))
+            if anomalous:
+                if not is_open.get(sensor):
+                    expected.append(("open", sensor, index, 0))
+                    is_open[sensor] = True
+                quiet[sensor] = 0
+                last_anomaly[sensor] = clock
+            elif is_open.get(sensor):
+                quiet[sensor] += 1
+                by_count = resolve_after and quiet[sensor] >= resolve_after
+                by_time = quiet_seconds and clock - last_anomaly[sensor] >= quiet_seconds * S
+                if by_count or by_time:
+                    expected.append(("resolved", sensor, index, clock))
+                    is_open[sensor] = False
+        events = feed(tracker, rows)
+        got = [(e.state, e.incident.sensor_id, e.row, e.incident.resolved_timestamp)
+               for e in events]  # fmt: skip
+        assert got == expected
 
 
 @settings(max_examples=150, deadline=None)

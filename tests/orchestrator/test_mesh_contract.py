@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import grpc
 import pytest
@@ -175,14 +176,18 @@ def test_client_retries_setting_comes_from_env(monkeypatch) -> None:
     assert OrchestratorSettings().client_retries is False
 
 
-async def test_specialist_asking_for_too_long_a_window_is_left_out() -> None:
+async def test_specialist_asking_for_too_long_a_window_is_left_out(caplog) -> None:
+    caplog.set_level(logging.ERROR, logger="orchestrator.specialist_pool")
     async with running_mesh(
         engines=("threshold", "statistical"),
-        specialist_overrides={"statistical": {"statistical_window": 500}},
-        max_window_length=100,
+        # statistical window = short - 1 + reference = 529 values
+        specialist_overrides={"statistical": {"statistical_reference": 500}},
+        max_window_length=300,
     ) as mesh:
-        assert mesh.orchestrator.windows.length == 0  # the store did not grow to 500
+        assert mesh.orchestrator.windows.length == 0  # the store did not grow to 529
         response = await mesh.stub.Detect(batch(1, [1.0, 95.0], mode=pb.VERDICT_MODE_ALL))
         assert [list(v.missing) for v in response.verdicts] == [["statistical"], ["statistical"]]
         assert [v.status for v in response.verdicts] == [pb.VERDICT_STATUS_DEGRADED] * 2
         assert [v.anomaly for v in response.verdicts] == [False, True]  # threshold still votes
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refusals and "window_length 529 exceeds max_window_length 300" in refusals[0]

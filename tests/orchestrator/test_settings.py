@@ -25,9 +25,15 @@ def test_defaults():
     assert settings.specialists == DEFAULT_SPECIALISTS
     names = [t.name for t in parse_targets(settings.specialists)]
     assert names == ["threshold", "statistical", "model"]
-    assert settings.combine_policy is Policy.MAJORITY
+    # Per-engine likelihoods combined by `any` scored best on the dev split (issue 8).
+    assert settings.combine_policy is Policy.ANY
     assert settings.weights() == {}
-    assert settings.resolve_after == 60
+    # Resolve after ~10 quiet readings (about 1 h at 5-minute sampling); no time rule by default.
+    assert settings.resolve_after == 10
+    assert settings.resolve_after_seconds == 0
+    assert settings.thresholds() == {}
+    assert settings.max_history_bytes_per_sensor == 4096
+    assert settings.max_window_length == 1000
 
 
 def test_environment_with_sentinel_prefix(monkeypatch):
@@ -135,7 +141,7 @@ def test_settings_are_frozen():
     settings = OrchestratorSettings()
     with pytest.raises(ValidationError):
         settings.resolve_after = 7
-    assert settings.resolve_after == 60
+    assert settings.resolve_after == 10
 
 
 @pytest.mark.parametrize(
@@ -151,3 +157,28 @@ def test_out_of_range_values_are_rejected(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         OrchestratorSettings()
+
+
+def test_resolve_by_time_only(monkeypatch):
+    monkeypatch.setenv("SENTINEL_RESOLVE_AFTER", "0")
+    monkeypatch.setenv("SENTINEL_RESOLVE_AFTER_SECONDS", "3600")
+    settings = OrchestratorSettings()
+    assert (settings.resolve_after, settings.resolve_after_seconds) == (0, 3600.0)
+
+
+def test_likelihood_thresholds_parse(monkeypatch):
+    monkeypatch.setenv(
+        "SENTINEL_LIKELIHOOD_THRESHOLDS", "statistical.level=1e-6, statistical.daily=1e-9"
+    )
+    assert OrchestratorSettings().thresholds() == {
+        "statistical.level": 1e-6,
+        "statistical.daily": 1e-9,
+    }
+
+
+@pytest.mark.parametrize(
+    "spec", ["level=1e-6", "statistical.level=0", "statistical.level=1", "statistical.level"]
+)
+def test_bad_likelihood_thresholds_are_rejected(spec):
+    with pytest.raises(ValidationError):
+        OrchestratorSettings(likelihood_thresholds=spec)

@@ -10,6 +10,11 @@ import pytest
 from readings import NANOS, batch, collect, noise
 
 from sentinel.v1 import orchestrator_pb2 as pb
+from specialists.threshold import ENGINE_VERSION as THRESHOLD_VERSION
+
+# Readings of one sensor before every engine votes: the statistical level needs 89 values, then
+# each calibrated channel 150 more (the threshold engine of the test mesh votes at once: limit 90).
+WARM_READINGS = 300
 
 
 async def _requests(batches):
@@ -33,16 +38,17 @@ async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None
     sent = [
         batch(
             i,
-            noise(50, seed=i),
+            noise(WARM_READINGS // 3, seed=i),
             mode=pb.VERDICT_MODE_ALL,
-            start_ns=time.time_ns() - (10 - i) * 100 * NANOS,
+            start_ns=time.time_ns() - (10 - i) * WARM_READINGS * NANOS,
         )
         for i in range(1, 5)
     ]
     events = await collect(mesh.stub.StreamTelemetry(_requests(sent)))
     verdicts = events["verdicts"]
-    assert len(verdicts) == 200
-    assert [v.batch_id for v in verdicts] == [b for b in range(1, 5) for _ in range(50)]
+    per_batch = WARM_READINGS // 3
+    assert len(verdicts) == 4 * per_batch
+    assert [v.batch_id for v in verdicts] == [b for b in range(1, 5) for _ in range(per_batch)]
     assert [v.value for v in verdicts] == [r.value for b in sent for r in b.readings]
     first, last = verdicts[0], verdicts[-1]
     # No history yet: window engines warm up while the threshold engine already votes.
@@ -52,7 +58,11 @@ async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None
     assert {v.specialist for v in last.votes} == {"threshold", "statistical", "model"}
     assert not any(v.warming_up for v in last.votes)
     assert all(0.0 <= v.score <= 1.0 for v in verdicts)
-    assert {v.engine_version for v in last.votes} >= {"1.0.0", "iforest-1.0.0"}
+    assert {v.engine_version for v in last.votes} >= {THRESHOLD_VERSION, "iforest-1.0.0"}
+    # Calibrated engines carry a likelihood in [0, 1]; the threshold engine has none (1).
+    likelihood = {v.specialist: v.likelihood for v in last.votes}
+    assert likelihood["threshold"] == 1.0
+    assert all(0.0 <= q <= 1.0 for q in likelihood.values())
 
 
 async def test_spike_opens_one_alert_and_quiet_readings_resolve_it(mesh) -> None:
@@ -71,7 +81,11 @@ async def test_spike_opens_one_alert_and_quiet_readings_resolve_it(mesh) -> None
     assert opened.alert_id == resolved.alert_id and opened.sensor_id == "sensor-1"
     assert resolved.peak_value >= 150.0 and resolved.anomalous_readings == 3
     assert any("above high limit 90" in r for r in opened.reasons)
-    assert "threshold@1.0.0" in opened.engine_versions
+    assert f"threshold@{THRESHOLD_VERSION}" in opened.engine_versions
+    # The alert names the reading that opened it, and the one that resolved it.
+    assert (opened.batch_id, opened.reading_index) == (2, 40)
+    assert (resolved.batch_id, resolved.reading_index) == (2, 47)  # 5 quiet readings (fixture)
+    assert resolved.resolved_timestamp_unix_nanos >= resolved.last_timestamp_unix_nanos
     # Anomalies-only mode: exactly the spike readings come back as verdicts.
     assert sorted(v.value for v in events["verdicts"]) == [150.0, 155.0, 160.0]
 
@@ -128,7 +142,7 @@ async def test_stopped_specialist_degrades_verdicts_then_recovers(mesh) -> None:
             elif kind == "ack":
                 return event.ack, verdicts
 
-    ack, verdicts = await roundtrip(noise(80, seed=1))
+    ack, verdicts = await roundtrip(noise(WARM_READINGS, seed=1))
     assert verdicts[-1].status == pb.VERDICT_STATUS_OK
 
     await mesh.specialists["statistical"].stop(drain_delay=0, grace=0)

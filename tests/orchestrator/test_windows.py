@@ -239,3 +239,74 @@ def test_store_matches_per_reading_reference(length, max_sensors, operations):
             continue
         result = store.append(ids, np.array(values, dtype=np.float64))
         assert_same(store, ref, result, ref.append(ids, values))
+
+
+# ---------------------------------------------------------------- per-sensor state beside it
+
+
+class Recorder:
+    """A SlotState that records what the store asks of it."""
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.resets: list[list[int]] = []
+
+    def grow(self, capacity: int) -> None:
+        assert capacity >= self.capacity
+        self.capacity = capacity
+
+    def reset(self, slots: np.ndarray) -> None:
+        self.resets.append(sorted(slots.tolist()))
+
+
+def test_attached_state_grows_and_resets_with_the_slots():
+    store = WindowStore(length=1, max_sensors=2000)
+    state = Recorder()
+    store.attach(state)
+    assert state.capacity == store.capacity == 1024
+    first = store.append(["a", "b", "a"], np.array([1.0, 2.0, 3.0]))
+    assert state.resets == [sorted({int(first.slots[0]), int(first.slots[1])})]
+    store.append(["a"], np.array([4.0]))  # known sensor: nothing to reset
+    assert len(state.resets) == 1
+    store.append([f"s{i}" for i in range(1500)], np.zeros(1500))
+    assert state.capacity == store.capacity == 2000  # grown together
+    assert len(state.resets[-1]) == 1500
+
+
+def test_a_reused_slot_is_reset_and_gets_a_new_generation():
+    store = WindowStore(length=2, max_sensors=2)
+    state = Recorder()
+    store.attach(state)
+    a = store.append(["a", "b"], np.array([1.0, 2.0]))
+    c = store.append(["c"], np.array([3.0]))  # evicts "a" (least recently seen)
+    assert c.evicted == 1 and c.slots[0] == a.slots[0]
+    assert state.resets[-1] == [int(a.slots[0])]
+    assert c.generation[0] == a.generation[0] + 1
+    # An in-flight batch of "a" is no longer current for that slot; "b" still is.
+    assert store.current(a.slots, a.generation).tolist() == [False, True]
+    assert store.current(c.slots, c.generation).tolist() == [True]
+
+
+def test_rank_counts_earlier_rows_of_the_same_sensor():
+    store = WindowStore(length=0, max_sensors=4)
+    out = store.append(["a", "b", "a", "c", "a", "b"], np.zeros(6))
+    assert out.rank.tolist() == [0, 0, 1, 0, 2, 1]
+    assert out.slots[0] == out.slots[2] == out.slots[4] != out.slots[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(SENSORS, max_size=30))
+def test_steps_hold_each_sensor_once_in_reading_order(ids):
+    store = WindowStore(length=1, max_sensors=6)
+    out = store.append(ids, np.zeros(len(ids)))
+    steps = out.steps()
+    rows = [int(r) for step in steps for r in step]
+    assert sorted(rows) == list(range(len(ids)))
+    for k, step in enumerate(steps):
+        sensors = [ids[r] for r in step]
+        assert len(sensors) == len(set(sensors))  # each sensor at most once per step
+        assert (out.rank[step] == k).all()
+    # A sensor's k-th reading is in step k: walking the steps replays each sensor in order.
+    for sensor in set(ids):
+        walked = [int(r) for step in steps for r in step if ids[r] == sensor]
+        assert walked == [i for i, s in enumerate(ids) if s == sensor]

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mesh_fixtures import LIMIT_90_RULES
 
 from sentinel.local_mesh import serve_command, wait_ready
 
@@ -43,10 +44,17 @@ def test_demo_prints_alerts_opening_and_resolving_and_a_summary() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "OPEN" in out and "RESOLVED" in out
+    # The simulator's first event is a spike at its 20th reading; the demo's rule (high 90)
+    # alerts it, and the alert line says what it caught.
+    assert "above high limit 90 (rule 'sensor-*')" in out
+    assert "caught: spike to" in out and "at its first reading" in out
     assert "Sentinel demo summary" in out
-    sent = int(next(line for line in out.splitlines() if "readings sent" in line).split("│")[2])
-    acked = int(next(line for line in out.splitlines() if "readings acked" in line).split("│")[2])
-    assert sent == acked > 0
+
+    def cell(label: str) -> str:
+        return next(line for line in out.splitlines() if label in line).split("│")[2].strip()
+
+    assert int(cell("readings sent")) == int(cell("readings acked")) > 0
+    assert cell("spikes caught (rule: high 90)").startswith("1 of 1, after 0 readings")
 
 
 def _replay_and_check(source: Path, tmp_path: Path) -> list[dict[str, str]]:
@@ -130,7 +138,13 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
     ready = tmp_path / "port"
     server = subprocess.Popen(
         serve_command("all", ready, "--port", "0"),
-        env={**os.environ, "SENTINEL_DRAIN_DELAY_SECONDS": "0.2", "SENTINEL_RESOLVE_AFTER": "5"},
+        env={
+            **os.environ,
+            "SENTINEL_DRAIN_DELAY_SECONDS": "0.2",
+            "SENTINEL_RESOLVE_AFTER": "5",
+            # The spike (250) is over this rule's hard limit of 90 (the demo's rule).
+            "SENTINEL_THRESHOLD_RULES_FILE": LIMIT_90_RULES,
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from signals import Bench
 
 from specialists.engine import Engine, ScoreInput
 from specialists.model import ModelEngine, bundled_models, load_model_engine
@@ -218,6 +221,7 @@ def test_zero_rows(engine: ModelEngine) -> None:
         out = engine.score(batch(windows, np.empty(0), fill=0))
         assert out.scores.shape == out.anomalies.shape == out.warming_up.shape == (0,)
         assert out.reasons == []
+        assert out.channels["forest"].shape == (0,)
 
 
 def test_warming_up_rows_carry_no_vote(engine: ModelEngine) -> None:
@@ -232,6 +236,7 @@ def test_warming_up_rows_carry_no_vote(engine: ModelEngine) -> None:
     assert out.scores[:2].tolist() == [0.0, 0.0]
     assert out.anomalies[:2].tolist() == [False, False]
     assert out.reasons[:2] == ["", ""]
+    assert np.isnan(out.channels["forest"][:2]).all() and np.isfinite(out.channels["forest"][2])
 
 
 def test_rows_with_gaps_count_as_warming_up(engine: ModelEngine) -> None:
@@ -255,7 +260,10 @@ def test_ready_rows_score_the_same_next_to_warming_rows(engine: ModelEngine) -> 
     assert mixed.warming_up.tolist() == (~ready).tolist()
     np.testing.assert_array_equal(mixed.scores[ready], alone.scores)
     assert [r for r, ok in zip(mixed.reasons, ready, strict=True) if ok] == alone.reasons
-    assert alone.anomalies[2] and alone.reasons[2]
+    forest = mixed.channels["forest"]
+    np.testing.assert_array_equal(forest[ready], alone.channels["forest"])
+    assert np.isnan(forest[~ready]).all()
+    assert alone.scores[2] >= 0.5 and alone.reasons[2]
     assert mixed.scores.dtype == alone.scores.dtype == np.float64
 
 
@@ -279,9 +287,13 @@ def test_normal_window_is_normal_and_spike_is_anomalous(name: str) -> None:
     median, sd = float(np.median(window)), robust_sd(window)
     values = np.array([window[-1] + 0.5 * sd, median + 20 * sd, median - 20 * sd])
     out = model.score(batch(np.tile(window, (3, 1)), values))
-    assert out.scores[0] < 0.5 and not out.anomalies[0] and out.reasons[0] == ""
-    assert out.anomalies[1:].all()
+    # The engine flags nothing itself: the orchestrator calibrates its `forest` channel per
+    # sensor. Its score still puts the forest's own cut-off at 0.5 and explains rows above it.
+    assert not out.anomalies.any()
+    assert out.scores[0] < 0.5 and out.reasons[0] == ""
     assert (out.scores[1:] >= 0.5).all()
+    forest = out.channels["forest"]  # minus the forest's decision: higher = more isolated
+    assert (forest[1:] > forest[0]).all()
     assert out.reasons[1].startswith("isolation-forest score ")
     assert "20.0 robust-sd above window median" in out.reasons[1]
     assert "20.0 robust-sd below window median" in out.reasons[2]
@@ -292,8 +304,10 @@ def test_constant_window(name: str) -> None:
     model = load_model_engine(name)
     window = np.full(model.window_length, 42.0)
     out = model.score(batch(np.tile(window, (3, 1)), np.array([42.0, 50.0, 0.0])))
-    assert out.anomalies.tolist() == [False, True, True]
-    assert out.scores[0] < 0.5
+    assert out.anomalies.tolist() == [False, False, False]
+    assert (out.scores[1:] >= 0.5).all() and out.scores[0] < 0.5
+    assert np.isfinite(out.channels["forest"]).all()
+    assert (out.channels["forest"][1:] > out.channels["forest"][0]).all()
     assert "more than 50 robust-sd" in out.reasons[1]
 
 
@@ -301,7 +315,7 @@ def test_synthetic_normal_series_are_rarely_flagged(engine: ModelEngine) -> None
     length = engine.window_length
     series, _ = normal_series(np.random.default_rng(12345), 2000, length + 1)
     out = engine.score(batch(series[:, :-1], series[:, -1]))
-    assert out.anomalies.mean() < 0.02
+    assert (out.scores >= 0.5).mean() < 0.02
 
 
 def test_longer_windows_use_the_last_columns(engine: ModelEngine) -> None:
@@ -349,9 +363,10 @@ def test_scores_are_in_unit_interval(engine: ModelEngine, data: st.DataObject) -
     out = engine.score(batch(windows, values))
     assert np.isfinite(out.scores).all()
     assert ((out.scores >= 0.0) & (out.scores <= 1.0)).all()
-    assert (out.anomalies == (out.scores >= 0.5)).all()
+    assert not out.anomalies.any()
     explained = np.array([reason != "" for reason in out.reasons])
-    assert (explained == out.anomalies).all()
+    assert (explained == (out.scores >= 0.5)).all()
+    assert np.isfinite(out.channels["forest"]).all()
 
 
 # --- feature contract -------------------------------------------------------------------
@@ -427,3 +442,43 @@ def test_features_equal_the_contract_formula_exactly(length: int) -> None:
     # Exactly equal values; only the sign of a zero may differ (sorting and np.median's
     # partition may order -0.0 and 0.0 either way), and no split can tell those apart.
     np.testing.assert_array_equal(got, expected)
+
+
+def test_declares_one_standardized_forest_channel_and_no_view(engine: ModelEngine) -> None:
+    (channel,) = engine.channels
+    assert (channel.name, channel.standardize) == ("forest", True)
+    assert 0.0 < channel.flag_below < 1e-6
+    assert engine.views == ()
+
+
+# --- constructed signals through the orchestrator's windows and calibration (signals.py) ---
+
+
+def test_spike_is_the_most_isolated_reading_and_unlikely(engine: ModelEngine) -> None:
+    values = signals.noise(1500, seed=0)
+    values[1400] += 15.0
+    out = Bench(engine).run(values)["model"]
+    forest = out.channels["forest"]
+    length = engine.window_length
+    assert np.isnan(forest[:length]).all() and np.isfinite(forest[length:]).all()
+    assert forest[1400] > np.nanmax(np.delete(forest, 1400))
+    assert out.scores[1400] >= 0.5 and out.reasons[1400].startswith("isolation-forest")
+    # Calibrated against this sensor's own forest scores (the mean of the last 10), the spike
+    # is a rare event (though plain noise has its rare stretches too). The engine flags
+    # nothing itself; the orchestrator flags what is below the channel's threshold.
+    assert out.likelihood[1400] < 1e-3
+    assert not out.anomalies.any()
+    assert out.flagged.tolist() == (out.likelihood < engine.flag_below).tolist()
+
+
+@pytest.mark.parametrize("kind", ["flat", "quantised"])
+def test_flat_and_quantised_series_stay_finite_and_unflagged(engine: ModelEngine, kind) -> None:
+    values = np.full(800, 3.0) if kind == "flat" else signals.quantised(800, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = Bench(engine).run(values)["model"]
+    length = engine.window_length
+    assert np.isfinite(out.channels["forest"][length:]).all()
+    assert np.isfinite(out.scores).all()
+    assert not out.flagged.any()
+    assert out.judged[-1]

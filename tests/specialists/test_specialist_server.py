@@ -10,37 +10,84 @@ from mesh_fixtures import start_specialist
 from sentinel.v1 import specialist_pb2 as pb
 from sentinel.v1 import specialist_pb2_grpc
 from specialists.codec import encode_windows
+from specialists.statistical import ENGINE_VERSION, StatisticalParams
+
+# window = short - 1 + reference = 20 values; the level needs all of them (min_reference 15).
+SHORT, REFERENCE = 6, 15
 
 
 @pytest.fixture
 async def statistical():
-    process = await start_specialist("statistical", statistical_window=20)
+    process = await start_specialist(
+        "statistical", statistical_short=SHORT, statistical_reference=REFERENCE
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
         yield specialist_pb2_grpc.SpecialistStub(channel)
     await process.stop(drain_delay=0, grace=0)
 
 
-async def test_describe_reports_engine_version_and_window(statistical) -> None:
+async def test_describe_reports_engine_version_window_views_and_channels(statistical) -> None:
     info = await statistical.Describe(pb.DescribeRequest())
-    assert (info.engine, info.engine_version, info.window_length) == ("statistical", "1.0.0", 20)
-    assert info.parameters["cutoff"] == "4.0"
+    assert (info.engine, info.engine_version, info.window_length) == (
+        "statistical",
+        ENGINE_VERSION,
+        20,
+    )
+    assert info.parameters["level"] == "median of 6 vs median/MAD of the 15 before"
+    (view,) = info.views
+    assert (view.name, view.kind) == ("daily", pb.VIEW_KIND_SEASONAL)
+    assert (view.period_seconds, view.bucket_seconds, view.smoothing) == (86_400.0, 300.0, 12)
+    channels = {c.name: (c.calibration, c.flag_below) for c in info.channels}
+    defaults = StatisticalParams()
+    assert channels == {
+        "level": (pb.CALIBRATION_LIKELIHOOD, defaults.level_flag_below),
+        "daily": (pb.CALIBRATION_STANDARDIZED_LIKELIHOOD, defaults.daily_flag_below),
+    }
 
 
-async def test_score_returns_one_answer_per_row(statistical) -> None:
-    windows = np.tile(np.linspace(9.0, 11.0, 20), (3, 1))
-    request = pb.ScoreRequest(
-        sensor_ids=["a", "b", "c"],
-        values=[10.0, 50.0, 10.0],
-        timestamps_unix_nanos=[1, 2, 3],
+def _request(windows: np.ndarray, values, fill, daily) -> pb.ScoreRequest:
+    rows = len(values)
+    return pb.ScoreRequest(
+        sensor_ids=[f"s{i}" for i in range(rows)],
+        values=values,
+        timestamps_unix_nanos=list(range(1, rows + 1)),
         windows=encode_windows(windows),
-        window_fill=[20, 20, 5],
+        window_fill=fill,
+        views=[pb.View(name="daily", values=encode_windows(np.asarray(daily)[:, None]))],
+    )
+
+
+async def test_score_returns_one_answer_and_every_channel_per_row(statistical) -> None:
+    calm = np.linspace(9.0, 11.0, 20)
+    shifted = np.concatenate([np.linspace(9.0, 11.0, 15), np.full(5, 20.0)])
+    short = calm.copy()
+    short[:15] = np.nan  # 5 values so far: warming up
+    request = _request(
+        np.stack([calm, shifted, short]), [10.0, 20.0, 10.0], [20, 20, 5], [10.0, 10.0, np.nan]
     )
     response = await statistical.Score(request)
-    assert list(response.anomalies) == [False, True, False]
+    assert response.engine == "statistical" and response.engine_version == ENGINE_VERSION
+    # The engine never flags rows itself: the orchestrator's calibrated likelihoods do.
+    assert list(response.anomalies) == [False, False, False]
     assert list(response.warming_up) == [False, False, True]
-    assert "z=" in response.reasons[1] and response.reasons[0] == ""
-    assert response.engine == "statistical" and response.engine_version == "1.0.0"
+    assert list(response.reasons) == ["", "", ""]
     assert all(0.0 <= s <= 1.0 for s in response.scores)
+    channels = {c.name: list(c.values) for c in response.channels}
+    assert set(channels) == {"level", "daily"}
+    level, daily = channels["level"], channels["daily"]
+    assert abs(level[0]) < 2 and level[1] > 8 and np.isnan(level[2])
+    # daily = mean of the latest 12 values (this one included) - the view's value
+    assert daily[0] == pytest.approx((calm[-11:].sum() + 10.0) / 12 - 10.0)
+    assert np.isnan(daily[2])
+
+
+async def test_a_missing_view_is_invalid_argument_naming_it(statistical) -> None:
+    request = _request(np.zeros((1, 20)), [1.0], [20], [0.0])
+    del request.views[:]
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await statistical.Score(request)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'daily'" in error.value.details()
 
 
 @pytest.mark.parametrize(
