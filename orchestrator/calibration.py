@@ -1,6 +1,6 @@
 """Anomaly likelihood: raw engine scores → tail probabilities against each sensor's own past.
 
-One `ChannelCalibrator` per (specialist, channel) keeps, per sensor, O(1) state (a few hundred
+A `CalibrationBank` keeps, per sensor and (specialist, channel), O(1) state (a few hundred
 bytes) in arrays indexed by the window store's slots:
 
 1. optionally (`standardize`) a running median m and mean absolute deviation a of the raw
@@ -80,143 +80,181 @@ def tail_probability(avg: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.n
     return 0.5 * erfc((avg - mean) / np.sqrt(2.0 * var))
 
 
+class CalibrationBank:
+    """Per-sensor calibration state of several channels at once; a `SlotState` of the window
+    store. Arrays are [slots, channels, ...], so one step costs the same few numpy calls
+    however many channels there are (the step runs once per reading depth of a batch)."""
+
+    def __init__(self, params: CalibrationParams | None = None) -> None:
+        self.params = params or CalibrationParams()
+        self.standardize = np.zeros(0, dtype=bool)  # per channel
+        self._capacity = 0
+        self._allocate(0, 0)
+
+    def _allocate(self, capacity: int, channels: int) -> None:
+        p = self.params
+        shapes = {
+            "_median": ((), np.float32),
+            "_deviation": ((), np.float32),
+            "_seen": ((), np.int32),  # raw values seen (standardisation)
+            "_ring": ((p.average,), np.float32),  # last |z|
+            "_count": ((), np.int32),  # z values calibrated
+            "_block_sum": ((p.blocks,), np.float32),
+            "_block_squares": ((p.blocks,), np.float32),
+            "_running": ((2,), np.float32),  # sum and sum of squares of avg in this block
+            "_fit": ((2,), np.float32),  # mean, variance (variance 0 = no fit yet)
+        }
+        for name, (tail, dtype) in shapes.items():
+            fresh = np.zeros((capacity, channels, *tail), dtype)
+            old = getattr(self, name, None)
+            if old is not None and old.size:
+                fresh[: old.shape[0], : old.shape[1]] = old
+            setattr(self, name, fresh)
+        self._capacity = capacity
+
+    @property
+    def channels(self) -> int:
+        return int(self.standardize.shape[0])
+
+    def add_channel(self, standardize: bool) -> int:
+        """A new channel column (empty for every sensor); returns its index."""
+        self.standardize = np.append(self.standardize, standardize)
+        self._allocate(self._capacity, self.channels)
+        return self.channels - 1
+
+    def clear_channel(self, index: int, standardize: bool) -> None:
+        """Forget a channel for every sensor (its meaning changed)."""
+        self.standardize[index] = standardize
+        for name in ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum",
+                     "_block_squares", "_running", "_fit"):  # fmt: skip
+            getattr(self, name)[:, index] = 0
+
+    def bytes_per_channel(self, standardize: bool) -> int:
+        return self.params.bytes_per_sensor(standardize)
+
+    def grow(self, capacity: int) -> None:
+        if capacity > self._capacity:
+            self._allocate(capacity, self.channels)
+
+    def reset(self, slots: np.ndarray) -> None:
+        for name in ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum",
+                     "_block_squares", "_running", "_fit"):  # fmt: skip
+            getattr(self, name)[slots] = 0
+
+    def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """raw [rows, channels] → tail probability [rows, channels] (NaN where not calibrated
+        yet or `raw` is NaN); advances the state of these slots (each at most once)."""
+        p = self.params
+        q = np.full(raw.shape, np.nan)
+        usable = np.isfinite(raw)
+        if not usable.any():
+            return q
+        z = raw
+        if self.standardize.any():
+            z = np.where(self.standardize, self._standardized(slots, raw, usable), raw)
+        valid = np.isfinite(z)
+        if not p.likelihood:
+            q[valid] = erfc(np.abs(z[valid]) / np.sqrt(2.0))
+            return q
+        rows, channels = np.nonzero(valid)
+        if rows.size == 0:
+            return q
+        at = slots[rows]
+        count = self._count[at, channels] + 1
+        self._count[at, channels] = count
+        self._ring[at, channels, count % p.average] = np.abs(z[rows, channels])
+        avg = self._ring[at, channels].sum(axis=1, dtype=np.float64) / np.minimum(
+            count, p.average
+        )
+        fit = self._fit[at, channels].astype(np.float64)
+        mean, var = fit[:, 0], fit[:, 1]
+        ready = (count >= p.min_history) & (var > 0)
+        result = np.where(ready, 1.0, np.nan)
+        hot = ready & (avg > mean)
+        if hot.any():
+            result[hot] = tail_probability(avg[hot], mean[hot], var[hot])
+        q[rows, channels] = result
+
+        running = self._running[at, channels]
+        running[:, 0] += avg
+        running[:, 1] += avg * avg
+        self._running[at, channels] = running
+        done = count % p.refit_every == 0
+        if done.any():
+            self._refit(at[done], channels[done], count[done])
+        return q
+
+    def _standardized(self, slots: np.ndarray, raw: np.ndarray, usable: np.ndarray) -> np.ndarray:
+        """z of the standardised channels ([rows, channels], NaN elsewhere); advances their
+        running median/deviation where `usable`."""
+        p = self.params
+        update = usable & self.standardize
+        seen = self._seen[slots] + update
+        median = self._median[slots].astype(np.float64)
+        deviation = self._deviation[slots].astype(np.float64)
+        scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * deviation, 1e-9), 1e-6 * np.abs(median))
+        with np.errstate(invalid="ignore"):
+            z = np.where(update & (seen > p.standardize_after), (raw - median) / scale, np.nan)
+            first = seen == 1
+            step = np.maximum(1.0 / np.maximum(seen, 1), p.standardize_min_step)
+            new_deviation = np.where(
+                first, 0.0, deviation + step * (np.abs(raw - median) - deviation)
+            )
+            new_median = np.where(
+                first, raw, median + step * MEAN_ABS_TO_SIGMA * new_deviation * np.sign(raw - median)
+            )
+        self._seen[slots] = np.minimum(seen, np.iinfo(np.int32).max - 1)
+        self._median[slots] = np.where(update, new_median, median)
+        self._deviation[slots] = np.where(update, new_deviation, deviation)
+        return z
+
+    def _refit(self, slots: np.ndarray, channels: np.ndarray, count: np.ndarray) -> None:
+        p = self.params
+        position = (count // p.refit_every - 1) % p.blocks
+        self._block_sum[slots, channels, position] = self._running[slots, channels, 0]
+        self._block_squares[slots, channels, position] = self._running[slots, channels, 1]
+        self._running[slots, channels] = 0
+        filled = np.minimum(count // p.refit_every, p.blocks) * p.refit_every
+        total = self._block_sum[slots, channels].sum(axis=1, dtype=np.float64)
+        squares = self._block_squares[slots, channels].sum(axis=1, dtype=np.float64)
+        mean = total / filled
+        var = np.maximum(squares / filled - mean * mean, p.variance_floor)
+        self._fit[slots, channels, 0] = mean
+        self._fit[slots, channels, 1] = var
+
+
 class ChannelCalibrator:
-    """Per-sensor calibration state of one channel; a `SlotState` of the window store."""
+    """One channel on its own (a bank of one; `step` takes and returns [rows]). The
+    orchestrator uses one `CalibrationBank` for all channels; this is for single-channel use."""
 
     def __init__(self, standardize: bool, params: CalibrationParams | None = None) -> None:
+        self.bank = CalibrationBank(params)
+        self.bank.add_channel(standardize)
         self.standardize = standardize
-        self.params = params or CalibrationParams()
-        p = self.params
-        self._median = np.zeros(0, np.float32)
-        self._deviation = np.zeros(0, np.float32)
-        self._seen = np.zeros(0, np.int32)  # raw values seen (standardisation)
-        self._ring = np.zeros((0, p.average), np.float32)  # last |z|
-        self._count = np.zeros(0, np.int32)  # z values calibrated
-        self._block_sum = np.zeros((0, p.blocks), np.float32)
-        self._block_squares = np.zeros((0, p.blocks), np.float32)
-        self._running = np.zeros((0, 2), np.float32)  # sum and sum of squares of this block
-        self._fit = np.zeros((0, 2), np.float32)  # mean, variance (variance 0 = no fit yet)
+        self.params = self.bank.params
 
     @property
     def bytes_per_sensor(self) -> int:
         return self.params.bytes_per_sensor(self.standardize)
 
     def grow(self, capacity: int) -> None:
-        old = self._count.shape[0]
-        if capacity <= old:
-            return
-        extra = capacity - old
-        p = self.params
-
-        def more(array: np.ndarray, *shape: int) -> np.ndarray:
-            return np.concatenate([array, np.zeros((extra, *shape), array.dtype)])
-
-        self._median = more(self._median)
-        self._deviation = more(self._deviation)
-        self._seen = more(self._seen)
-        self._ring = more(self._ring, p.average)
-        self._count = more(self._count)
-        self._block_sum = more(self._block_sum, p.blocks)
-        self._block_squares = more(self._block_squares, p.blocks)
-        self._running = more(self._running, 2)
-        self._fit = more(self._fit, 2)
+        self.bank.grow(capacity)
 
     def reset(self, slots: np.ndarray) -> None:
-        for array in (
-            self._median,
-            self._deviation,
-            self._seen,
-            self._ring,
-            self._count,
-            self._block_sum,
-            self._block_squares,
-            self._running,
-            self._fit,
-        ):
-            array[slots] = 0
+        self.bank.reset(slots)
 
     def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """Tail probability per row (NaN where not calibrated yet or `raw` is NaN); advances
-        the state of these slots (each at most once in `slots`)."""
-        q = np.full(slots.shape[0], np.nan)
-        usable = np.isfinite(raw)
-        if not usable.any():
-            return q
-        if not usable.all():
-            inner = self.step(slots[usable], raw[usable])
-            q[usable] = inner
-            return q
-        z = self._standardized(slots, raw) if self.standardize else raw
-        judged = np.isfinite(z)
-        if not judged.all():
-            slots, z, where = slots[judged], z[judged], np.flatnonzero(judged)
-        else:
-            where = None
-        p = self.params
-        if not p.likelihood:
-            result = erfc(np.abs(z) / np.sqrt(2.0))
-        else:
-            result = self._likelihood(slots, z)
-        if where is None:
-            return result
-        q[where] = result
-        return q
-
-    def _likelihood(self, slots: np.ndarray, z: np.ndarray) -> np.ndarray:
-        p = self.params
-        count = self._count[slots] + 1
-        self._count[slots] = count
-        self._ring[slots, count % p.average] = np.abs(z)
-        avg = self._ring[slots].sum(axis=1, dtype=np.float64) / np.minimum(count, p.average)
-
-        mean = self._fit[slots, 0].astype(np.float64)
-        var = self._fit[slots, 1].astype(np.float64)
-        ready = (count >= p.min_history) & (var > 0)
-        result = np.where(ready, 1.0, np.nan)
-        hot = ready & (avg > mean)
-        if hot.any():
-            result[hot] = tail_probability(avg[hot], mean[hot], var[hot])
-
-        running = self._running[slots]
-        running[:, 0] += avg
-        running[:, 1] += avg * avg
-        self._running[slots] = running
-        done = count % p.refit_every == 0
-        if done.any():
-            self._refit(slots[done], count[done])
-        return result
+        return self.bank.step(slots, np.asarray(raw, dtype=np.float64)[:, None])[:, 0]
 
     def _standardized(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        p = self.params
-        seen = self._seen[slots] + 1
-        self._seen[slots] = np.minimum(seen, np.iinfo(np.int32).max - 1)
-        median = self._median[slots].astype(np.float64)
-        deviation = self._deviation[slots].astype(np.float64)
-        scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * deviation, 1e-9), 1e-6 * np.abs(median))
-        z = np.where(seen > p.standardize_after, (raw - median) / scale, np.nan)
-        first = seen == 1
-        step = np.maximum(1.0 / seen, p.standardize_min_step)
-        deviation = np.where(first, 0.0, deviation + step * (np.abs(raw - median) - deviation))
-        median = np.where(
-            first, raw, median + step * MEAN_ABS_TO_SIGMA * deviation * np.sign(raw - median)
-        )
-        self._median[slots] = median
-        self._deviation[slots] = deviation
-        return z
+        raw = np.asarray(raw, dtype=np.float64)[:, None]
+        return self.bank._standardized(slots, raw, np.isfinite(raw))[:, 0]
 
-    def _refit(self, slots: np.ndarray, count: np.ndarray) -> None:
-        p = self.params
-        position = (count // p.refit_every - 1) % p.blocks
-        self._block_sum[slots, position] = self._running[slots, 0]
-        self._block_squares[slots, position] = self._running[slots, 1]
-        self._running[slots] = 0
-        filled = np.minimum(count // p.refit_every, p.blocks) * p.refit_every
-        total = self._block_sum[slots].sum(axis=1, dtype=np.float64)
-        squares = self._block_squares[slots].sum(axis=1, dtype=np.float64)
-        mean = total / filled
-        var = np.maximum(squares / filled - mean * mean, p.variance_floor)
-        self._fit[slots, 0] = mean
-        self._fit[slots, 1] = var
+    def __getattr__(self, name: str) -> np.ndarray:
+        # Single-channel state as 1-D views (for inspection): _count, _fit, _ring, ...
+        if name.startswith("_") and not name.startswith("__"):
+            return getattr(self.bank, name)[:, 0]
+        raise AttributeError(name)
 
 
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:
@@ -239,7 +277,8 @@ class ChannelKey:
 
 @dataclass(slots=True)
 class Calibrated:
-    """A channel's calibrator and the likelihood below which it flags a row."""
+    """A channel's column in the calibration bank and the likelihood below which it flags."""
 
-    calibrator: ChannelCalibrator
+    index: int
+    standardize: bool
     flag_below: float

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .calibration import (
+    CalibrationBank,
     Calibrated,
     CalibrationParams,
-    ChannelCalibrator,
     ChannelKey,
     likelihood_score,
 )
@@ -78,13 +78,15 @@ class History:
         # (specialist, view name) -> internal view name; specialist -> its channels.
         self._view_names: dict[str, dict[str, str]] = {}
         self.channels: dict[ChannelKey, Calibrated] = {}
+        self.bank = CalibrationBank(self.calibration)
+        windows.attach(self.bank)
 
     def bytes_per_sensor(self) -> int:
         return (
             FIXED_SLOT_BYTES
             + RAW_BYTES * self.windows.length
             + self.views.bytes_per_sensor()
-            + sum(c.calibrator.bytes_per_sensor for c in self.channels.values())
+            + sum(self.calibration.bytes_per_sensor(c.standardize) for c in self.channels.values())
         )
 
     def check(self, specialist: str, declaration: Declaration) -> None:
@@ -171,12 +173,14 @@ class History:
             key = ChannelKey(specialist, name)
             flag_below = self.flag_below_overrides.get(str(key), channel.flag_below)
             existing = self.channels.get(key)
-            if existing is not None and existing.calibrator.standardize == channel.standardize:
-                existing.flag_below = flag_below
+            if existing is None:
+                index = self.bank.add_channel(channel.standardize)
+                self.channels[key] = Calibrated(index, channel.standardize, flag_below)
                 continue
-            calibrator = ChannelCalibrator(channel.standardize, self.calibration)
-            self.windows.attach(calibrator)
-            self.channels[key] = Calibrated(calibrator, flag_below)
+            existing.flag_below = flag_below
+            if existing.standardize != channel.standardize:
+                self.bank.clear_channel(existing.index, channel.standardize)
+                existing.standardize = channel.standardize
 
     def views_for(self, specialist: str, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's view values that `specialist` declared, under its own names."""
@@ -199,36 +203,44 @@ class History:
         if not votes:
             return []
         current = self.windows.current(stored.slots, stored.generation)
+        rows = stored.slots.shape[0]
+        # Every declared channel's raw values as one [rows, channels] matrix, so each reading
+        # depth is one pass of the bank over all channels.
+        raw = np.full((rows, self.bank.channels), np.nan)
+        used: list[tuple[int, str, int]] = []  # (vote index, channel name, bank column)
+        for v, vote in enumerate(votes):
+            judged = current & ~vote.warming_up
+            for name, values in vote.channels.items():
+                calibrated = self.channels.get(ChannelKey(vote.name, name))
+                if calibrated is None:
+                    continue
+                raw[:, calibrated.index] = np.where(judged, values, np.nan)
+                used.append((v, name, calibrated.index))
+        q = np.full(raw.shape, np.nan)
+        if used:
+            for step in steps:
+                q[step] = self.bank.step(stored.slots[step], raw[step])
         out = []
-        for vote in votes:
-            declared = [
-                (name, raw)
-                for name, raw in vote.channels.items()
-                if ChannelKey(vote.name, name) in self.channels
-            ]
-            if not declared:
+        for v, vote in enumerate(votes):
+            mine = [(name, column) for w, name, column in used if w == v]
+            if not mine:
                 out.append(vote)
                 continue
-            rows = vote.scores.shape[0]
             likelihood = np.ones(rows)
             score = np.where(vote.anomalies, vote.scores, 0.0)
             flagged = vote.anomalies.copy()
             judged = ~vote.warming_up & vote.anomalies
             reasons = list(vote.reasons)
-            for name, raw in declared:
-                calibrated = self.channels[ChannelKey(vote.name, name)]
-                raw = np.where(current & ~vote.warming_up, raw, np.nan)
-                q = np.full(rows, np.nan)
-                for step in steps:
-                    q[step] = calibrated.calibrator.step(stored.slots[step], raw[step])
-                ready = np.isfinite(q)
+            for name, column in mine:
+                flag_below = self.channels[ChannelKey(vote.name, name)].flag_below
+                ready = np.isfinite(q[:, column])
                 judged |= ready
-                q = np.where(ready, q, 1.0)
-                hit = q < calibrated.flag_below
-                likelihood = np.minimum(likelihood, q)
-                score = np.maximum(score, likelihood_score(q, calibrated.flag_below))
+                channel_q = np.where(ready, q[:, column], 1.0)
+                hit = channel_q < flag_below
+                likelihood = np.minimum(likelihood, channel_q)
+                score = np.maximum(score, likelihood_score(channel_q, flag_below))
                 for row in np.flatnonzero(hit).tolist():
-                    note = f"{name} likelihood {q[row]:.3g} < {calibrated.flag_below:g}"
+                    note = f"{name} likelihood {channel_q[row]:.3g} < {flag_below:g}"
                     reasons[row] = f"{reasons[row]}; {note}" if reasons[row] else note
                 flagged |= hit
             out.append(

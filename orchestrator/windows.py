@@ -132,14 +132,14 @@ class WindowStore:
         )
         extended[:, :length] = self._values[slots]
         extended[group, length + rank] = values
-        columns = np.arange(length)
-        windows = extended[group[:, None], rank[:, None] + columns[None, :]]
+        # Row i's window starts at column rank[i] of its sensor's extended row; one gather
+        # over a strided view instead of a 2-D fancy index.
+        sliding = np.lib.stride_tricks.sliding_window_view(extended, length, axis=1)
+        windows = sliding[group, rank]
         old_fill = self._fill[slots]
         fill = np.minimum(old_fill[group] + rank, length)
 
-        self._values[slots] = extended[
-            np.arange(len(unique_ids))[:, None], counts[:, None] + columns[None, :]
-        ]
+        self._values[slots] = sliding[np.arange(len(unique_ids)), counts]
         self._fill[slots] = np.minimum(old_fill + counts, length)
         row_slots = slots[group]
         return BatchWindows(

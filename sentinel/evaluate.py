@@ -274,6 +274,7 @@ class VerdictTable:
     alerts: list[str] | None  # None: a file written before replay had an alert column
     missing: int
     likelihoods: dict[str, list[float]]  # specialist -> per row (NaN where the cell is empty)
+    degraded: int = 0  # rows some specialist did not vote on (status degraded)
 
     @property
     def rows(self) -> int:
@@ -312,6 +313,8 @@ def read_verdicts(path: Path) -> VerdictTable:
             table.anomaly.append(row["anomaly"] == "1")
             if row["status"] == "missing":
                 table.missing += 1
+            elif row["status"] == "degraded":
+                table.degraded += 1
             if table.alerts is not None:
                 table.alerts.append(row["alert"] or "")
             for name in names:
@@ -336,6 +339,7 @@ class FileResult:
     detections: list[int]  # rows counted as detections (all, probationary ones included)
     missing: int  # rows without a verdict
     scores: dict[str, FileScore]  # profile name -> score
+    degraded: int = 0  # rows some specialist did not vote on
 
     @property
     def category(self) -> str:
@@ -362,6 +366,7 @@ def score_verdicts(
         windows=spans,
         detections=detections,
         missing=table.missing,
+        degraded=table.degraded,
         scores=score_profiles(table.rows, spans, detections, profiles, probation_percent, key),
     )
 
@@ -394,6 +399,10 @@ class Evaluation:
     @property
     def missing_rows(self) -> int:
         return sum(f.missing for f in self.files)
+
+    @property
+    def degraded_rows(self) -> int:
+        return sum(f.degraded for f in self.files)
 
     def file_scores(self, profile: str = "standard") -> list[FileScore]:
         return [f.scores[profile] for f in self.files]
@@ -484,6 +493,9 @@ async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIter
         return
     from sentinel.embedded import embedded_mesh
 
+    # A score must not depend on how busy the machine is: a Score call that misses a short
+    # deadline would leave an engine out of some verdicts (degraded) and change detections.
+    settings = {"specialist_timeout_seconds": 60.0, **settings}
     async with embedded_mesh(**settings) as local_target:
         yield local_target
 
@@ -649,6 +661,11 @@ def render(evaluation: Evaluation) -> str:
     if evaluation.missing_rows:
         lines.append(
             f"warning: {evaluation.missing_rows} rows had no verdict (counted as not anomalous)"
+        )
+    if evaluation.degraded_rows:
+        lines.append(
+            f"warning: {evaluation.degraded_rows} verdicts were degraded (a specialist did not "
+            "answer): the score reflects an outage, not the detector"
         )
     if evaluation.skipped:
         lines.append(f"not scored (no entry in the windows file): {', '.join(evaluation.skipped)}")

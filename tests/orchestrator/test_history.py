@@ -14,7 +14,7 @@ from mesh_fixtures import running_mesh, start_specialist
 from readings import batch, collect, noise
 from signals import declare
 
-from orchestrator.calibration import CalibrationParams, ChannelCalibrator, ChannelKey
+from orchestrator.calibration import CalibrationParams, ChannelKey
 from orchestrator.combine import EngineVotes
 from orchestrator.history import (
     ChannelDecl,
@@ -298,9 +298,8 @@ def test_eviction_starts_the_new_sensor_afresh_and_keeps_the_others():
     assert range_c._complete[slot_a] == 0 and range_c._part_n[slot_a] == 1
     assert np.isnan(seasonal_c._ring[slot_a]).sum() == seasonal_c.spec.buckets - 1
     for channel in history.channels.values():
-        calibrator = channel.calibrator
-        assert isinstance(calibrator, ChannelCalibrator)
-        assert calibrator._count[slot_a] == 0 and calibrator._seen[slot_a] == 0
+        bank = history.bank
+        assert bank._count[slot_a, channel.index] == 0 and bank._seen[slot_a, channel.index] == 0
 
     # The next readings of "c" see nothing of "a"; "b" goes on as if "c" never came.
     rows = [feed(history, ["c", "b"], [8.0, b[i % 30]], [31 + i, 31 + i]) for i in range(12)]
@@ -327,7 +326,7 @@ def test_a_stale_batch_does_not_touch_the_calibrator_of_a_slot_taken_over_meanwh
     (vote,) = history.calibrate(stored_a, steps_a, [votes_for(np.array([51.0]))])
     assert vote.warming_up[0] and vote.likelihood[0] == 1.0
     for channel in history.channels.values():
-        assert channel.calibrator._count[0] == 0  # "c" has not been calibrated yet
+        assert history.bank._count[0, channel.index] == 0  # "c" has not been calibrated yet
 
 
 # ---------------------------------------------------------------- calibrate
@@ -359,7 +358,7 @@ def test_rows_the_engine_could_not_judge_are_not_calibrated():
     warming = np.ones(20, dtype=bool)
     (vote,) = history.calibrate(stored, steps, [votes_for(values, warming)])
     assert vote.warming_up.all() and (vote.likelihood == 1.0).all()
-    assert all(c.calibrator._count[0] == 0 for c in history.channels.values())
+    assert all(history.bank._count[0, c.index] == 0 for c in history.channels.values())
 
 
 def test_a_vote_without_declared_channels_is_unchanged_and_thresholds_can_be_overridden():
