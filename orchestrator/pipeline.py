@@ -29,7 +29,7 @@ from .encode import encode_alert, encode_verdicts
 from .history import History
 from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
-from .specialist_pool import SpecialistPool
+from .specialist_pool import CompactWindows, SpecialistPool
 from .windows import BatchWindows
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,7 @@ class ScoringPipeline:
                     prepared.fill,
                     forwarded,
                     lambda name: self.history.views_for(name, prepared.views),
+                    _compact(prepared.stored),
                 )
             finally:
                 otel_context.detach(token)
@@ -306,6 +307,12 @@ def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[st
                 reasons.append(f"{vote.name}: {vote.reasons[row]}")
             versions.append(f"{vote.name}@{vote.version}")
     return reasons, versions
+
+
+def _compact(stored: BatchWindows) -> CompactWindows | None:
+    if stored.extended is None or stored.group is None:
+        return None
+    return CompactWindows(stored.extended, stored.group, stored.rank)
 
 
 def _starts(batches: Sequence[DecodedBatch]) -> list[tuple[int, int]]:

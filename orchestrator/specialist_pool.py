@@ -81,6 +81,36 @@ def parse_targets(spec: str) -> list[SpecialistTarget]:
     return targets
 
 
+@dataclass(frozen=True, slots=True)
+class CompactWindows:
+    """Windows as one row per sensor: row i's window of length L (the full store length) is
+    extended[group[i], rank[i] : rank[i] + L]."""
+
+    extended: np.ndarray
+    group: np.ndarray
+    rank: np.ndarray
+
+
+def _window_fields(
+    windows: np.ndarray, length: int, compact: CompactWindows | None
+) -> dict[str, object]:
+    """ScoreRequest window fields for an engine reading the last `length` values: per row, or
+    per sensor when a batch holds several readings per sensor and that is smaller."""
+    rows = windows.shape[0]
+    if compact is not None and length:
+        store = windows.shape[1]
+        runs, width = compact.extended.shape
+        sent = width - (store - length)
+        if runs * sent < rows * length:
+            return {
+                "windows": encode_windows(compact.extended[:, store - length :]),
+                "window_rows": compact.group.tolist(),
+                "window_offsets": compact.rank.tolist(),
+                "window_length": length,
+            }
+    return {"windows": encode_windows(windows[:, windows.shape[1] - length :])}
+
+
 # Observes (specialist, engine version, seconds, grpc status name) after every Score call.
 CallObserver = Callable[[str, str, float, str], None]
 # Checks a specialist's declaration (raises DeclarationRefused) / starts keeping it.
@@ -291,8 +321,10 @@ class SpecialistPool:
         fill: np.ndarray,
         metadata: Sequence[tuple[str, str]],
         views_for: Callable[[str], dict[str, np.ndarray]] = lambda name: {},
+        compact: CompactWindows | None = None,
     ) -> list[EngineVotes]:
-        """Score the rows on every described specialist concurrently; failures are left out."""
+        """Score the rows on every described specialist concurrently; failures are left out.
+        `compact`: the same windows as one row per sensor (sent instead when smaller)."""
         calls = []
         rows = len(sensor_ids)
         # Concatenated protobuf encodings merge: shared columns + per-engine windows.
@@ -309,9 +341,9 @@ class SpecialistPool:
                 continue  # described after this batch's history was taken: next batch
             ready.append(client)
             own = specialist_pb2.ScoreRequest(
-                windows=encode_windows(windows[:, windows.shape[1] - length :]),
                 window_fill=np.minimum(fill, length).tolist(),
                 views=encode_views(views),
+                **_window_fields(windows, length, compact),
             ).SerializeToString()
             calls.append(self._traced_score(client, shared + own, rows, metadata))
         responses = await asyncio.gather(*calls)

@@ -34,6 +34,10 @@ class BatchWindows:
     slots: np.ndarray  # int64 [rows], the slot of each row's sensor
     rank: np.ndarray  # int64 [rows], earlier rows of the same sensor in this batch
     generation: np.ndarray  # int64 [rows], the slot's generation (changes when it is reused)
+    # Compact form of `windows`: one row per sensor of the batch (stored history, then its new
+    # values); row i's window is extended[group[i], rank[i] : rank[i] + length].
+    extended: np.ndarray | None = None
+    group: np.ndarray | None = None
 
     def steps(self) -> list[np.ndarray]:
         """Row indices by rank: step k holds each sensor's (k+1)-th reading of the batch, so
@@ -149,6 +153,8 @@ class WindowStore:
             slots=row_slots,
             rank=rank,
             generation=self._generation[row_slots],
+            extended=extended,
+            group=group,
         )
 
     def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int, np.ndarray]:

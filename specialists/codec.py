@@ -74,6 +74,25 @@ def encode_channel_spec(spec: ChannelSpec) -> specialist_pb2.ChannelSpec:
     )
 
 
+def _decode_row_windows(request: specialist_pb2.ScoreRequest, rows: int) -> np.ndarray:
+    """[rows, window_length] windows, from the per-row or the compact (per-sensor) form."""
+    if not request.window_rows:
+        return decode_windows(request.windows, rows)
+    if len(request.window_rows) != rows or len(request.window_offsets) != rows:
+        raise InvalidArgument("window_rows", f"window_rows and window_offsets need {rows} entries")
+    runs = request.windows.shape[0] if request.windows.shape else 0
+    extended = decode_windows(request.windows, runs)
+    length = request.window_length
+    index = np.asarray(request.window_rows, dtype=np.int64)
+    offsets = np.asarray(request.window_offsets, dtype=np.int64)
+    if (index >= runs).any():
+        raise InvalidArgument("window_rows", f"refers to a row beyond the {runs} sent")
+    if length > extended.shape[1] or (offsets + length > extended.shape[1]).any():
+        raise InvalidArgument("window_offsets", "a window reaches past its row")
+    sliding = np.lib.stride_tricks.sliding_window_view(extended, length, axis=1)
+    return sliding[index, offsets]
+
+
 def decode_score_request(request: specialist_pb2.ScoreRequest) -> ScoreInput:
     rows = len(request.values)
     for name, column in (
@@ -87,7 +106,7 @@ def decode_score_request(request: specialist_pb2.ScoreRequest) -> ScoreInput:
     if not np.isfinite(values).all():
         bad = int(np.flatnonzero(~np.isfinite(values))[0])
         raise InvalidArgument(f"values[{bad}]", "must be finite")
-    windows = decode_windows(request.windows, rows)
+    windows = _decode_row_windows(request, rows)
     fill = np.asarray(request.window_fill, dtype=np.int64)
     if rows and (fill > windows.shape[1]).any():
         bad = int(np.flatnonzero(fill > windows.shape[1])[0])

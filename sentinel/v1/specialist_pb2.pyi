@@ -102,20 +102,26 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[TensorDType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
-    __slots__ = ("sensor_ids", "values", "timestamps_unix_nanos", "windows", "window_fill", "views")
+    __slots__ = ("sensor_ids", "values", "timestamps_unix_nanos", "windows", "window_fill", "views", "window_rows", "window_offsets", "window_length")
     SENSOR_IDS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMPS_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_FILL_FIELD_NUMBER: _ClassVar[int]
     VIEWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_LENGTH_FIELD_NUMBER: _ClassVar[int]
     sensor_ids: _containers.RepeatedScalarFieldContainer[str]
     values: _containers.RepeatedScalarFieldContainer[float]
     timestamps_unix_nanos: _containers.RepeatedScalarFieldContainer[int]
     windows: Tensor
     window_fill: _containers.RepeatedScalarFieldContainer[int]
     views: _containers.RepeatedCompositeFieldContainer[View]
-    def __init__(self, sensor_ids: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., timestamps_unix_nanos: _Optional[_Iterable[int]] = ..., windows: _Optional[_Union[Tensor, _Mapping]] = ..., window_fill: _Optional[_Iterable[int]] = ..., views: _Optional[_Iterable[_Union[View, _Mapping]]] = ...) -> None: ...
+    window_rows: _containers.RepeatedScalarFieldContainer[int]
+    window_offsets: _containers.RepeatedScalarFieldContainer[int]
+    window_length: int
+    def __init__(self, sensor_ids: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., timestamps_unix_nanos: _Optional[_Iterable[int]] = ..., windows: _Optional[_Union[Tensor, _Mapping]] = ..., window_fill: _Optional[_Iterable[int]] = ..., views: _Optional[_Iterable[_Union[View, _Mapping]]] = ..., window_rows: _Optional[_Iterable[int]] = ..., window_offsets: _Optional[_Iterable[int]] = ..., window_length: _Optional[int] = ...) -> None: ...
 
 class View(_message.Message):
     __slots__ = ("name", "values")
