@@ -1,8 +1,8 @@
 """Combine specialist votes into one verdict per reading. Pure numpy, no gRPC.
 
 Only *voting* engines count for a row: those that answered and were not warming up.
-- `any`: anomalous if any voter says so; score = the highest voter score.
-- `majority` (default): anomalous if more than half of the voters say so; score = mean score.
+- `any` (default): anomalous if any voter says so; score = the highest voter score.
+- `majority`: anomalous if more than half of the voters say so; score = mean score.
 - `weighted`: score = weighted mean of voter scores (per-specialist weights, default 1);
   anomalous when that score reaches 0.5 — every engine puts its own decision line at 0.5.
 A row nobody voted on is not anomalous, with score 0. Status: `degraded` if a configured
@@ -59,7 +59,7 @@ class Combined:
 
 @dataclass(frozen=True)
 class Combiner:
-    policy: Policy = Policy.MAJORITY
+    policy: Policy = Policy.ANY
     weights: Mapping[str, float] | None = None
 
     def weight(self, name: str) -> float:

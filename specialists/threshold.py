@@ -218,7 +218,9 @@ class ThresholdEngine:
             unit = np.where(spread > 0, spread, 1.0)
             # 0.5 exactly on an adaptive limit, rising with the distance beyond the range.
             score = np.where(
-                new_high | new_low, ratio_score(beyond / unit, max(a.margin, 1e-9)), 0.0
+                new_high | new_low,
+                np.maximum(0.5, ratio_score(beyond / unit, max(a.margin, 1e-9))),
+                0.0,
             )
         return new_high, new_low, np.where(ready, score, 0.0), ready
 
