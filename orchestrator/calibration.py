@@ -19,6 +19,7 @@ judged against what that engine usually says about that sensor, not against a gl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,6 +79,32 @@ def erfc(x: np.ndarray) -> np.ndarray:
 def tail_probability(avg: np.ndarray, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     """P(X > avg) for X ~ N(mean, var), one-sided."""
     return 0.5 * erfc((avg - mean) / np.sqrt(2.0 * var))
+
+
+@dataclass(slots=True)
+class StepStats:
+    """Per (row, channel): the recent mean |z| and the fit it is judged against."""
+
+    average: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+    ready: np.ndarray  # bool: calibrated (enough history and a fit)
+    single_z: np.ndarray  # |z| of the reading alone (likelihood stage switched off)
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> StepStats:
+        nan = np.full(shape, np.nan)
+        return cls(nan, nan.copy(), nan.copy(), np.zeros(shape, dtype=bool), nan.copy())
+
+    def likelihood(self) -> np.ndarray:
+        q = np.where(self.ready, 1.0, np.nan)
+        hot = self.ready & (self.average > self.mean)
+        if hot.any():
+            q[hot] = tail_probability(self.average[hot], self.mean[hot], self.variance[hot])
+        single = np.isfinite(self.single_z)
+        if single.any():
+            q[single] = erfc(self.single_z[single] / np.sqrt(2.0))
+        return q
 
 
 class CalibrationBank:
@@ -144,21 +171,38 @@ class CalibrationBank:
     def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """raw [rows, channels] → tail probability [rows, channels] (NaN where not calibrated
         yet or `raw` is NaN); advances the state of these slots (each at most once)."""
+        stats = StepStats.empty(raw.shape)
+        self.advance(slots, raw, stats, np.arange(raw.shape[0]))
+        return stats.likelihood()
+
+    def run(self, slots: np.ndarray, raw: np.ndarray, steps: Sequence[np.ndarray]) -> np.ndarray:
+        """`step` over a whole batch: `steps` are row indices with each slot at most once per
+        step, in reading order. The tail probabilities are computed once at the end."""
+        stats = StepStats.empty(raw.shape)
+        for step in steps:
+            self.advance(slots[step], raw[step], stats, step)
+        return stats.likelihood()
+
+    def advance(
+        self, slots: np.ndarray, raw: np.ndarray, out: StepStats, where: np.ndarray
+    ) -> None:
+        """Advance the state of these slots by one reading; what the likelihood needs goes to
+        rows `where` of `out`."""
         p = self.params
-        q = np.full(raw.shape, np.nan)
         usable = np.isfinite(raw)
         if not usable.any():
-            return q
+            return
         z = raw
         if self.standardize.any():
             z = np.where(self.standardize, self._standardized(slots, raw, usable), raw)
         valid = np.isfinite(z)
-        if not p.likelihood:
-            q[valid] = erfc(np.abs(z[valid]) / np.sqrt(2.0))
-            return q
         rows, channels = np.nonzero(valid)
         if rows.size == 0:
-            return q
+            return
+        target = where[rows]
+        if not p.likelihood:
+            out.single_z[target, channels] = np.abs(z[rows, channels])
+            return
         at = slots[rows]
         count = self._count[at, channels] + 1
         self._count[at, channels] = count
@@ -166,14 +210,11 @@ class CalibrationBank:
         avg = self._ring[at, channels].sum(axis=1, dtype=np.float64) / np.minimum(
             count, p.average
         )
-        fit = self._fit[at, channels].astype(np.float64)
-        mean, var = fit[:, 0], fit[:, 1]
-        ready = (count >= p.min_history) & (var > 0)
-        result = np.where(ready, 1.0, np.nan)
-        hot = ready & (avg > mean)
-        if hot.any():
-            result[hot] = tail_probability(avg[hot], mean[hot], var[hot])
-        q[rows, channels] = result
+        fit = self._fit[at, channels]
+        out.average[target, channels] = avg
+        out.mean[target, channels] = fit[:, 0]
+        out.variance[target, channels] = fit[:, 1]
+        out.ready[target, channels] = (count >= p.min_history) & (fit[:, 1] > 0)
 
         running = self._running[at, channels]
         running[:, 0] += avg
@@ -182,7 +223,6 @@ class CalibrationBank:
         done = count % p.refit_every == 0
         if done.any():
             self._refit(at[done], channels[done], count[done])
-        return q
 
     def _standardized(self, slots: np.ndarray, raw: np.ndarray, usable: np.ndarray) -> np.ndarray:
         """z of the standardised channels ([rows, channels], NaN elsewhere); advances their

@@ -216,10 +216,7 @@ class History:
                     continue
                 raw[:, calibrated.index] = np.where(judged, values, np.nan)
                 used.append((v, name, calibrated.index))
-        q = np.full(raw.shape, np.nan)
-        if used:
-            for step in steps:
-                q[step] = self.bank.step(stored.slots[step], raw[step])
+        q = self.bank.run(stored.slots, raw, steps) if used else np.full(raw.shape, np.nan)
         out = []
         for v, vote in enumerate(votes):
             mine = [(name, column) for w, name, column in used if w == v]

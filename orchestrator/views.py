@@ -37,7 +37,8 @@ class RangeSpec:
 
     @property
     def bytes_per_sensor(self) -> int:
-        return self.blocks * 8 + 12
+        # float32 max/min per block, of the complete blocks, of the partial block; counters.
+        return self.blocks * 8 + 8 + 8 + 8
 
     @property
     def width(self) -> int:
@@ -84,6 +85,9 @@ class RangeView:
         self._part_n = np.zeros(0, np.int16)
         self._position = np.zeros(0, np.int16)  # ring slot the next complete block goes to
         self._complete = np.zeros(0, np.int32)  # complete blocks seen (saturates at blocks)
+        # max/min over the complete blocks, refreshed when a block completes (not per reading).
+        self._blocks_max = np.full(0, np.nan, np.float32)
+        self._blocks_min = np.full(0, np.nan, np.float32)
 
     def grow(self, capacity: int) -> None:
         old = self._part_n.shape[0]
@@ -98,6 +102,8 @@ class RangeView:
         self._part_n = np.concatenate([self._part_n, np.zeros(extra, np.int16)])
         self._position = np.concatenate([self._position, np.zeros(extra, np.int16)])
         self._complete = np.concatenate([self._complete, np.zeros(extra, np.int32)])
+        self._blocks_max = np.concatenate([self._blocks_max, np.full(extra, np.nan, np.float32)])
+        self._blocks_min = np.concatenate([self._blocks_min, np.full(extra, np.nan, np.float32)])
 
     def reset(self, slots: np.ndarray) -> None:
         self._max[slots] = np.nan
@@ -107,13 +113,14 @@ class RangeView:
         self._part_n[slots] = 0
         self._position[slots] = 0
         self._complete[slots] = 0
+        self._blocks_max[slots] = np.nan
+        self._blocks_min[slots] = np.nan
 
     def step(self, slots: np.ndarray, values: np.ndarray) -> np.ndarray:
         """[rows, 3] = (max, min, count) before these values; then the values are added."""
         spec = self.spec
-        with np.errstate(invalid="ignore"):
-            high = np.fmax(np.fmax.reduce(self._max[slots], axis=1), self._part_max[slots])
-            low = np.fmin(np.fmin.reduce(self._min[slots], axis=1), self._part_min[slots])
+        high = np.fmax(self._blocks_max[slots], self._part_max[slots])
+        low = np.fmin(self._blocks_min[slots], self._part_min[slots])
         count = self._complete[slots].astype(np.float64) * spec.block + self._part_n[slots]
         out = np.column_stack([high, low, count])
 
@@ -131,6 +138,8 @@ class RangeView:
             self._part_max[done] = np.nan
             self._part_min[done] = np.nan
             self._part_n[done] = 0
+            self._blocks_max[done] = np.fmax.reduce(self._max[done], axis=1)
+            self._blocks_min[done] = np.fmin.reduce(self._min[done], axis=1)
         return out
 
 

@@ -65,7 +65,8 @@ class NaiveSeasonal:
 def test_range_spec_sizes():
     spec = RangeSpec(readings=1000, block=16)
     assert spec.blocks == 63 and spec.width == 3
-    assert spec.bytes_per_sensor == 63 * 8 + 12
+    # max/min per block, of the complete blocks and of the partial block; three counters
+    assert spec.bytes_per_sensor == 63 * 8 + 8 + 8 + 8
 
 
 def test_range_covers_complete_blocks_plus_the_partial_one():
