@@ -41,9 +41,10 @@ class CalibrationParams:
     likelihood: bool = True
 
     def bytes_per_sensor(self, standardize: bool) -> int:
-        # float32 ring of |z|, float32 block sums and sums of squares, float32 running sums,
-        # fit and median/deviation; int16/int32 counters.
-        return 4 * self.average + 8 * self.blocks + 8 + 8 + 12 + (12 if standardize else 0)
+        # float32 ring of |z|, block sums and sums of squares, running sums and fit; int32
+        # count; the standardisation's float32 median/deviation and int32 count (a bank keeps
+        # these for every channel, used by the standardised ones).
+        return 4 * self.average + 8 * self.blocks + 8 + 8 + 4 + 12
 
 
 def erfc(x: np.ndarray) -> np.ndarray:

@@ -255,6 +255,17 @@ class Detections(enum.StrEnum):
 
 
 @app.command()
+def sizing(
+    sensors: Annotated[int, typer.Option(min=1, max=10_000_000, help="Sensors to hold.")] = 100_000,
+) -> None:
+    """Memory of the orchestrator's per-sensor history with the default engines: accounted
+    bytes per sensor and the RSS growth of holding SENSORS sensors (for sizing a pod)."""
+    from sentinel.sizing import measure
+
+    typer.echo(measure(sensors).render())
+
+
+@app.command()
 def tune(
     directory: Annotated[
         Path,

@@ -1,0 +1,14 @@
+"""`sentinel sizing`: the default engines' history fits the per-sensor budget."""
+
+from __future__ import annotations
+
+from sentinel.sizing import measure
+
+
+def test_default_history_fits_the_budget_and_rss_grows_with_sensors():
+    sizing = measure(20_000)
+    assert 3_000 < sizing.accounted_bytes_per_sensor <= 4_096
+    # numpy state plus ids and index (freed memory reused in a test process may make it look
+    # smaller, never larger): far from the 10 KB per sensor a 100,000-sensor pod's 1 GiB allows
+    assert sizing.rss_growth_bytes < 20_000 * 10_000
+    assert "bytes per sensor" in sizing.render()
