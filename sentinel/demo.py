@@ -8,6 +8,12 @@ and its likelihood ~150 more to calibrate, and adaptive limits need 150 values o
 level shifts and drifts are judged from the first live second. Each alert that opens says which
 injected event it caught (or that it caught none); the summary counts what was caught and how
 many readings after the event began.
+
+Besides the `--sensors` sensors with random events, `sensor-seed` follows the seed's own demo
+pattern: a spike above 90 on every 20th live reading. Each spike should open its own alert by the
+rule (incidents resolve after 10 quiet readings); the summary counts, from the alerts received,
+how many did. Alerts on `sensor-seed` are accounted for there, not as caught events or false
+alarms of the random-event sensors.
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from orchestrator.settings import OrchestratorSettings
 from sentinel.client import TelemetryClient
 from sentinel.local_mesh import LocalSpecialists
 from sentinel.server import install_stop_signals
-from sentinel.simulator import EVENT_KINDS, SETTLE_TICKS, InjectedEvent, SensorSimulator
+from sentinel.simulator import (
+    EVENT_KINDS,
+    SEED_SENSOR_ID,
+    SEED_SPIKE_EVERY,
+    SETTLE_TICKS,
+    InjectedEvent,
+    SeedSpike,
+    SensorSimulator,
+)
 from sentinel.telemetry import configure_tracing
 from sentinel.v1 import orchestrator_pb2
 
@@ -53,6 +67,8 @@ def history_ticks_for(sensors: int) -> int:
 
 RULES_FILE = "demo_rules.toml"
 RULE_REASON = "above high limit"
+SEED_RULE_REASON = "above high limit 90 (rule 'sensor-*')"
+"""The demo rule's reason on `sensor-seed` (`demo_rules.toml`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +77,10 @@ class OpenedAlert:
     sensor: int
     event: InjectedEvent | None
     reasons: tuple[str, ...]
+    seed_sensor: bool = False
+    """On `sensor-seed` (accounted for by the seed pattern, never credited to an event)."""
+    seed_spike: SeedSpike | None = None
+    """The seed spike at the reading this alert opened on, if it opened on one."""
 
 
 @dataclass
@@ -83,6 +103,10 @@ class DemoTally:
     live_ticks: int = 0
     events: list[InjectedEvent] = field(default_factory=list)
     """The simulator's injected events (live ticks 0..live_ticks-1)."""
+    seed_index: int | None = None
+    """Index of `sensor-seed` (None without the seed pattern)."""
+    seed_spikes: list[SeedSpike] = field(default_factory=list)
+    """The seed sensor's spikes sent (one per `SEED_SPIKE_EVERY` live readings)."""
 
     def on_verdicts(self, batch_id: int, verdicts: list[orchestrator_pb2.Verdict]) -> None:
         for verdict in verdicts:
@@ -93,8 +117,36 @@ class DemoTally:
                     self.votes_anomalous[vote.specialist] += 1
 
     def false_alarms(self) -> list[OpenedAlert]:
-        """Live alerts that opened outside every injected event."""
-        return [a for a in self.opened if a.event is None and a.tick >= 0]
+        """Live alerts that opened outside every injected event (not on `sensor-seed`)."""
+        return [a for a in self.opened if a.event is None and a.tick >= 0 and not a.seed_sensor]
+
+    def seed_alerted(self) -> dict[SeedSpike, OpenedAlert]:
+        """Seed spikes that opened their own alert, on the spike's reading, by the rule 90."""
+        alerted = {}
+        for alert in self.opened:
+            if alert.seed_spike is not None and any(SEED_RULE_REASON in r for r in alert.reasons):
+                alerted.setdefault(alert.seed_spike, alert)
+        return alerted
+
+    def seed_counts(self) -> dict[str, int]:
+        """The seed pattern's spikes: `alerted` (opened their own alert by the rule 90),
+        `flagged_inside` (flagged by the rule inside an alert already open), `missed`, and
+        `other_alerts` (alerts on `sensor-seed` that opened on no spike)."""
+        alerted = self.seed_alerted()
+        flagged_inside = sum(
+            1
+            for s in self.seed_spikes
+            if s not in alerted and (self.seed_index, s.tick) in self.limit_hits
+        )
+        return {
+            "spikes": len(self.seed_spikes),
+            "alerted": len(alerted),
+            "flagged_inside": flagged_inside,
+            "missed": len(self.seed_spikes) - len(alerted) - flagged_inside,
+            "other_alerts": sum(
+                1 for a in self.opened if a.seed_sensor and a.seed_spike is None and a.tick >= 0
+            ),
+        }
 
 
 class Clock:
@@ -182,11 +234,15 @@ async def run_demo(
         )
         console.print(
             f"orchestrator on 127.0.0.1:{orchestrator.port}; specialists: {specialists.targets}\n"
-            f"{sensors} simulated sensors at {rate:g} readings/s each; {until}"
+            f"{sensors} simulated sensors with random events, plus {SEED_SENSOR_ID} (the seed's "
+            f"pattern: a spike on every {SEED_SPIKE_EVERY}th reading), at {rate:g} readings/s "
+            f"each; {until}"
         )
 
         simulator = SensorSimulator(sensors, seed=seed)
         tally.events = simulator.events
+        tally.seed_index = simulator.seed_index
+        tally.seed_spikes = simulator.seed_spikes
         clock = Clock(rate)
         index = {sensor_id: i for i, sensor_id in enumerate(simulator.ids)}
 
@@ -285,6 +341,17 @@ def _credit(alert, tally: DemoTally, simulator, clock: Clock, index: dict[str, i
     """Record an opened alert against the injected event it caught; a line saying which."""
     tick = clock.tick(alert.first_timestamp_unix_nanos)
     sensor = index.get(alert.sensor_id, -1)
+    if simulator.is_seed_sensor(sensor):
+        spike = simulator.seed_spike_at(tick)
+        tally.opened.append(OpenedAlert(tick, sensor, None, tuple(alert.reasons), True, spike))
+        if tick < 0:
+            return ""
+        if spike is None:
+            return "seed pattern: no spike at this reading"
+        return (
+            f"seed pattern: spike to {spike.value:.1f} on reading {tick + 1} "
+            f"(every {SEED_SPIKE_EVERY}th) alerted at its own reading"
+        )
     event = simulator.event_at(sensor, tick) if tick >= 0 else None
     tally.opened.append(OpenedAlert(tick, sensor, event, tuple(alert.reasons)))
     if tick < 0:
@@ -395,6 +462,9 @@ def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, 
     warm = sum(1 for a in tally.opened if a.tick < 0)
     if warm:
         table.add_row("  of which on warm-up history", str(warm))
+    seeded = sum(1 for a in tally.opened if a.seed_sensor and a.tick >= 0)
+    if seeded:
+        table.add_row(f"  of which live on {SEED_SENSOR_ID}", str(seeded))
     table.add_row("alerts resolved", str(tally.alerts["ALERT_STATE_RESOLVED"]))
     for name, count in sorted(tally.votes_anomalous.items()):
         table.add_row(f"anomalies flagged by {name}", str(count))
@@ -407,4 +477,22 @@ def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, 
             for row in _caught_rows(kind, tally, simulator):
                 table.add_row(*row)
     table.add_row("live alerts outside injected events", str(len(tally.false_alarms())))
+    if tally.seed_index is not None:
+        table.add_row(*_seed_row(tally))
     console.print(table)
+
+
+def _seed_row(tally: DemoTally) -> tuple[str, str]:
+    counts = tally.seed_counts()
+    text = f"{counts['alerted']} of {counts['spikes']} spikes alerted by threshold (rule high 90)"
+    extra = []
+    if counts["flagged_inside"]:
+        extra.append(f"{counts['flagged_inside']} flagged inside an alert already open")
+    if counts["missed"]:
+        extra.append(f"{counts['missed']} missed")
+    if counts["other_alerts"]:
+        extra.append(f"{counts['other_alerts']} alerts on no spike")
+    if extra:
+        text += f"; {', '.join(extra)}"
+    label = f"seed pattern (spike every {SEED_SPIKE_EVERY}th reading on {SEED_SENSOR_ID})"
+    return label, text

@@ -55,6 +55,14 @@ def test_demo_prints_alerts_opening_and_resolving_and_a_summary() -> None:
 
     assert int(cell("readings sent")) == int(cell("readings acked")) > 0
     assert cell("spikes caught (rule: high 90)").startswith("1 of 1, after 0 readings")
+    # The seed's pattern: sensor-seed spikes on every 20th reading, each alerted by the rule 90.
+    assert "seed pattern: spike to" in out
+    alerted, _, rest = cell("seed pattern (spike every 20th reading on sensor-seed)").partition(
+        " of "
+    )
+    spikes, _, what = rest.partition(" ")
+    assert what == "spikes alerted by threshold (rule high 90)", out
+    assert alerted == spikes and int(spikes) >= 1, out
 
 
 def _replay_and_check(source: Path, tmp_path: Path) -> list[dict[str, str]]:

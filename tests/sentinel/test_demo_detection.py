@@ -1,18 +1,27 @@
 """`sentinel demo` end to end (real specialist processes, in-process orchestrator): the demo's
-rule (high limit 90) alerts every simulated spike, and the simulator's level shifts and drifts
-open alerts within a bounded number of readings. Seeded, unpaced (timestamps are still 50 ms
-apart), so every run sees the same readings and the same verdicts."""
+rule (high limit 90) alerts every simulated spike, the seed's own pattern (a spike on every 20th
+reading of `sensor-seed`) opens one alert per spike by that rule, and the simulator's level shifts
+and drifts open alerts within a bounded number of readings. Seeded, unpaced (timestamps are still
+50 ms apart), so every run sees the same readings and the same verdicts."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 
+import numpy as np
 import pytest
 from rich.console import Console
 
 from sentinel.demo import DemoTally, history_ticks_for, run_demo
-from sentinel.simulator import DRIFT_TICKS, SETTLE_TICKS, InjectedEvent
+from sentinel.simulator import (
+    DRIFT_TICKS,
+    SEED_SENSOR_ID,
+    SEED_SPIKE_EVERY,
+    SETTLE_TICKS,
+    InjectedEvent,
+    SensorSimulator,
+)
 
 SEED = 7
 SENSORS = 6
@@ -48,11 +57,12 @@ def judged(tally: DemoTally, kind: str) -> list[InjectedEvent]:
 def test_every_reading_is_acked_and_judged(demo: tuple[DemoTally, str]) -> None:
     tally, out = demo
     assert tally.live_ticks == TICKS
-    assert tally.readings_sent == (history_ticks_for(SENSORS) + TICKS) * SENSORS
+    # The SENSORS sensors with random events, plus sensor-seed.
+    assert tally.readings_sent == (history_ticks_for(SENSORS) + TICKS) * (SENSORS + 1)
     acked = int(next(line for line in out.splitlines() if "readings acked" in line).split("│")[2])
     assert acked == tally.readings_sent
     # History is sent without verdicts; every live reading gets one, from all three engines.
-    assert sum(tally.verdicts.values()) == TICKS * SENSORS
+    assert sum(tally.verdicts.values()) == TICKS * (SENSORS + 1)
     assert set(tally.verdicts) == {"VERDICT_STATUS_OK"}
 
 
@@ -107,3 +117,60 @@ def test_false_alarms_are_rare_and_labelled(demo: tuple[DemoTally, str]) -> None
     for row in ("spikes caught (rule: high 90)", "level shifts caught", "drifts caught"):
         assert row in summary
     assert "live alerts outside injected events" in summary
+
+
+def summary_cell(out: str, label: str) -> str:
+    summary = out[out.index("Sentinel demo summary") :]
+    return next(line for line in summary.splitlines() if label in line).split("│")[2].strip()
+
+
+def test_every_seed_pattern_spike_opens_its_own_alert_by_the_rule_90(
+    demo: tuple[DemoTally, str],
+) -> None:
+    """The seed's demo: sensor-seed spikes above 90 on every 20th live reading; each spike opens
+    an alert of its own (the previous one resolved after 10 quiet readings) on the spike's
+    reading, with the demo rule's reason, counted from the alerts the demo received."""
+    tally, out = demo
+    spikes = tally.seed_spikes
+    assert [s.tick for s in spikes] == list(range(SEED_SPIKE_EVERY - 1, TICKS, SEED_SPIKE_EVERY))
+    assert len(spikes) >= 5
+    seed_alerts = [a for a in tally.opened if a.seed_sensor and a.tick >= 0]
+    for spike in spikes:
+        assert 90 < spike.value <= 130, spike
+        assert (tally.seed_index, spike.tick) in tally.limit_hits, spike
+        opened = [a for a in seed_alerts if a.tick == spike.tick]
+        assert len(opened) == 1, (spike, opened)
+        assert opened[0].seed_spike == spike
+        assert any(
+            "above high limit 90 (rule 'sensor-*')" in reason for reason in opened[0].reasons
+        ), opened[0]
+    assert tally.seed_counts()["alerted"] == len(spikes)
+    assert (
+        summary_cell(out, f"seed pattern (spike every 20th reading on {SEED_SENSOR_ID})")
+        == f"{len(spikes)} of {len(spikes)} spikes alerted by threshold (rule high 90)"
+    )
+    assert out.count(f"OPEN     {SEED_SENSOR_ID}  value") == len(seed_alerts)
+
+
+def test_the_seed_sensor_stays_out_of_the_injected_event_accounting(
+    demo: tuple[DemoTally, str],
+) -> None:
+    tally, _ = demo
+    assert tally.seed_index == SENSORS
+    assert all(e.sensor != tally.seed_index for e in tally.events)
+    assert all(not a.seed_sensor for a in tally.false_alarms())
+    assert all(a.event is None for a in tally.opened if a.seed_sensor)
+
+
+def test_the_seed_sensor_leaves_the_other_sensors_signals_and_events_unchanged() -> None:
+    plain = SensorSimulator(SENSORS, seed=SEED, seed_pattern=False)
+    seeded = SensorSimulator(SENSORS, seed=SEED)
+    assert seeded.ids == plain.ids + [SEED_SENSOR_ID]
+    history = seeded.history(300)
+    assert np.array_equal(history[:, :SENSORS], plain.history(300))
+    assert history[:, SENSORS].max() < 70  # normal, well below 90; no spikes in the warm-up
+    for t in range(400):
+        values = seeded.tick()
+        assert np.array_equal(values[:SENSORS], plain.tick())
+        assert (values[SENSORS] > 90) == (t % SEED_SPIKE_EVERY == SEED_SPIKE_EVERY - 1), t
+    assert seeded.events == plain.events
