@@ -45,6 +45,9 @@ class DecodedBatch:
         return len(self.sensor_ids)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def decode_batch(
     batch: orchestrator_pb2.TelemetryBatch, limits: Limits, now_ns: int | None = None
 ) -> DecodedBatch:
@@ -62,6 +65,13 @@ def decode_batch(
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise InvalidArgument(f"readings[{bad[0]}].value", f"must be finite, got {values[bad[0]]}")
+    # History is kept in float32: a value beyond its range would turn into inf there.
+    bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
+    if bad.size:
+        raise InvalidArgument(
+            f"readings[{bad[0]}].value",
+            f"must be within +/-{FLOAT32_MAX:.4g} (kept as float32), got {values[bad[0]]}",
+        )
     _check_sensor_ids(sensor_ids, limits)
     now_ns = time.time_ns() if now_ns is None else now_ns
     bad = np.flatnonzero(timestamps < 0)

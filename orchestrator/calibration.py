@@ -19,6 +19,7 @@ judged against what that engine usually says about that sensor, not against a gl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,12 @@ class CalibrationParams:
     # False: skip steps 2-4 and take q = P(|N(0,1)| > |z|) of the single reading (an ablation:
     # what the likelihood stage is worth).
     likelihood: bool = True
+    max_abs_z: float = 100.0
+
+    @property
+    def cycle(self) -> int:
+        """Readings after which ring, refit and block positions repeat."""
+        return math.lcm(self.average, self.refit_every * self.blocks)
 
     def bytes_per_sensor(self, standardize: bool) -> int:
         # float32 ring of |z|, block sums and sums of squares, running sums and fit; int32
@@ -206,11 +213,15 @@ class CalibrationBank:
             return
         at = slots[rows]
         count = self._count[at, channels] + 1
-        self._count[at, channels] = count
-        self._ring[at, channels, count % p.average] = np.abs(z[rows, channels])
-        avg = self._ring[at, channels].sum(axis=1, dtype=np.float64) / np.minimum(
-            count, p.average
+        # Counts only matter modulo the ring, the refit and the block cycle once past them:
+        # keep them there instead of letting an int32 wrap after 2**31 readings.
+        self._count[at, channels] = np.where(count >= 2 * p.cycle, count - p.cycle, count)
+        # Beyond 100 a |z| says nothing more (its likelihood is 0 already); unbounded, one
+        # absurd value would dominate the fit of the next ~4000 readings.
+        self._ring[at, channels, count % p.average] = np.minimum(
+            np.abs(z[rows, channels]), p.max_abs_z
         )
+        avg = self._ring[at, channels].sum(axis=1, dtype=np.float64) / np.minimum(count, p.average)
         fit = self._fit[at, channels]
         out.average[target, channels] = avg
         out.mean[target, channels] = fit[:, 0]
@@ -242,7 +253,9 @@ class CalibrationBank:
                 first, 0.0, deviation + step * (np.abs(raw - median) - deviation)
             )
             new_median = np.where(
-                first, raw, median + step * MEAN_ABS_TO_SIGMA * new_deviation * np.sign(raw - median)
+                first,
+                raw,
+                median + step * MEAN_ABS_TO_SIGMA * new_deviation * np.sign(raw - median),
             )
         self._seen[slots] = np.minimum(seen, np.iinfo(np.int32).max - 1)
         self._median[slots] = np.where(update, new_median, median)
@@ -300,6 +313,8 @@ class ChannelCalibrator:
 
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:
     """Likelihood → score in [0, 1] with the threshold exactly at 0.5 (log scale)."""
+    if flag_below <= 0.0:
+        return np.zeros(np.shape(q))  # the channel is switched off
     with np.errstate(divide="ignore"):
         # + 0.0 turns the -0.0 of q == 1 into 0.0 (it would show as "-0.000000" in verdicts).
         surprise = -np.log10(np.clip(np.nan_to_num(q, nan=1.0), 1e-300, 1.0)) + 0.0

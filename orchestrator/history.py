@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .calibration import (
-    CalibrationBank,
     Calibrated,
+    CalibrationBank,
     CalibrationParams,
     ChannelKey,
     likelihood_score,
@@ -77,6 +77,7 @@ class History:
         self.flag_below_overrides = dict(flag_below or {})
         # (specialist, view name) -> internal view name; specialist -> its channels.
         self._view_names: dict[str, dict[str, str]] = {}
+        self._next_view = 0
         self.channels: dict[ChannelKey, Calibrated] = {}
         self.bank = CalibrationBank(self.calibration)
         windows.attach(self.bank)
@@ -98,7 +99,6 @@ class History:
                 f"{limits.max_window_length}"
             )
         extra = 0
-        known = self._view_names.get(specialist, {})
         for index, (name, spec) in enumerate(declaration.views.items()):
             where = f"views[{index}] {name!r}"
             if isinstance(spec, RangeSpec):
@@ -132,8 +132,7 @@ class History:
                         f"{where}: tolerance {spec.tolerance} must be below the {spec.lag} "
                         "buckets of one period"
                     )
-            internal = known.get(name)
-            if internal is None or self.views.views[internal].spec != spec:
+            if not any(v.spec == spec for v in self.views.views.values()):
                 extra += spec.bytes_per_sensor
         for index, (name, channel) in enumerate(declaration.channels.items()):
             if not 0.0 < channel.flag_below < 1.0:
@@ -159,16 +158,22 @@ class History:
             default=0,
         )
         self.windows.grow_length(max(declaration.window_length, smoothing - 1))
-        names = self._view_names.setdefault(specialist, {})
+        names: dict[str, str] = {}
         for name, spec in declaration.views.items():
-            internal = names.get(name)
-            if internal is not None and self.views.views[internal].spec == spec:
-                continue
-            internal = f"{specialist}/{name}/{len(self.views.views)}"
-            view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
-            self.windows.attach(view)
-            self.views.views[internal] = view
+            # Reuse a view with the same spec (this engine's, or another's): its history stays.
+            internal = next((k for k, v in self.views.views.items() if v.spec == spec), None)
+            if internal is None:
+                internal = f"{specialist}/{name}/{self._next_view}"
+                self._next_view += 1
+                view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+                self.windows.attach(view)
+                self.views.views[internal] = view
             names[name] = internal
+        self._view_names[specialist] = names
+        # Views no engine reads any more (a re-described engine changed its spec) are freed.
+        used = {internal for kept in self._view_names.values() for internal in kept.values()}
+        for internal in [k for k in self.views.views if k not in used]:
+            self.windows.detach(self.views.views.pop(internal))
         for name, channel in declaration.channels.items():
             key = ChannelKey(specialist, name)
             flag_below = self.flag_below_overrides.get(str(key), channel.flag_below)
@@ -184,8 +189,12 @@ class History:
 
     def views_for(self, specialist: str, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's view values that `specialist` declared, under its own names."""
+        # A view declared after this batch's history was taken is absent: the engine's views
+        # then do not match its declaration and it sits this batch out (see fan_out).
         return {
-            name: views[internal] for name, internal in self._view_names.get(specialist, {}).items()
+            name: views[internal]
+            for name, internal in self._view_names.get(specialist, {}).items()
+            if internal in views
         }
 
     def append(

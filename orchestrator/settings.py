@@ -31,7 +31,7 @@ class OrchestratorSettings(ServerSettings):
     resolve_after_seconds: float = Field(default=0.0, ge=0)
     """Quiet time after the last anomalous reading that resolves an incident (0 = by count only)."""
     likelihood_thresholds: str = ""
-    """Per-channel likelihood thresholds overriding the engines' defaults, e.g. statistical.level=1e-6."""
+    """Per-channel likelihood thresholds overriding the engines' defaults, e.g. statistical.level=1e-6 (0 = the channel never flags)."""
     calibration: Literal["likelihood", "raw"] = "likelihood"
     """likelihood: judge each channel against the sensor's own past; raw: its single-reading z (ablation)."""
     max_history_bytes_per_sensor: int = Field(default=4_096, ge=256)
@@ -116,7 +116,9 @@ def parse_thresholds(spec: str) -> dict[str, float]:
         if not sep or "." not in name:
             raise ValueError(f"likelihood threshold {part!r}: expected specialist.channel=p")
         value = float(raw)
-        if not 0.0 < value < 1.0:
-            raise ValueError(f"likelihood threshold of {name!r} must be in (0, 1)")
+        if not 0.0 <= value < 1.0:
+            raise ValueError(
+                f"likelihood threshold of {name!r} must be in [0, 1) (0 = never flags)"
+            )
         thresholds[name] = value
     return thresholds

@@ -219,6 +219,24 @@ class SpecialistClient:
             )
         return True
 
+    def recheck(self) -> bool:
+        """Check the declaration again (others may have been declared since); on refusal the
+        specialist is left out until it describes itself again."""
+        if self._check is None or self.declaration is None:
+            return True
+        try:
+            self._check(self.name, self.declaration)
+        except DeclarationRefused as refused:
+            log.error(
+                "specialist declaration refused; not used: %s",
+                refused,
+                extra={"specialist": self.name, "refused": str(refused)},
+            )
+            self.window_length = None
+            self.declaration = None
+            return False
+        return True
+
     async def score(
         self,
         request: bytes,
@@ -300,8 +318,10 @@ class SpecialistPool:
         pending = [c for c in self.clients if not c.described]
         if pending:
             await asyncio.gather(*(c.describe(self._timeout) for c in pending))
+            # Described concurrently, each was checked against the history without the others:
+            # check again one by one, so together they stay within the budget.
             for client in pending:
-                if client.declaration is not None and client.described:
+                if client.declaration is not None and client.described and client.recheck():
                     self._on_declared(client.name, client.declaration)
 
     async def _rediscover_loop(self) -> None:

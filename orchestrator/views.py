@@ -184,7 +184,10 @@ class SeasonalView:
         one = gap == 1
         if one.any():
             self._ring[slots[one], bucket[one] % size] = np.nan
-        many = gap > 1
+        whole = gap >= size  # a day or more without readings: the whole ring is stale
+        if whole.any():
+            self._ring[slots[whole]] = np.nan
+        many = (gap > 1) & ~whole
         if many.any():
             rows = np.flatnonzero(many)
             span = np.arange(size)

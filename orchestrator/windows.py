@@ -78,6 +78,10 @@ class WindowStore:
         state.grow(self.capacity)
         self._states.append(state)
 
+    def detach(self, state: SlotState) -> None:
+        """Stop keeping `state` (its arrays go with it)."""
+        self._states = [s for s in self._states if s is not state]
+
     def current(self, slots: np.ndarray, generation: np.ndarray) -> np.ndarray:
         """True where a slot still belongs to the sensor it held at that generation."""
         return self._generation[slots] == generation

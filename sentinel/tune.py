@@ -37,7 +37,7 @@ DEFAULT_GRID: dict[str, list[str]] = {
     "SENTINEL_ADAPTIVE_MARGIN": ["0.03", "0.05", "0.08"],
 }
 
-OFF = "1e-300"  # a likelihood no reading reaches: the channel never flags
+OFF = "0"  # a likelihood threshold no reading goes below: the channel never flags
 
 ABLATIONS: dict[str, dict[str, str]] = {
     "defaults": {},

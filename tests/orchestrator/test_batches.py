@@ -159,7 +159,9 @@ SENSOR_IDS = st.text(
     min_size=1,
     max_size=40,
 )
-FINITE = st.floats(allow_nan=False, allow_infinity=False)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# What the orchestrator accepts: finite and within float32 range (history is float32).
+FINITE = st.floats(min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX)
 TIMESTAMPS = st.integers(0, NOW + 86_400 * NANOS)
 READINGS = st.lists(st.tuples(SENSOR_IDS, FINITE, TIMESTAMPS), max_size=50)
 
@@ -181,3 +183,10 @@ def test_one_bad_value_is_named_by_index(rows, data):
     bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
     readings = [reading(s, bad if i == index else v, t) for i, (s, v, t) in enumerate(rows)]
     assert field_of(make(*readings)) == f"readings[{index}].value"
+
+
+@pytest.mark.parametrize("value", [1e39, -3.5e38])
+def test_a_value_beyond_float32_range_is_refused_naming_it(value):
+    batch = make(reading("a", 1.0, 0), reading("b", value, 0))
+    with pytest.raises(InvalidArgument, match=r"readings\[1\]\.value.*float32"):
+        decode_batch(batch, LIMITS, now_ns=NOW)

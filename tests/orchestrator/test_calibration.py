@@ -225,3 +225,32 @@ def test_slots_are_independent(order, seed):
         q = together.step(np.array([sensor]), np.array([value]))
         r = alone[sensor].step(np.array([0]), np.array([value]))
         np.testing.assert_array_equal(q, r)
+
+
+def test_the_count_stays_bounded_and_calibration_goes_on():
+    c = calibrator(sensors=1)
+    slots = np.array([0])
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        c.step(slots, rng.standard_normal(1))
+    cycle = c.params.cycle
+    c.bank._count[0, 0] = 2 * cycle - 5 + (int(c.bank._count[0, 0]) % cycle) - (2 * cycle - 5) % cycle
+    for _ in range(20):
+        c.step(slots, rng.standard_normal(1))
+    assert cycle <= c.bank._count[0, 0] < 2 * cycle
+    q = [c.step(slots, np.array([50.0]))[0] for _ in range(5)]
+    assert np.isfinite(q).all() and q[-1] < 1e-6
+
+
+def test_one_absurd_score_does_not_blind_the_sensor():
+    c = calibrator(sensors=1)
+    slots = np.array([0])
+    rng = np.random.default_rng(4)
+    for _ in range(500):
+        c.step(slots, rng.standard_normal(1))
+    c.step(slots, np.array([1e21]))
+    for _ in range(300):
+        c.step(slots, rng.standard_normal(1))
+    q = [c.step(slots, np.array([50.0]))[0] for _ in range(10)]
+    assert np.isfinite(c.bank._fit[0, 0]).all()
+    assert min(q) < 1e-6

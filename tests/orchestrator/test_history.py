@@ -417,3 +417,67 @@ def test_batch_at_once_equals_reading_by_reading(stream):
             assert got[name][i] == np.asarray(getattr(vote, name))[0] or (
                 np.isnan(got[name][i]) and np.isnan(np.asarray(getattr(vote, name))[0])
             ), (name, i)
+
+
+# ---------------------------------------------------------------- re-declarations (review fixes)
+
+
+def test_a_view_declared_while_a_round_is_in_flight_is_left_out_of_that_round():
+    history = quick_history()
+    _, _, views = history.append(["s"], np.array([1.0]), np.array([T0]))
+    late = Declaration(window_length=0, views={"range": RangeSpec(1000, 16)}, channels={})
+    history.check("late", late)
+    history.declare("late", late)
+    # The round was prepared before "late" existed: no KeyError, the view is absent (so the
+    # pool sees views != declaration and skips "late" for this one round).
+    assert history.views_for("late", views) == {}
+    assert set(history.views_for("e", views)) == {"r", "d"}
+
+
+def test_an_engine_flipping_between_two_view_specs_does_not_grow_history():
+    history = quick_history()
+    base = history.bytes_per_sensor()
+    for i in range(12):
+        spec = RangeSpec(1000, 16 if i % 2 else 32)
+        declaration = Declaration(window_length=0, views={"range": spec}, channels={})
+        history.check("canary", declaration)
+        history.declare("canary", declaration)
+        assert len(history.views.views) == 3  # e's two views + canary's current one
+    assert history.bytes_per_sensor() == base + RangeSpec(1000, 16).bytes_per_sensor
+
+
+def test_engines_declaring_the_same_spec_share_one_view():
+    history = quick_history()
+    same = Declaration(window_length=0, views={"rr": RangeSpec(8, 2)}, channels={})
+    before = history.bytes_per_sensor()
+    history.check("twin", same)
+    history.declare("twin", same)
+    assert history.bytes_per_sensor() == before
+
+
+async def test_describing_together_cannot_exceed_the_budget():
+    """Each declaration fits alone; checked again one by one, the second is refused."""
+    history = History(WindowStore(0, 10), HistoryLimits(max_bytes_per_sensor=1_000))
+    one = Declaration(window_length=0, views={"r": RangeSpec(1000, 16)}, channels={})
+    two = Declaration(window_length=0, views={"r": RangeSpec(2000, 32)}, channels={})
+    options = channel_options(False, 1 << 20)
+    first = SpecialistClient(SpecialistTarget("a", "127.0.0.1:1"), options, check=history.check)
+    second = SpecialistClient(SpecialistTarget("b", "127.0.0.1:1"), options, check=history.check)
+    for client, declaration in ((first, one), (second, two)):
+        history.check(client.name, declaration)  # as each concurrent Describe did
+        client.declaration, client.window_length = declaration, 0
+    assert first.recheck()
+    history.declare("a", one)
+    assert not second.recheck()
+    assert second.declaration is None and not second.described
+    assert history.bytes_per_sensor() <= 1_000
+    await first.close()
+    await second.close()
+
+
+def test_a_zero_threshold_never_flags_even_when_the_tail_underflows():
+    history = quick_history(flag_below={"e.z": 0.0, "e.c": 0.0})
+    for i in range(40):
+        feed(history, ["s"], [50.0 + (i % 3)], [i])
+    _, vote = feed(history, ["s"], [1e30], [40])  # z ~ 3e29: its tail probability is 0
+    assert vote.likelihood[0] == 0.0 and not vote.anomalies[0]

@@ -177,8 +177,14 @@ def test_likelihood_thresholds_parse(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "spec", ["level=1e-6", "statistical.level=0", "statistical.level=1", "statistical.level"]
+    "spec",
+    ["level=1e-6", "statistical.level=-1e-6", "statistical.level=1", "statistical.level"],
 )
 def test_bad_likelihood_thresholds_are_rejected(spec):
     with pytest.raises(ValidationError):
         OrchestratorSettings(likelihood_thresholds=spec)
+
+
+def test_a_zero_threshold_switches_a_channel_off():
+    settings = OrchestratorSettings(likelihood_thresholds="statistical.level=0")
+    assert settings.thresholds() == {"statistical.level": 0.0}

@@ -73,6 +73,9 @@ def _scored(orchestrator) -> int:
     return int(value)
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def problems(batch: pb.TelemetryBatch, now_ns: int) -> set[str]:
     """Independent oracle: the fields the orchestrator must refuse this batch for."""
     found = set()
@@ -83,7 +86,8 @@ def problems(batch: pb.TelemetryBatch, now_ns: int) -> set[str]:
     if len(batch.traceparent) > 128:
         found.add("traceparent")
     for i, r in enumerate(batch.readings):
-        if not math.isfinite(r.value):
+        # Not finite, or beyond float32 (the orchestrator keeps history in float32).
+        if not math.isfinite(r.value) or abs(r.value) > FLOAT32_MAX:
             found.add(f"readings[{i}].value")
         if not r.sensor_id or len(r.sensor_id) > 256 or not r.sensor_id.isprintable():
             found.add(f"readings[{i}].sensor_id")
