@@ -4,8 +4,9 @@ An incident opens on a sensor's first anomalous verdict and resolves once it has
 long enough: `resolve_after` consecutive normal verdicts, or (if `resolve_after_seconds` is set)
 a normal verdict at least that long after the incident's last anomalous reading — whichever
 comes first; either rule can be switched off with 0. (Hysteresis: a single quiet reading
-inside a burst does not split one event into many alerts.) Only rows of sensors that are in an incident or anomalous in this
-batch are visited, so the common all-normal batch costs a couple of numpy calls.
+inside a burst does not split one event into many alerts.) Only rows of sensors that are in an
+incident or anomalous in this batch are visited, so the common all-normal batch costs a couple
+of numpy calls.
 """
 
 from __future__ import annotations

@@ -29,13 +29,13 @@ class OrchestratorSettings(ServerSettings):
     resolve_after: int = Field(default=10, ge=0)
     """Consecutive normal verdicts that resolve a sensor's open incident (0 = by time only)."""
     resolve_after_seconds: float = Field(default=0.0, ge=0)
-    """Quiet time after the last anomalous reading that resolves an incident (0 = by count only)."""
+    """Quiet time after the last anomalous reading that resolves an incident (0 = count only)."""
     likelihood_thresholds: str = ""
-    """Per-channel likelihood thresholds overriding the engines' defaults, e.g. statistical.level=1e-6 (0 = the channel never flags)."""
+    """Per-channel likelihood thresholds over the engines' defaults, e.g. statistical.level=1e-7."""
     calibration: Literal["likelihood", "raw"] = "likelihood"
-    """likelihood: judge each channel against the sensor's own past; raw: its single-reading z (ablation)."""
+    """Channels judged against the sensor's own past (likelihood), or single-reading z (raw)."""
     max_history_bytes_per_sensor: int = Field(default=4_096, ge=256)
-    """Memory budget per sensor for windows, views and calibration; larger declarations are refused."""
+    """Per-sensor budget for windows, views and calibration; larger declarations are refused."""
     max_sensors: int = Field(default=100_000, ge=1)
     """Sensors whose windows are kept; the least recently seen is evicted beyond this."""
     max_window_length: int = Field(default=1_000, ge=0)

@@ -120,7 +120,8 @@ class WindowStore:
         unique_ids = list(local)
         if len(unique_ids) > self.max_sensors:
             raise ValueError(
-                f"batch has {len(unique_ids)} distinct sensors, more than max_sensors={self.max_sensors}"
+                f"batch has {len(unique_ids)} distinct sensors, "
+                f"more than max_sensors={self.max_sensors}"
             )
         slots, evicted, fresh = self._slots_for(unique_ids)
         if fresh.size:

@@ -22,8 +22,8 @@ class Sizing:
     def render(self) -> str:
         per_sensor = self.rss_growth_bytes / max(self.sensors, 1)
         return (
-            f"{self.sensors:,} sensors: history {self.accounted_bytes_per_sensor:,} bytes per sensor "
-            f"(numpy state); RSS grew {self.rss_growth_bytes / 2**20:,.0f} MiB "
+            f"{self.sensors:,} sensors: history {self.accounted_bytes_per_sensor:,} bytes per "
+            f"sensor (numpy state); RSS grew {self.rss_growth_bytes / 2**20:,.0f} MiB "
             f"({per_sensor:,.0f} bytes per sensor with ids and index)"
         )
 
