@@ -708,7 +708,8 @@ def plot_series(
 ) -> Path:
     """One PNG of a replayed series: values with the labelled windows (row ranges) shaded and
     alert openings marked; underneath, each specialist's likelihood on a log scale (from the
-    `<specialist>_likelihood` columns; a specialist whose column is all empty is left out).
+    `<specialist>_likelihood` columns; a specialist whose column is all empty or all 1 — no
+    calibrated channel — is left out).
     `mark_anomalies` also marks every anomalous verdict. Uses matplotlib's Agg canvas."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -761,7 +762,8 @@ def plot_series(
     for name, series in sorted(table.likelihoods.items()):
         likelihood = np.asarray(series, dtype=float)
         likelihood[~(likelihood > 0)] = np.nan  # empty cells, and 0 has no logarithm
-        if np.all(np.isnan(likelihood)):
+        # All empty, or all 1: an engine without calibrated channels (e.g. threshold).
+        if np.all(np.isnan(likelihood) | (likelihood >= 1.0)):
             continue
         bottom.plot(x, likelihood, linewidth=0.8, label=name)
         drawn += 1
