@@ -11,6 +11,10 @@ each step is numpy over all sensors in it. A row's values describe the history *
 - `SeasonalView`: a ring of time buckets holding the last moving average of each bucket; row =
   [the average about one period before the row] (nearest non-empty bucket within a tolerance).
   Time that goes backwards (out-of-order readings) is taken as the latest time seen.
+
+`HistoryViews.update` advances each view past a whole batch at once (`run`), with the same
+values as walking the steps (`step`); a view falls back to the steps only when the batch is so
+lopsided that the all-at-once arrays would be much larger than the batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,33 @@ import numpy as np
 from .windows import BatchWindows
 
 NANOS = 1_000_000_000
+INT64_MIN = np.iinfo(np.int64).min
+# All-at-once arrays beyond this many cells (and beyond a few per row) fall back to the steps.
+_DENSE_CELLS = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch grouped by sensor: row i is reading rank[i] of the batch's sensor group[i]."""
+
+    group: np.ndarray  # int64 [rows]
+    rank: np.ndarray  # int64 [rows]
+    slots: np.ndarray  # int64 [sensors], each sensor's slot
+    counts: np.ndarray  # int64 [sensors], readings per sensor
+
+    @classmethod
+    def of(cls, stored: BatchWindows) -> _Batch:
+        if stored.group is not None:
+            group = stored.group
+            slots = np.empty(int(group.max()) + 1, dtype=np.int64)
+            slots[group] = stored.slots
+        else:
+            slots, group = np.unique(stored.slots, return_inverse=True)
+        counts = np.bincount(group, minlength=slots.shape[0])
+        return cls(group, stored.rank, slots, counts)
+
+    def dense_ok(self, cells: int) -> bool:
+        return cells <= max(_DENSE_CELLS, 8 * self.rank.shape[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +173,95 @@ class RangeView:
             self._blocks_min[done] = np.fmin.reduce(self._min[done], axis=1)
         return out
 
+    def run(self, batch: _Batch, values: np.ndarray) -> np.ndarray | None:
+        """`step` over the whole batch at once: [rows, 3] for every row (the same values as
+        walking the steps), then the state past the batch; None (nothing changed) if the
+        batch is too lopsided for it."""
+        block, blocks = self.spec.block, self.spec.blocks
+        g, r, su, n = batch.group, batch.rank, batch.slots, batch.counts
+        sensors = su.shape[0]
+        start = self._part_n[su].astype(np.int64)  # readings already in the partial block
+        end = start + n
+        completed = end // block  # blocks completed within the batch, per sensor
+        total = int(completed.sum())
+        width = int(-(-int(end.max()) // block)) * block
+        if not (batch.dense_ok(sensors * width) and batch.dense_ok(total * blocks)):
+            return None
+        position = start[g] + r  # of each row in its sensor's run of blocks
+        x = values.astype(np.float32)
+        first = np.flatnonzero(r == 0)
+        head = g[first]
+        part_max0, part_min0 = self._part_max[su], self._part_min[su]
+
+        def scan(fold, part0):
+            # dense[u, p]: partial-block extreme after reading p of sensor u (block by block).
+            dense = np.full((sensors, width), np.nan, np.float32)
+            dense[g, position] = x
+            dense[head, start[head]] = fold(part0[head], x[first])
+            dense = fold.accumulate(dense.reshape(sensors, -1, block), axis=2)
+            return dense.reshape(sensors, width)
+
+        acc_max, acc_min = scan(np.fmax, part_max0), scan(np.fmin, part_min0)
+
+        # The ring after each block completed in the batch (j-th of sensor u), oldest first.
+        owner = np.repeat(np.arange(sensors), completed)
+        offsets = np.cumsum(completed) - completed
+        nth = np.arange(total) - offsets[owner]
+        position0 = self._position[su].astype(np.int64)
+        ring_slot = np.arange(blocks)
+        back = (position0[owner, None] + nth[:, None] - ring_slot[None, :]) % blocks
+        writer = nth[:, None] - back  # the completion that last wrote each ring slot, or < 0
+        newer = writer >= 0
+        block_end = np.maximum(writer, 0) * block + block - 1
+
+        def rings(acc, ring0):
+            return np.where(newer, acc[owner[:, None], block_end], ring0[su][owner])
+
+        rings_max, rings_min = rings(acc_max, self._max), rings(acc_min, self._min)
+        after_max = np.fmax.reduce(rings_max, axis=1)
+        after_min = np.fmin.reduce(rings_min, axis=1)
+
+        # Each row's state before it.
+        done = position // block  # blocks completed before the row, within the batch
+        inner = position % block
+        prev = np.maximum(position - 1, 0)
+        part_max = np.where(inner == 0, np.float32(np.nan), acc_max[g, prev])
+        part_min = np.where(inner == 0, np.float32(np.nan), acc_min[g, prev])
+        part_max[first] = part_max0[head]
+        part_min[first] = part_min0[head]
+        blocks_max, blocks_min = self._blocks_max[su][g], self._blocks_min[su][g]
+        later = np.flatnonzero(done > 0)
+        index = offsets[g[later]] + done[later] - 1
+        blocks_max[later] = after_max[index]
+        blocks_min[later] = after_min[index]
+        complete = np.minimum(self._complete[su][g].astype(np.int64) + done, blocks)
+        out = np.empty((r.shape[0], 3))
+        out[:, 0] = np.fmax(blocks_max, part_max)
+        out[:, 1] = np.fmin(blocks_min, part_min)
+        out[:, 2] = complete.astype(np.float64) * block + inner
+
+        # The state past the batch.
+        last = end - 1
+        open_ = end % block != 0
+        self._part_max[su] = np.where(open_, acc_max[np.arange(sensors), last], np.nan)
+        self._part_min[su] = np.where(open_, acc_min[np.arange(sensors), last], np.nan)
+        self._part_n[su] = (end % block).astype(np.int16)
+        moved = np.flatnonzero(completed > 0)
+        if moved.size:
+            final = offsets[moved] + completed[moved] - 1
+            where = su[moved]
+            self._max[where] = rings_max[final]
+            self._min[where] = rings_min[final]
+            self._blocks_max[where] = after_max[final]
+            self._blocks_min[where] = after_min[final]
+            self._position[where] = ((position0[moved] + completed[moved]) % blocks).astype(
+                np.int16
+            )
+            self._complete[where] = np.minimum(
+                self._complete[where].astype(np.int64) + completed[moved], blocks
+            ).astype(np.int32)
+        return out
+
 
 class SeasonalView:
     def __init__(self, spec: SeasonalSpec) -> None:
@@ -207,6 +327,77 @@ class SeasonalView:
         self._ring[slots, bucket % size] = averages.astype(np.float32)
         return reference[:, None]
 
+    def run(self, batch: _Batch, timestamps: np.ndarray, averages: np.ndarray) -> np.ndarray | None:
+        """`step` over the whole batch at once: [rows, 1] for every row (the same values as
+        walking the steps), then the state past the batch; None (nothing changed) if the
+        batch is too lopsided for it.
+
+        After a reading in bucket b, ring slot m % size holds bucket m for m in (b - size, b]:
+        the average of the latest reading in bucket m, NaN if none (entering a bucket empties
+        it). So a lookup of bucket m is the latest earlier reading of the batch in bucket m, or
+        else what the ring held before the batch if m is no later than the batch's start."""
+        spec = self.spec
+        size = spec.buckets
+        g, r, su, n = batch.group, batch.rank, batch.slots, batch.counts
+        sensors, rows = su.shape[0], r.shape[0]
+        deepest = int(n.max())
+        if not batch.dense_ok(sensors * (deepest + 1)):
+            return None
+        last0 = self._last[su]
+        # bucket[i] = the latest bucket seen up to row i (time never goes back).
+        dense = np.full((sensors, deepest + 1), INT64_MIN, np.int64)
+        dense[:, 0] = last0
+        dense[g, r + 1] = timestamps // self._bucket_nanos
+        dense = np.maximum.accumulate(dense, axis=1)
+        bucket = dense[g, r + 1]
+        base = dense[:, 1]  # each sensor's first bucket of the batch
+        top = dense[np.arange(sensors), n]  # and its last
+        span = top - base
+        if float(span.max()) * sensors > 2.0**61:
+            return None
+        # The rows sorted by sensor then rank, keyed so that one searchsorted finds, for any
+        # bucket m >= base of a sensor, how many of its readings lie in buckets <= m.
+        order = np.argsort(g, kind="stable")
+        stride = int(span.max()) + 1
+        keys = g[order] * stride + (bucket[order] - base[g[order]])
+        begin = np.cumsum(n) - n
+        stored = averages.astype(np.float32)[order]
+        sorted_bucket = bucket[order]
+        ring0 = self._ring[su]
+
+        def settle(value: np.ndarray, u: np.ndarray, before: np.ndarray, m: np.ndarray) -> None:
+            """value (float32, what the ring held at m % size before the batch) becomes bucket
+            m of sensor u as seen just before its reading of rank `before` (u and before
+            broadcast to m's shape); m lies in (that reading's bucket - size, bucket]."""
+            value[m > last0[u]] = np.nan  # entered (so emptied) during the batch, or fresh
+            inside = np.nonzero(m >= base[u])
+            if inside[0].size == 0:
+                return
+            uu = np.broadcast_to(u, m.shape)[inside]
+            mm = m[inside]
+            k = np.searchsorted(keys, uu * stride + (mm - base[uu]), side="right")
+            count = np.minimum(k - begin[uu], np.broadcast_to(before, m.shape)[inside])
+            at = begin[uu] + np.maximum(count - 1, 0)
+            hit = (count > 0) & (sorted_bucket[at] == mm)
+            value[tuple(i[hit] for i in inside)] = stored[at[hit]]
+
+        # Candidate buckets around one period back, nearest first, as in `step`.
+        back = (spec.lag - self._offsets) % size
+        candidates = bucket[:, None] - back[None, :]
+        found = ring0[g[:, None], candidates % size]
+        settle(found, g[:, None], r[:, None], candidates)
+        present = ~np.isnan(found)
+        first = present.argmax(axis=1)
+        reference = found[np.arange(rows), first].astype(np.float64)
+        reference[~present.any(axis=1)] = np.nan
+
+        # The state past the batch: slot q holds bucket top - ((top - q) % size).
+        held = top[:, None] - (top[:, None] - np.arange(size)[None, :]) % size
+        settle(ring0, np.arange(sensors)[:, None], n[:, None], held)
+        self._ring[su] = ring0
+        self._last[su] = top
+        return reference[:, None]
+
 
 class HistoryViews:
     """The views the described engines ask for, by name; attached to a window store."""
@@ -234,14 +425,27 @@ class HistoryViews:
             for v in self.views.values()
             if isinstance(v, SeasonalView)
         }
-        for step in stored.steps() if steps is None else steps:
-            slots = stored.slots[step]
-            for name, view in self.views.items():
-                if isinstance(view, RangeView):
-                    out[name][step] = view.step(slots, values[step])
-                else:
-                    average = averages[view.spec.smoothing][step]
-                    out[name][step] = view.step(slots, timestamps[step], average)
+        batch = _Batch.of(stored)
+        stepped: dict[str, RangeView | SeasonalView] = {}
+        for name, view in self.views.items():
+            if isinstance(view, RangeView):
+                done = view.run(batch, values)
+            else:
+                done = view.run(batch, timestamps, averages[view.spec.smoothing])
+            if done is None:
+                stepped[name] = view
+            else:
+                out[name][:] = done
+        if stepped:
+            # `steps`, if given, must be `stored.steps()`.
+            for step in stored.steps() if steps is None else steps:
+                slots = stored.slots[step]
+                for name, view in stepped.items():
+                    if isinstance(view, RangeView):
+                        out[name][step] = view.step(slots, values[step])
+                    else:
+                        average = averages[view.spec.smoothing][step]
+                        out[name][step] = view.step(slots, timestamps[step], average)
         return out
 
 

@@ -248,3 +248,83 @@ def test_views_match_the_naive_reference_for_any_batching(
             assert math.isnan(got_seasonal[i]), i
         else:
             assert got_seasonal[i] == pytest.approx(reference, rel=1e-6, abs=1e-9), i
+
+
+# ---------------------------------------------------------------- all at once vs. step by step
+
+
+def _views_pair(specs, max_sensors: int, length: int):
+    """Two stores with the same views; the second always walks the batch step by step."""
+    from orchestrator.views import HistoryViews
+
+    pair = []
+    for stepped in (False, True):
+        store, views = WindowStore(length, max_sensors), HistoryViews()
+        for index, spec in enumerate(specs):
+            view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+            if stepped:
+                view.run = lambda *args: None  # type: ignore[method-assign]
+            views.views[f"v{index}"] = view
+            store.attach(view)
+        pair.append((store, views))
+    return pair
+
+
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    # NaN where NaN, else the same bits (but for the sign of zero, which numpy's own fmax/fmin
+    # picks differently for short and long arrays).
+    if a.dtype.kind != "f":
+        return np.array_equal(a, b)
+    a, b = np.where(a == 0, 0, a), np.where(b == 0, 0, b)
+    same_nan = np.array_equal(np.isnan(a), np.isnan(b))
+    bits_a, bits_b = np.nan_to_num(a).view(np.uint8), np.nan_to_num(b).view(np.uint8)
+    return same_nan and np.array_equal(bits_a, bits_b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    sensors=st.integers(1, 6),
+    max_sensors=st.integers(1, 6),
+    length=st.integers(0, 4),
+    block=st.integers(1, 4),
+    readings=st.integers(1, 12),
+    lag=st.integers(1, 6),
+    tolerance=st.integers(0, 2),
+    smoothing=st.integers(1, 3),
+)
+def test_batch_at_once_is_exactly_the_step_loop(
+    data, sensors, max_sensors, length, block, readings, lag, tolerance, smoothing
+):
+    specs = [RangeSpec(readings, block), SeasonalSpec(2.0 * lag, 2.0, smoothing, tolerance)]
+    (store_a, views_a), (store_b, views_b) = _views_pair(specs, max_sensors, length)
+    clock = [0] * sensors
+    for _ in range(data.draw(st.integers(1, 4))):
+        count = data.draw(st.integers(1, 30))
+        which = data.draw(st.lists(st.integers(0, sensors - 1), min_size=count, max_size=count))
+        if len(set(which)) > max_sensors:
+            which = [w % max_sensors for w in which]
+        jumps = data.draw(
+            st.lists(st.sampled_from([-3, -1, 0, 0, 1, 1, 2, 5, 13, 40]), min_size=count,
+                     max_size=count)
+        )  # fmt: skip
+        values = np.array(
+            data.draw(st.lists(st.sampled_from([0.0, -0.0, 1.0, -2.5, 3.25, math.nan, 7.0]),
+                               min_size=count, max_size=count))
+        )  # fmt: skip
+        stamps = []
+        for w, jump in zip(which, jumps, strict=True):
+            clock[w] += jump
+            stamps.append(clock[w] * NANOS)
+        ids = [f"s{w}" for w in which]
+        got = []
+        for store, views in ((store_a, views_a), (store_b, views_b)):
+            stored = store.append(ids, values)
+            got.append(views.update(stored, values, np.array(stamps, dtype=np.int64)))
+        for name in got[0]:
+            assert _identical(got[0][name], got[1][name]), name
+        for name, view in views_a.views.items():
+            other = views_b.views[name]
+            for attr, state in vars(view).items():
+                if isinstance(state, np.ndarray):
+                    assert _identical(state, getattr(other, attr)), (name, attr)
