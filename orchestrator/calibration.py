@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MEAN_ABS_TO_SIGMA = 1.2533
+# Zero-padded per-run arrays up to this many cells (and a few per reading); sorted beyond.
+_DENSE_CELLS = 1 << 16
+_DENSE_PER_READING = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,11 +188,311 @@ class CalibrationBank:
 
     def run(self, slots: np.ndarray, raw: np.ndarray, steps: Sequence[np.ndarray]) -> np.ndarray:
         """`step` over a whole batch: `steps` are row indices with each slot at most once per
-        step, in reading order. The tail probabilities are computed once at the end."""
+        step, in reading order. The tail probabilities are computed once at the end.
+
+        The same values and state as calling `advance` step by step, but all readings at once:
+        only the standardisation (a sign-driven recurrence) and the float32 running sums are
+        walked reading by reading, over plain arrays (see `_run_likelihood`)."""
+        return self.run_stats(slots, raw, steps).likelihood()
+
+    def run_stats(
+        self, slots: np.ndarray, raw: np.ndarray, steps: Sequence[np.ndarray]
+    ) -> StepStats:
+        """What `run` computes its tail probabilities from (advancing the state the same)."""
         stats = StepStats.empty(raw.shape)
-        for step in steps:
-            self.advance(slots[step], raw[step], stats, step)
-        return stats.likelihood()
+        steps = [np.asarray(s, dtype=np.int64) for s in steps]
+        covered = np.concatenate(steps) if steps else np.zeros(0, np.int64)
+        if covered.size == 0 or self.channels == 0:
+            return stats
+        # The covered rows in reading order per slot: sorted by slot, then step.
+        step_of = np.repeat(np.arange(len(steps), dtype=np.int64), [s.size for s in steps])
+        at = slots[covered].astype(np.int64)
+        order = np.lexsort((step_of, at))
+        rows = covered[order]
+        at = at[order]
+        new = np.empty(rows.size, dtype=bool)
+        new[0] = True
+        np.not_equal(at[1:], at[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        group = np.cumsum(new) - 1  # batch-local sensor of each sorted row
+        rank = np.arange(rows.size) - starts[group]  # its reading number within the batch
+        sensors = at[starts]
+
+        z = raw[rows]
+        if self.standardize.any():
+            columns = np.flatnonzero(self.standardize)
+            z[:, columns] = self._standardized_run(
+                sensors, group, rank, starts, z[:, columns], columns
+            )
+        self._run_likelihood(sensors, rows, group, z, stats)
+        return stats
+
+    def _standardized_run(
+        self,
+        sensors: np.ndarray,
+        group: np.ndarray,
+        rank: np.ndarray,
+        starts: np.ndarray,
+        raw: np.ndarray,
+        columns: np.ndarray,
+    ) -> np.ndarray:
+        """`_standardized` reading by reading over a batch sorted by sensor (rows `raw`
+        [rows, len(columns)] of the standardised channels): z, NaN where not standardised.
+
+        Only the median/deviation recurrence is walked step by step (its float32 state after
+        each step is kept); the counts, step sizes and z are computed for all rows at once."""
+        p = self.params
+        z = np.full(raw.shape, np.nan)
+        update = np.isfinite(raw)
+        if not update.any():
+            return z
+        # Values seen before each row (int32-saturating as in `_standardized`) and after it.
+        at = sensors[:, None]
+        seen0 = self._seen[at, columns].astype(np.int64)
+        limit = np.iinfo(np.int32).max - 1
+        counted = np.cumsum(update, axis=0)
+        before_sensor = np.take(counted - update, starts, axis=0)  # cumulative at each start
+        earlier = counted - update - np.take(before_sensor, group, axis=0)
+        start_seen = np.take(seen0, group, axis=0)
+        seen = np.minimum(start_seen + earlier, limit) + update  # as `_standardized` sees it
+        ends = np.append(starts[1:], rank.size) - 1
+        self._seen[at, columns] = np.minimum(seen0 + np.take(counted, ends, axis=0)
+                                             - before_sensor, limit)  # fmt: skip
+        first = seen == 1
+        with np.errstate(invalid="ignore"):
+            gain = np.maximum(1.0 / np.maximum(seen, 1), p.standardize_min_step)
+
+        counts = np.diff(np.append(starts, rank.size))
+        sensor_count = counts.size
+        by_count = np.argsort(-counts, kind="stable")  # sensors, most readings first
+        place = np.empty_like(by_count)
+        place[by_count] = np.arange(sensor_count)
+        # Reading k of every sensor that has one, sensors in `by_count` order: contiguous, and
+        # the sensors of reading k are the first active[k] of `by_count`.
+        order = np.argsort(rank * sensor_count + place[group], kind="stable")
+        active = np.bincount(rank)
+        x_all = np.take(raw, order, axis=0)
+        gain_all = np.take(gain, order, axis=0)
+        # Block 0: the state before the batch (by_count order); block k+1: after reading k.
+        width = len(columns)
+        median = np.empty((sensor_count + rank.size, width), dtype=np.float32)
+        deviation = np.empty_like(median)
+        median[:sensor_count] = self._median[at, columns][by_count]
+        deviation[:sensor_count] = self._deviation[at, columns][by_count]
+        # Readings needing the general update (a first or a missing value), per depth.
+        odd = np.take(first | ~update, order, axis=0).any(axis=1)
+        bounds = np.append(0, np.cumsum(active))
+        odd_depth = np.add.reduceat(odd, bounds[:-1]) > 0
+        first_all = np.take(first, order, axis=0)
+        update_all = np.take(update, order, axis=0)
+        source = 0
+        with np.errstate(invalid="ignore"):
+            for k, a in enumerate(active.tolist()):
+                target = sensor_count + int(bounds[k])
+                here = slice(int(bounds[k]), int(bounds[k]) + a)
+                x = x_all[here]
+                gain = gain_all[here]
+                m = median[source : source + a].astype(np.float64)
+                d = deviation[source : source + a].astype(np.float64)
+                step = x - m
+                new_d = d + gain * (np.abs(step) - d)
+                new_m = m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step)
+                if odd_depth[k]:
+                    f, u = first_all[here], update_all[here]
+                    new_d = np.where(f, 0.0, new_d)
+                    new_m = np.where(f, x, m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step))
+                    new_d = np.where(u, new_d, d)
+                    new_m = np.where(u, new_m, m)
+                deviation[target : target + a] = new_d
+                median[target : target + a] = new_m
+                source = target
+        # Each row's state before it: block k holds what reading k of its sensors started from.
+        block_size = np.append(sensor_count, active[:-1])
+        before = np.arange(rank.size) + sensor_count - np.repeat(block_size, active)
+        last = sensor_count + bounds[counts[by_count] - 1] + np.arange(sensor_count)
+        self._median[at[by_count], columns] = median[last]
+        self._deviation[at[by_count], columns] = deviation[last]
+        m = np.take(median, before, axis=0).astype(np.float64)
+        d = np.take(deviation, before, axis=0).astype(np.float64)
+        scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * d, 1e-9), 1e-6 * np.abs(m))
+        with np.errstate(invalid="ignore"):
+            z_sorted = np.where(
+                update_all & (np.take(seen, order, axis=0) > p.standardize_after),
+                (x_all - m) / scale,
+                np.nan,
+            )
+        z[order] = z_sorted
+        return z
+
+    def _run_likelihood(
+        self,
+        sensors: np.ndarray,
+        rows: np.ndarray,
+        group: np.ndarray,
+        z: np.ndarray,
+        out: StepStats,
+    ) -> None:
+        """Steps 2-3 (ring, average, refits) for every valid z of a batch at once; z [rows,
+        channels] is sorted by sensor, then reading. Each (sensor, channel) pair is a run of
+        consecutive counts, so every ring and block position written is known up front: the
+        ring (and block ring) after each reading is gathered from the batch's own values and
+        the state before it, and summed in the same shape as `advance` sums it (so bit for
+        bit). The float32 running sums are the one sequential part: walked in steps over the
+        runs between refits, one numpy call per step."""
+        p = self.params
+        # Events (valid z) ordered by channel, sensor, reading: each pair is contiguous.
+        flat = np.flatnonzero(np.isfinite(z.T).ravel())
+        if flat.size == 0:
+            return
+        ch = flat // rows.size
+        t = flat % rows.size
+        row = rows[t]
+        value = z[t, ch]
+        if not p.likelihood:
+            out.single_z[row, ch] = np.abs(value)
+            return
+        events = flat.size
+        pair_key = ch * (int(group[-1]) + 1) + group[t]
+        new = np.empty(events, dtype=bool)
+        new[0] = True
+        np.not_equal(pair_key[1:], pair_key[:-1], out=new[1:])
+        pair_start = np.flatnonzero(new)
+        pair = np.cumsum(new) - 1
+        index = np.arange(events)
+        j = index - pair_start[pair]  # readings of the pair before this one, in the batch
+        pair_slot = sensors[group[t[pair_start]]]
+        pair_ch = ch[pair_start]
+        pairs = pair_start.size
+        pair_end = np.append(pair_start[1:], events) - 1  # last event of each pair
+
+        cycle = p.cycle
+        total = self._count[pair_slot, pair_ch].astype(np.int64)[pair] + j + 1
+        count = np.where(
+            total <= 2 * cycle, total, cycle + 1 + (total - 2 * cycle - 1) % np.int64(cycle)
+        )
+
+        # The ring of |z| after each event. In count space, ring position k holds the value
+        # of the latest count ≡ k (mod average) so far: with counts laid out in rows of
+        # `average` (row = count // average), that is the count's own row up to its position
+        # and the row before it beyond. Each pair gets rows from the one before its stored
+        # count on, both first filled with its ring before the batch (the stored count's
+        # row beyond its position holds no count yet, the row before it only older ones).
+        size = p.average
+        ring0 = self._ring[pair_slot, pair_ch]
+        start = self._count[pair_slot, pair_ch].astype(np.int64) % size + size
+        used = (start + pair_end - pair_start + 1) // size + 1  # rows per pair
+        first_row = np.cumsum(used) - used
+        table = np.empty((int(first_row[-1] + used[-1]), size), dtype=np.float32)
+        table[first_row] = ring0
+        table[first_row + 1] = ring0
+        u = start[pair] + j + 1  # count relative to the pair's first row
+        row_of = first_row[pair] + u // size
+        column = u % size
+        table[row_of, column] = np.minimum(np.abs(value), p.max_abs_z)
+        own = np.arange(size)[None, :] <= np.arange(size)[:, None]
+        ring = np.where(
+            own.take(column, axis=0), table.take(row_of, axis=0), table.take(row_of - 1, axis=0)
+        )
+        avg = ring.sum(axis=1, dtype=np.float64) / np.minimum(count, size)
+
+        # Refits: events whose count is a multiple of refit_every; runs between them.
+        refit = count % p.refit_every == 0
+        refits_before = np.cumsum(refit) - refit  # refits earlier in the batch (all pairs)
+        pair_refits0 = refits_before[pair_start]
+        nth = refits_before - pair_refits0[pair]  # refits of the pair before this event
+        pair_refits = refits_before[pair_end] + refit[pair_end] - pair_refits0
+        # Run r of a pair: its events after refit r-1 up to and including refit r.
+        run_base = np.cumsum(pair_refits + 1) - (pair_refits + 1)
+        run = run_base[pair] + nth
+        run_starts = np.empty(events, dtype=bool)
+        run_starts[0] = True
+        np.not_equal(run[1:], run[:-1], out=run_starts[1:])
+        run_first = np.flatnonzero(run_starts)
+        position = index - run_first[np.cumsum(run_starts) - 1]
+        runs = int(run_base[-1] + pair_refits[-1] + 1)
+        running = np.zeros((runs, 2), dtype=np.float32)
+        running[run_base] = self._running[pair_slot, pair_ch]
+        self._walk_runs(running, run, position, avg)
+
+        fit = self._fit[pair_slot, pair_ch]  # before the batch
+        refit_events = np.flatnonzero(refit)
+        if refit_events.size:
+            blocks = p.blocks
+            which = count[refit_events] // p.refit_every
+            block_position = (which - 1) % blocks
+            number = nth[refit_events]  # of the refit within its pair
+            owner = pair[refit_events]
+            written = running[run[refit_events]]  # float32 block sums and squares
+            back = (block_position[:, None] - np.arange(blocks)[None, :]) % blocks
+            before = number[:, None] < back
+            source = np.maximum(np.arange(refit_events.size)[:, None] - back, 0)
+            block_sum = np.where(
+                before, self._block_sum[pair_slot, pair_ch][owner], written[source, 0]
+            )
+            block_squares = np.where(
+                before, self._block_squares[pair_slot, pair_ch][owner], written[source, 1]
+            )
+            filled = np.minimum(which, blocks) * p.refit_every
+            mean = block_sum.sum(axis=1, dtype=np.float64) / filled
+            squares = block_squares.sum(axis=1, dtype=np.float64)
+            var = np.maximum(squares / filled - mean * mean, p.variance_floor)
+            refit_fit = np.stack([mean, var], axis=1).astype(np.float32)
+            # The fit each event is judged against: its pair's latest refit before it.
+            fits = np.concatenate([fit, refit_fit])
+            which_fit = np.where(nth > 0, pairs + pair_refits0[pair] + nth - 1, pair)
+            event_fit = fits.take(which_fit, axis=0)
+            last = pair_refits > 0
+            final = (pair_refits0 + pair_refits - 1)[last]
+            slot_l, ch_l = pair_slot[last], pair_ch[last]
+            self._block_sum[slot_l, ch_l] = block_sum[final]
+            self._block_squares[slot_l, ch_l] = block_squares[final]
+            self._fit[slot_l, ch_l] = refit_fit[final]
+        else:
+            event_fit = fit.take(pair, axis=0)
+
+        out.average[row, ch] = avg
+        out.mean[row, ch] = event_fit[:, 0]
+        out.variance[row, ch] = event_fit[:, 1]
+        out.ready[row, ch] = (count >= p.min_history) & (event_fit[:, 1] > 0)
+
+        last_count = count[pair_end]
+        self._count[pair_slot, pair_ch] = np.where(
+            last_count >= 2 * cycle, last_count - cycle, last_count
+        )
+        self._ring[pair_slot, pair_ch] = ring[pair_end]
+        # The run after the pair's last refit (empty, so 0, if that was its last event).
+        self._running[pair_slot, pair_ch] = running[run_base + pair_refits]
+
+    @staticmethod
+    def _walk_runs(
+        running: np.ndarray, run: np.ndarray, position: np.ndarray, avg: np.ndarray
+    ) -> None:
+        """running[r] (float32 sum of avg and of avg², as `advance` keeps it) after each run's
+        avg values, added one at a time exactly as `advance` adds them: one numpy call per
+        reading depth, over all runs at once."""
+        runs = running.shape[0]
+        width = int(position.max()) + 1
+        if runs * width <= max(_DENSE_CELLS, _DENSE_PER_READING * position.size):
+            # Zero-padded: adding 0.0 leaves a float32 sum as it is.
+            addend = np.zeros((width, runs, 2))
+            addend[position, run, 0] = avg
+            addend[position, run, 1] = avg * avg
+            for column in addend:
+                np.add(running, column, out=running)
+            return
+        # Lopsided: runs sorted longest first, so depth k is a prefix of them.
+        lengths = np.bincount(run, minlength=runs)
+        by_length = np.argsort(-lengths, kind="stable")
+        place = np.empty_like(by_length)
+        place[by_length] = np.arange(runs)
+        order = np.argsort(position * runs + place[run], kind="stable")
+        sums = running[by_length]
+        added = np.stack([avg, avg * avg], axis=1)[order]
+        offset = 0
+        for a in np.bincount(position).tolist():
+            np.add(sums[:a], added[offset : offset + a], out=sums[:a])
+            offset += a
+        running[by_length] = sums
 
     def advance(
         self, slots: np.ndarray, raw: np.ndarray, out: StepStats, where: np.ndarray

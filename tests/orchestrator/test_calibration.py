@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from signals import CALIBRATION
 
 from orchestrator.calibration import (
+    CalibrationBank,
     ChannelCalibrator,
+    StepStats,
     erfc,
     likelihood_score,
     tail_probability,
@@ -254,3 +256,86 @@ def test_one_absurd_score_does_not_blind_the_sensor():
     q = [c.step(slots, np.array([50.0]))[0] for _ in range(10)]
     assert np.isfinite(c.bank._fit[0, 0]).all()
     assert min(q) < 1e-6
+
+
+# ---------------------------------------------------------------- all at once vs. step by step
+
+_STATE = ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum", "_block_squares",
+          "_running", "_fit")  # fmt: skip
+_RAW = [0.0, -0.0, 0.5, -1.25, 3.0, 7.5, 1e-30, -40.0, 250.0, 1e21, math.nan, math.inf, -math.inf]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.data(),
+    average=st.sampled_from([1, 2, 3, 5, 8, 10, 13]),
+    refit_every=st.integers(1, 5),
+    blocks=st.sampled_from([1, 2, 3, 4, 9]),
+    min_history=st.integers(0, 12),
+    variance_floor=st.sampled_from([1e-4, 0.0]),
+    standardize_after=st.integers(0, 4),
+    min_step=st.sampled_from([0.002, 0.3]),
+    likelihood=st.booleans(),
+    max_abs_z=st.sampled_from([100.0, 2.5]),
+    standardize=st.lists(st.booleans(), min_size=1, max_size=3),
+    sorted_walk=st.booleans(),
+)
+def test_batch_at_once_is_exactly_the_step_loop(
+    data, average, refit_every, blocks, min_history, variance_floor, standardize_after,
+    min_step, likelihood, max_abs_z, standardize, sorted_walk,
+):  # fmt: skip
+    """`run` (all readings at once) against `advance` step by step: the same stats bit for bit
+    and the same state, for any batching, NaN/inf, clipping, several refits per batch and the
+    count wrapping around its cycle."""
+    from orchestrator import calibration
+
+    params = replace(
+        CALIBRATION, average=average, refit_every=refit_every, blocks=blocks,
+        min_history=min_history, variance_floor=variance_floor,
+        standardize_after=standardize_after, standardize_min_step=min_step,
+        likelihood=likelihood, max_abs_z=max_abs_z,
+    )  # fmt: skip
+    sensors = data.draw(st.integers(1, 5))
+    banks = [CalibrationBank(params), CalibrationBank(params)]
+    for bank in banks:
+        for s in standardize:
+            bank.add_channel(s)
+        bank.grow(sensors + 1)
+    if data.draw(st.booleans()):  # start near the int32 limit of `seen` and the count wrap
+        seen = np.iinfo(np.int32).max - 1 - data.draw(st.integers(0, 3))
+        count = data.draw(st.integers(0, 2 * params.cycle - 1))
+        for bank in banks:
+            bank._seen[0] = seen
+            bank._count[0] = count
+    saved = calibration._DENSE_CELLS, calibration._DENSE_PER_READING
+    if sorted_walk:
+        calibration._DENSE_CELLS = calibration._DENSE_PER_READING = 0
+    try:
+        for _ in range(data.draw(st.integers(1, 4))):
+            rows = data.draw(st.integers(1, 40))
+            slots = np.array(data.draw(st.lists(st.integers(0, sensors), min_size=rows,
+                                                max_size=rows)))  # fmt: skip
+            raw = np.array(data.draw(st.lists(
+                st.one_of(st.sampled_from(_RAW), st.floats(-1e3, 1e3)),
+                min_size=rows * len(standardize), max_size=rows * len(standardize),
+            ))).reshape(rows, len(standardize))  # fmt: skip
+            seen: dict[int, int] = {}
+            rank = np.array([seen.setdefault(s, 0) + (seen.__setitem__(s, seen[s] + 1) or 0)
+                             for s in slots.tolist()])  # fmt: skip
+            steps = [np.flatnonzero(rank == k) for k in range(int(rank.max()) + 1)]
+            got = banks[0].run_stats(slots, raw, steps)
+            expected = StepStats.empty(raw.shape)
+            for step in steps:
+                banks[1].advance(slots[step], raw[step], expected, step)
+            for field in ("average", "mean", "variance", "ready", "single_z"):
+                assert _same_bits(getattr(got, field), getattr(expected, field)), field
+            q, r = got.likelihood(), expected.likelihood()
+            assert _same_bits(q, r)
+            for name in _STATE:
+                assert _same_bits(getattr(banks[0], name), getattr(banks[1], name)), name
+    finally:
+        calibration._DENSE_CELLS, calibration._DENSE_PER_READING = saved
