@@ -363,7 +363,6 @@ class SeasonalView:
         begin = np.cumsum(n) - n
         stored = averages.astype(np.float32)[order]
         sorted_bucket = bucket[order]
-        ring0 = self._ring[su]
 
         def settle(value: np.ndarray, u: np.ndarray, before: np.ndarray, m: np.ndarray) -> None:
             """value (float32, what the ring held at m % size before the batch) becomes bucket
@@ -384,17 +383,22 @@ class SeasonalView:
         # Candidate buckets around one period back, nearest first, as in `step`.
         back = (spec.lag - self._offsets) % size
         candidates = bucket[:, None] - back[None, :]
-        found = ring0[g[:, None], candidates % size]
+        found = self._ring[su[g][:, None], candidates % size]
         settle(found, g[:, None], r[:, None], candidates)
         present = ~np.isnan(found)
         first = present.argmax(axis=1)
         reference = found[np.arange(rows), first].astype(np.float64)
         reference[~present.any(axis=1)] = np.nan
 
-        # The state past the batch: slot q holds bucket top - ((top - q) % size).
-        held = top[:, None] - (top[:, None] - np.arange(size)[None, :]) % size
-        settle(ring0, np.arange(sensors)[:, None], n[:, None], held)
-        self._ring[su] = ring0
+        # The state past the batch: only the slots of buckets entered or written during it
+        # change, i.e. buckets from min(first bucket, latest before + 1) to the last one.
+        low = np.maximum(top - size + 1, np.minimum(base, last0 + 1))
+        width = int((top - low).max()) + 1
+        held = low[:, None] + np.arange(width)[None, :]
+        held = np.where(held <= top[:, None], held, top[:, None])  # padding repeats `top`
+        value = self._ring[su[:, None], held % size]
+        settle(value, np.arange(sensors)[:, None], n[:, None], held)
+        self._ring[su[:, None], held % size] = value
         self._last[su] = top
         return reference[:, None]
 
