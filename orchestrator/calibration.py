@@ -182,15 +182,14 @@ class CalibrationBank:
     def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """raw [rows, channels] → tail probability [rows, channels] (NaN where not calibrated
         yet or `raw` is NaN); advances the state of these slots (each at most once)."""
-        stats = StepStats.empty(raw.shape)
-        self.advance(slots, raw, stats, np.arange(raw.shape[0]))
-        return stats.likelihood()
+        return self.run(slots, raw, [np.arange(raw.shape[0])])
 
     def run(self, slots: np.ndarray, raw: np.ndarray, steps: Sequence[np.ndarray]) -> np.ndarray:
         """`step` over a whole batch: `steps` are row indices with each slot at most once per
         step, in reading order. The tail probabilities are computed once at the end.
 
-        The same values and state as calling `advance` step by step, but all readings at once:
+        The same values and state as advancing one reading depth at a time (the tests hold a
+        plain step-by-step reference, `tests/calibration_reference.py`), but all readings at once:
         only the standardisation (a sign-driven recurrence) and the float32 running sums are
         walked reading by reading, over plain arrays (see `_run_likelihood`)."""
         return self.run_stats(slots, raw, steps).likelihood()
@@ -236,8 +235,9 @@ class CalibrationBank:
         raw: np.ndarray,
         columns: np.ndarray,
     ) -> np.ndarray:
-        """`_standardized` reading by reading over a batch sorted by sensor (rows `raw`
-        [rows, len(columns)] of the standardised channels): z, NaN where not standardised.
+        """The running median/deviation standardisation over a batch sorted by sensor (rows
+        `raw` [rows, len(columns)] of the standardised channels): z, NaN where not
+        standardised.
 
         Only the median/deviation recurrence is walked step by step (its float32 state after
         each step is kept); the counts, step sizes and z are computed for all rows at once."""
@@ -246,7 +246,7 @@ class CalibrationBank:
         update = np.isfinite(raw)
         if not update.any():
             return z
-        # Values seen before each row (int32-saturating as in `_standardized`) and after it.
+        # Values seen before each row (saturating below the int32 limit) and after it.
         at = sensors[:, None]
         seen0 = self._seen[at, columns].astype(np.int64)
         limit = np.iinfo(np.int32).max - 1
@@ -254,7 +254,7 @@ class CalibrationBank:
         before_sensor = np.take(counted - update, starts, axis=0)  # cumulative at each start
         earlier = counted - update - np.take(before_sensor, group, axis=0)
         start_seen = np.take(seen0, group, axis=0)
-        seen = np.minimum(start_seen + earlier, limit) + update  # as `_standardized` sees it
+        seen = np.minimum(start_seen + earlier, limit) + update  # as a step-by-step update sees it
         ends = np.append(starts[1:], rank.size) - 1
         self._seen[at, columns] = np.minimum(seen0 + np.take(counted, ends, axis=0)
                                              - before_sensor, limit)  # fmt: skip
@@ -336,9 +336,9 @@ class CalibrationBank:
         channels] is sorted by sensor, then reading. Each (sensor, channel) pair is a run of
         consecutive counts, so every ring and block position written is known up front: the
         ring (and block ring) after each reading is gathered from the batch's own values and
-        the state before it, and summed in the same shape as `advance` sums it (so bit for
-        bit). The float32 running sums are the one sequential part: walked in steps over the
-        runs between refits, one numpy call per step."""
+        the state before it, and summed in the same shape as a step-by-step update sums it
+        (so bit for bit). The float32 running sums are the one sequential part: walked in steps
+        over the runs between refits, one numpy call per step."""
         p = self.params
         # Events (valid z) ordered by channel, sensor, reading: each pair is contiguous.
         flat = np.flatnonzero(np.isfinite(z.T).ravel())
@@ -467,9 +467,9 @@ class CalibrationBank:
     def _walk_runs(
         running: np.ndarray, run: np.ndarray, position: np.ndarray, avg: np.ndarray
     ) -> None:
-        """running[r] (float32 sum of avg and of avg², as `advance` keeps it) after each run's
-        avg values, added one at a time exactly as `advance` adds them: one numpy call per
-        reading depth, over all runs at once."""
+        """running[r] (float32 sums of avg and of avg², as a step-by-step update keeps them)
+        after each run's avg values, added one at a time exactly as that update adds them: one
+        numpy call per reading depth, over all runs at once."""
         runs = running.shape[0]
         width = int(position.max()) + 1
         if runs * width <= max(_DENSE_CELLS, _DENSE_PER_READING * position.size):
@@ -493,125 +493,6 @@ class CalibrationBank:
             np.add(sums[:a], added[offset : offset + a], out=sums[:a])
             offset += a
         running[by_length] = sums
-
-    def advance(
-        self, slots: np.ndarray, raw: np.ndarray, out: StepStats, where: np.ndarray
-    ) -> None:
-        """Advance the state of these slots by one reading; what the likelihood needs goes to
-        rows `where` of `out`."""
-        p = self.params
-        usable = np.isfinite(raw)
-        if not usable.any():
-            return
-        z = raw
-        if self.standardize.any():
-            z = np.where(self.standardize, self._standardized(slots, raw, usable), raw)
-        valid = np.isfinite(z)
-        rows, channels = np.nonzero(valid)
-        if rows.size == 0:
-            return
-        target = where[rows]
-        if not p.likelihood:
-            out.single_z[target, channels] = np.abs(z[rows, channels])
-            return
-        at = slots[rows]
-        count = self._count[at, channels] + 1
-        # Counts only matter modulo the ring, the refit and the block cycle once past them:
-        # keep them there instead of letting an int32 wrap after 2**31 readings.
-        self._count[at, channels] = np.where(count >= 2 * p.cycle, count - p.cycle, count)
-        # Beyond 100 a |z| says nothing more (its likelihood is 0 already); unbounded, one
-        # absurd value would dominate the fit of the next ~4000 readings.
-        self._ring[at, channels, count % p.average] = np.minimum(
-            np.abs(z[rows, channels]), p.max_abs_z
-        )
-        avg = self._ring[at, channels].sum(axis=1, dtype=np.float64) / np.minimum(count, p.average)
-        fit = self._fit[at, channels]
-        out.average[target, channels] = avg
-        out.mean[target, channels] = fit[:, 0]
-        out.variance[target, channels] = fit[:, 1]
-        out.ready[target, channels] = (count >= p.min_history) & (fit[:, 1] > 0)
-
-        running = self._running[at, channels]
-        running[:, 0] += avg
-        running[:, 1] += avg * avg
-        self._running[at, channels] = running
-        done = count % p.refit_every == 0
-        if done.any():
-            self._refit(at[done], channels[done], count[done])
-
-    def _standardized(self, slots: np.ndarray, raw: np.ndarray, usable: np.ndarray) -> np.ndarray:
-        """z of the standardised channels ([rows, channels], NaN elsewhere); advances their
-        running median/deviation where `usable`."""
-        p = self.params
-        update = usable & self.standardize
-        seen = self._seen[slots] + update
-        median = self._median[slots].astype(np.float64)
-        deviation = self._deviation[slots].astype(np.float64)
-        scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * deviation, 1e-9), 1e-6 * np.abs(median))
-        with np.errstate(invalid="ignore"):
-            z = np.where(update & (seen > p.standardize_after), (raw - median) / scale, np.nan)
-            first = seen == 1
-            step = np.maximum(1.0 / np.maximum(seen, 1), p.standardize_min_step)
-            new_deviation = np.where(
-                first, 0.0, deviation + step * (np.abs(raw - median) - deviation)
-            )
-            new_median = np.where(
-                first,
-                raw,
-                median + step * MEAN_ABS_TO_SIGMA * new_deviation * np.sign(raw - median),
-            )
-        self._seen[slots] = np.minimum(seen, np.iinfo(np.int32).max - 1)
-        self._median[slots] = np.where(update, new_median, median)
-        self._deviation[slots] = np.where(update, new_deviation, deviation)
-        return z
-
-    def _refit(self, slots: np.ndarray, channels: np.ndarray, count: np.ndarray) -> None:
-        p = self.params
-        position = (count // p.refit_every - 1) % p.blocks
-        self._block_sum[slots, channels, position] = self._running[slots, channels, 0]
-        self._block_squares[slots, channels, position] = self._running[slots, channels, 1]
-        self._running[slots, channels] = 0
-        filled = np.minimum(count // p.refit_every, p.blocks) * p.refit_every
-        total = self._block_sum[slots, channels].sum(axis=1, dtype=np.float64)
-        squares = self._block_squares[slots, channels].sum(axis=1, dtype=np.float64)
-        mean = total / filled
-        var = np.maximum(squares / filled - mean * mean, p.variance_floor)
-        self._fit[slots, channels, 0] = mean
-        self._fit[slots, channels, 1] = var
-
-
-class ChannelCalibrator:
-    """One channel on its own (a bank of one; `step` takes and returns [rows]). The
-    orchestrator uses one `CalibrationBank` for all channels; this is for single-channel use."""
-
-    def __init__(self, standardize: bool, params: CalibrationParams | None = None) -> None:
-        self.bank = CalibrationBank(params)
-        self.bank.add_channel(standardize)
-        self.standardize = standardize
-        self.params = self.bank.params
-
-    @property
-    def bytes_per_sensor(self) -> int:
-        return self.params.bytes_per_sensor(self.standardize)
-
-    def grow(self, capacity: int) -> None:
-        self.bank.grow(capacity)
-
-    def reset(self, slots: np.ndarray) -> None:
-        self.bank.reset(slots)
-
-    def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        return self.bank.step(slots, np.asarray(raw, dtype=np.float64)[:, None])[:, 0]
-
-    def _standardized(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        raw = np.asarray(raw, dtype=np.float64)[:, None]
-        return self.bank._standardized(slots, raw, np.isfinite(raw))[:, 0]
-
-    def __getattr__(self, name: str) -> np.ndarray:
-        # Single-channel state as 1-D views (for inspection): _count, _fit, _ring, ...
-        if name.startswith("_") and not name.startswith("__"):
-            return getattr(self.bank, name)[:, 0]
-        raise AttributeError(name)
 
 
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:

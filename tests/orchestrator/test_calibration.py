@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from calibration_reference import ChannelCalibrator, advance
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from signals import CALIBRATION
 
 from orchestrator.calibration import (
     CalibrationBank,
-    ChannelCalibrator,
     StepStats,
     erfc,
     likelihood_score,
@@ -236,7 +236,9 @@ def test_the_count_stays_bounded_and_calibration_goes_on():
     for _ in range(300):
         c.step(slots, rng.standard_normal(1))
     cycle = c.params.cycle
-    c.bank._count[0, 0] = 2 * cycle - 5 + (int(c.bank._count[0, 0]) % cycle) - (2 * cycle - 5) % cycle
+    c.bank._count[0, 0] = (
+        2 * cycle - 5 + (int(c.bank._count[0, 0]) % cycle) - (2 * cycle - 5) % cycle
+    )
     for _ in range(20):
         c.step(slots, rng.standard_normal(1))
     assert cycle <= c.bank._count[0, 0] < 2 * cycle
@@ -288,8 +290,8 @@ def test_batch_at_once_is_exactly_the_step_loop(
     data, average, refit_every, blocks, min_history, variance_floor, standardize_after,
     min_step, likelihood, max_abs_z, standardize, sorted_walk,
 ):  # fmt: skip
-    """`run` (all readings at once) against `advance` step by step: the same stats bit for bit
-    and the same state, for any batching, NaN/inf, clipping, several refits per batch and the
+    """`run` (all readings at once) against the reference `advance` step by step: the same
+    stats bit for bit and the same state, for any batching, NaN/inf, clipping, several refits per batch and the
     count wrapping around its cycle."""
     from orchestrator import calibration
 
@@ -330,7 +332,7 @@ def test_batch_at_once_is_exactly_the_step_loop(
             got = banks[0].run_stats(slots, raw, steps)
             expected = StepStats.empty(raw.shape)
             for step in steps:
-                banks[1].advance(slots[step], raw[step], expected, step)
+                advance(banks[1], slots[step], raw[step], expected, step)
             for field in ("average", "mean", "variance", "ready", "single_z"):
                 assert _same_bits(getattr(got, field), getattr(expected, field)), field
             q, r = got.likelihood(), expected.likelihood()
