@@ -192,15 +192,10 @@ class SpecialistClient:
             return False
         try:
             declaration = parse_declaration(info)
-            if self._check is not None:
-                self._check(self.name, declaration)
         except DeclarationRefused as refused:
-            # Every sensor's history grows with what the engines ask for: refuse, stay missing.
-            log.error(
-                "specialist declaration refused; not used: %s",
-                refused,
-                extra={"specialist": self.name, "refused": str(refused)},
-            )
+            self._log_refused(refused)
+            return False
+        if not self._fits(declaration):
             return False
         changed = (declaration, info.engine_version) != (self.declaration, self.engine_version)
         self.declaration = declaration
@@ -222,20 +217,30 @@ class SpecialistClient:
     def recheck(self) -> bool:
         """Check the declaration again (others may have been declared since); on refusal the
         specialist is left out until it describes itself again."""
-        if self._check is None or self.declaration is None:
+        if self.declaration is None or self._fits(self.declaration):
+            return True
+        self.window_length = None
+        self.declaration = None
+        return False
+
+    def _fits(self, declaration: Declaration) -> bool:
+        """Whether the history can keep what `declaration` asks for (refusals are logged)."""
+        if self._check is None:
             return True
         try:
-            self._check(self.name, self.declaration)
+            self._check(self.name, declaration)
         except DeclarationRefused as refused:
-            log.error(
-                "specialist declaration refused; not used: %s",
-                refused,
-                extra={"specialist": self.name, "refused": str(refused)},
-            )
-            self.window_length = None
-            self.declaration = None
+            self._log_refused(refused)
             return False
         return True
+
+    def _log_refused(self, refused: DeclarationRefused) -> None:
+        # Every sensor's history grows with what the engines ask for: refuse, stay missing.
+        log.error(
+            "specialist declaration refused; not used: %s",
+            refused,
+            extra={"specialist": self.name, "refused": str(refused)},
+        )
 
     async def score(
         self,
