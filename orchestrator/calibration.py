@@ -50,7 +50,9 @@ class CalibrationParams:
         """Readings after which ring, refit and block positions repeat."""
         return math.lcm(self.average, self.refit_every * self.blocks)
 
-    def bytes_per_sensor(self, standardize: bool) -> int:
+    @property
+    def bytes_per_channel(self) -> int:
+        """Per sensor and channel, whether standardised or not."""
         # float32 ring of |z|, block sums and sums of squares, running sums and fit; int32
         # count; the standardisation's float32 median/deviation and int32 count (a bank keeps
         # these for every channel, used by the standardised ones).
@@ -166,9 +168,6 @@ class CalibrationBank:
         for name in ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum",
                      "_block_squares", "_running", "_fit"):  # fmt: skip
             getattr(self, name)[:, index] = 0
-
-    def bytes_per_channel(self, standardize: bool) -> int:
-        return self.params.bytes_per_sensor(standardize)
 
     def grow(self, capacity: int) -> None:
         if capacity > self._capacity:

@@ -87,7 +87,7 @@ class History:
             FIXED_SLOT_BYTES
             + RAW_BYTES * self.windows.length
             + self.views.bytes_per_sensor()
-            + sum(self.calibration.bytes_per_sensor(c.standardize) for c in self.channels.values())
+            + self.calibration.bytes_per_channel * len(self.channels)
         )
 
     def check(self, specialist: str, declaration: Declaration) -> None:
@@ -141,7 +141,7 @@ class History:
                     f"got {channel.flag_below}"
                 )
             if ChannelKey(specialist, name) not in self.channels:
-                extra += self.calibration.bytes_per_sensor(channel.standardize)
+                extra += self.calibration.bytes_per_channel
         length = max(self.windows.length, declaration.window_length)
         total = self.bytes_per_sensor() + RAW_BYTES * (length - self.windows.length) + extra
         if total > limits.max_bytes_per_sensor:

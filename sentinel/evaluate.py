@@ -323,12 +323,6 @@ def read_verdicts(path: Path) -> VerdictTable:
     return table
 
 
-def detections_from_verdicts(verdict_csv: Path, mode: str) -> tuple[list[int], int, int]:
-    """(detection rows, rows, missing rows) from a `sentinel replay` verdict file."""
-    table = read_verdicts(verdict_csv)
-    return table.detections(mode), table.rows, table.missing
-
-
 @dataclass(frozen=True)
 class FileResult:
     """One replayed file: what was detected and its score under each profile."""

@@ -114,7 +114,7 @@ class ChannelCalibrator:
 
     @property
     def bytes_per_sensor(self) -> int:
-        return self.params.bytes_per_sensor(self.standardize)
+        return self.params.bytes_per_channel
 
     def grow(self, capacity: int) -> None:
         self.bank.grow(capacity)

@@ -124,7 +124,7 @@ def test_bytes_grow_with_declarations_and_only_once_per_view():
     declaration = Declaration(5, {"r": RangeSpec(100, 10)}, {"c": ChannelDecl(False, 1e-3)})
     history.declare("e", declaration)
     grown = history.bytes_per_sensor()
-    calibrator = CalibrationParams().bytes_per_sensor(False)
+    calibrator = CalibrationParams().bytes_per_channel
     assert grown == empty + 5 * 4 + RangeSpec(100, 10).bytes_per_sensor + calibrator
     history.declare("e", declaration)  # described again (a reconnect): nothing new
     assert history.bytes_per_sensor() == grown
