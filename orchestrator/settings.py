@@ -108,7 +108,7 @@ def parse_weights(spec: str) -> dict[str, float]:
 
 
 def parse_thresholds(spec: str) -> dict[str, float]:
-    """`specialist.channel=p,...` → {"specialist.channel": p}, each p in (0, 1)."""
+    """`specialist.channel=p,...` → {"specialist.channel": p}, p in [0, 1) (0 = never flags)."""
     thresholds: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         name, sep, raw = part.partition("=")
