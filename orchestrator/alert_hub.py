@@ -40,10 +40,19 @@ class AlertHub:
                 queue.put_nowait(SubscriberTooSlow())
                 self._on_drop()
 
-    async def subscribe(self, prefix: str = "") -> AsyncIterator[orchestrator_pb2.Alert]:
+    async def subscribe(
+        self,
+        prefix: str = "",
+        snapshot: Callable[[], list[orchestrator_pb2.Alert]] | None = None,
+    ) -> AsyncIterator[orchestrator_pb2.Alert]:
+        """Alerts for sensors starting with `prefix`; first `snapshot()` (what is open now),
+        taken in the same step as the subscription so no alert falls between the two."""
         queue: asyncio.Queue = asyncio.Queue(self._queue_size)
         self._subscribers[queue] = prefix
+        opening = snapshot() if snapshot is not None else []
         try:
+            for alert in opening:
+                yield alert
             while True:
                 if self._closed and queue.empty():
                     return

@@ -9,7 +9,7 @@ import numpy as np
 from sentinel.v1 import orchestrator_pb2
 
 from .combine import STATUS_CODES, Combined, EngineVotes, Status
-from .incidents import AlertEvent
+from .incidents import AlertEvent, Incident
 
 _STATUS_TO_PROTO = {
     STATUS_CODES[Status.OK]: orchestrator_pb2.VERDICT_STATUS_OK,
@@ -86,6 +86,20 @@ def encode_verdicts(
     return out
 
 
+_RESOLVE_REASON = {
+    "": orchestrator_pb2.RESOLVE_REASON_UNSPECIFIED,
+    "quiet": orchestrator_pb2.RESOLVE_REASON_QUIET,
+    "stale": orchestrator_pb2.RESOLVE_REASON_STALE,
+}
+
+
+def encode_open_incident(incident: Incident) -> orchestrator_pb2.Alert:
+    """An incident open now, as the snapshot WatchAlerts starts with and ListAlerts returns."""
+    alert = encode_alert(AlertEvent("open", incident))
+    alert.snapshot = True
+    return alert
+
+
 def encode_alert(
     event: AlertEvent, batch_id: int = 0, reading_index: int = 0
 ) -> orchestrator_pb2.Alert:
@@ -105,4 +119,5 @@ def encode_alert(
         batch_id=batch_id,
         reading_index=reading_index,
         resolved_timestamp_unix_nanos=incident.resolved_timestamp,
+        resolve_reason=_RESOLVE_REASON[incident.resolve_reason],
     )

@@ -4,16 +4,20 @@ An incident opens on a sensor's first anomalous verdict and resolves once it has
 long enough: `resolve_after` consecutive normal verdicts, or (if `resolve_after_seconds` is set)
 a normal verdict at least that long after the incident's last anomalous reading — whichever
 comes first; either rule can be switched off with 0. (Hysteresis: a single quiet reading
-inside a burst does not split one event into many alerts.) Only rows of sensors that are in an
+inside a burst does not split one event into many alerts.) An open incident whose sensor sends
+nothing for `stale_after_seconds` of wall-clock time (it went silent, or its readings now go
+to another orchestrator replica) resolves as `stale` at the next `sweep_stale`, so no incident
+dangles. Only rows of sensors that are in an
 incident or anomalous in this batch are visited, so the common all-normal batch costs a couple
 of numpy calls.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -33,6 +37,8 @@ class Incident:
     engine_versions: list[str] = field(default_factory=list)
     quiet_streak: int = 0
     resolved_timestamp: int = 0
+    resolve_reason: str = ""  # "quiet" | "stale" once resolved
+    last_seen: float = 0.0  # wall-clock time (Unix seconds) of the sensor's latest reading
 
     def snapshot(self) -> Incident:
         return replace(self, reasons=list(self.reasons), engine_versions=list(self.engine_versions))
@@ -58,7 +64,11 @@ Explain = Callable[[int], tuple[Sequence[str], Sequence[str]]]
 
 class IncidentTracker:
     def __init__(
-        self, resolve_after: int = 10, max_open: int = 100_000, resolve_after_seconds: float = 0.0
+        self,
+        resolve_after: int = 10,
+        max_open: int = 100_000,
+        resolve_after_seconds: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if resolve_after < 0 or resolve_after_seconds < 0:
             raise ValueError("resolve_after and resolve_after_seconds must be >= 0")
@@ -68,6 +78,7 @@ class IncidentTracker:
         self._quiet_nanos = int(resolve_after_seconds * 1e9) if resolve_after_seconds else 0
         self.max_open = max_open
         self._open: OrderedDict[str, Incident] = OrderedDict()
+        self._clock = clock
         self.dropped = 0
 
     @property
@@ -76,6 +87,31 @@ class IncidentTracker:
 
     def open_incident(self, sensor_id: str) -> Incident | None:
         return self._open.get(sensor_id)
+
+    def open_incidents(self, prefix: str = "") -> Iterator[Incident]:
+        """Snapshots of the open incidents whose sensor id starts with `prefix`, oldest first."""
+        for sensor, incident in list(self._open.items()):
+            if sensor.startswith(prefix):
+                yield incident.snapshot()
+
+    def restore(self, incidents: Sequence[Incident]) -> None:
+        """Take over incidents that were open in a checkpoint (oldest first)."""
+        for incident in incidents:
+            self._remember(incident)
+
+    def sweep_stale(self, stale_after_seconds: float) -> list[AlertEvent]:
+        """Resolve (reason `stale`) the open incidents whose sensor has sent nothing for
+        `stale_after_seconds` of wall-clock time."""
+        now = self._clock()
+        cutoff = now - stale_after_seconds
+        events = []
+        for sensor, incident in list(self._open.items()):
+            if incident.last_seen <= cutoff:
+                del self._open[sensor]
+                incident.resolved_timestamp = int(now * 1e9)
+                incident.resolve_reason = "stale"
+                events.append(AlertEvent("resolved", incident))
+        return events
 
     def update(
         self,
@@ -94,6 +130,7 @@ class IncidentTracker:
         if not hot:
             return []
         rows = np.flatnonzero(np.isin(ids, list(hot)))
+        now = self._clock()
         events: list[AlertEvent] = []
         for row in rows.tolist():
             sensor = sensor_ids[row]
@@ -109,12 +146,14 @@ class IncidentTracker:
                         peak_value=float(values[row]),
                         peak_score=float(score[row]),
                         trace_id=trace_id,
+                        last_seen=now,
                     )
                     incident.note(reasons, incident.reasons)
                     incident.note(versions, incident.engine_versions)
                     self._remember(incident)
                     events.append(AlertEvent("open", incident.snapshot(), row))
                     continue
+                incident.last_seen = now
                 incident.quiet_streak = 0
                 incident.anomalous_readings += 1
                 incident.last_timestamp = int(timestamps[row])
@@ -124,6 +163,7 @@ class IncidentTracker:
                 incident.note(reasons, incident.reasons)
                 incident.note(versions, incident.engine_versions)
             elif incident is not None:
+                incident.last_seen = now
                 incident.quiet_streak += 1
                 stamp = int(timestamps[row])
                 by_count = self.resolve_after and incident.quiet_streak >= self.resolve_after
@@ -131,6 +171,7 @@ class IncidentTracker:
                 if by_count or by_time:
                     del self._open[sensor]
                     incident.resolved_timestamp = stamp
+                    incident.resolve_reason = "quiet"
                     events.append(AlertEvent("resolved", incident, row))
         return events
 

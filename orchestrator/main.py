@@ -132,6 +132,7 @@ class OrchestratorProcess:
             ),
         )
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self._housekeeping: list[asyncio.Task] = []
 
     @property
     def port(self) -> int:
@@ -140,6 +141,7 @@ class OrchestratorProcess:
     async def start(self) -> int:
         await self.pool.start()
         port = await self.server.start()
+        self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
         if self.settings.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(
                 self.registry, self.settings.host, self.settings.metrics_port
@@ -162,11 +164,24 @@ class OrchestratorProcess:
             self.settings.shutdown_grace_seconds if grace is None else grace,
             end_streams=self.servicer.end_streams,
         )
+        for task in self._housekeeping:
+            task.cancel()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
+        self._housekeeping.clear()
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
         log.info("orchestrator stopped", extra=self.totals())
+
+    async def _sweep_stale_incidents(self) -> None:
+        stale_after = self.settings.stale_after_seconds
+        # Checked a few times per stale period, so a silent sensor's incident resolves within
+        # stale_after * 1.25 (at most 30 s late).
+        interval = min(stale_after / 4, 30.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.pipeline.sweep_stale(stale_after)
 
     def totals(self) -> dict[str, int]:
         value = self.registry.get_sample_value

@@ -11,7 +11,7 @@ import bisect
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from .combine import STATUS_CODES, Combined, Combiner, EngineVotes, Status
 from .dedup import DedupWindow
 from .encode import encode_alert, encode_verdicts
 from .history import History
-from .incidents import IncidentTracker
+from .incidents import AlertEvent, IncidentTracker
 from .metrics import OrchestratorMetrics
 from .specialist_pool import CompactWindows, SpecialistPool
 from .windows import BatchWindows
@@ -102,6 +102,8 @@ class ScoringPipeline:
         self.metrics = metrics
         self._tracer = tracer
         self._propagator = propagator
+        # Called with every alert event after the watchers (e.g. the Alertmanager sender).
+        self.sinks: list[Callable[[AlertEvent], None]] = []
 
     def parent_from_traceparent(self, traceparent: str) -> otel_context.Context:
         """Context of a client's per-batch W3C traceparent (parents that batch's span)."""
@@ -218,27 +220,9 @@ class ScoringPipeline:
             trace_id=trace_id,
         )
         alerts = [encode_alert(e, *prepared.reading_of(e.row)) for e in events]
-        # Logged inside the batch span, so each line carries this batch's trace_id/span_id;
-        # alert_trace_id is the trace of the batch that opened the incident (Alert.trace_id).
+        # Published inside the batch span, so each log line carries this batch's trace_id.
         with trace.use_span(span):
-            for alert, event in zip(alerts, events, strict=True):
-                self.metrics.alerts.labels(event.state).inc()
-                self.hub.publish(alert)
-                incident = event.incident
-                log.info(
-                    "alert %s",
-                    event.state,
-                    extra={
-                        "sensor_id": incident.sensor_id,
-                        "alert_id": incident.alert_id,
-                        "state": event.state,
-                        "alert_trace_id": incident.trace_id,
-                        "peak_value": incident.peak_value,
-                        "peak_score": incident.peak_score,
-                        "anomalous_readings": incident.anomalous_readings,
-                        "reasons": incident.reasons,
-                    },
-                )
+            self.publish(events, alerts)
         self._count_verdicts(combined)
 
         results: list[BatchResult] = []
@@ -288,6 +272,39 @@ class ScoringPipeline:
     ) -> list[BatchResult]:
         prepared = self.prepare(batches, client_id, parent)
         return self.finish(await self.score(prepared, forwarded), all_verdicts)
+
+    def publish(
+        self, events: Sequence[AlertEvent], alerts: Sequence[orchestrator_pb2.Alert]
+    ) -> None:
+        """Alert events to watchers, sinks (e.g. Alertmanager), metrics and the log."""
+        for alert, event in zip(alerts, events, strict=True):
+            self.metrics.alerts.labels(event.state).inc()
+            self.hub.publish(alert)
+            for sink in self.sinks:
+                sink(event)
+            incident = event.incident
+            # alert_trace_id is the trace of the batch that opened the incident (Alert.trace_id).
+            log.info(
+                "alert %s",
+                event.state,
+                extra={
+                    "sensor_id": incident.sensor_id,
+                    "alert_id": incident.alert_id,
+                    "state": event.state,
+                    "resolve_reason": incident.resolve_reason,
+                    "alert_trace_id": incident.trace_id,
+                    "peak_value": incident.peak_value,
+                    "peak_score": incident.peak_score,
+                    "anomalous_readings": incident.anomalous_readings,
+                    "reasons": incident.reasons,
+                },
+            )
+
+    def sweep_stale(self, stale_after_seconds: float) -> int:
+        """Resolve the incidents of sensors silent for `stale_after_seconds`; returns how many."""
+        events = self.incidents.sweep_stale(stale_after_seconds)
+        self.publish(events, [encode_alert(event) for event in events])
+        return len(events)
 
     def _count_verdicts(self, combined: Combined) -> None:
         if combined.status.size == 0:

@@ -14,6 +14,7 @@ from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub, SubscriberTooSlow
 from .batches import Limits, decode_batch
+from .encode import encode_open_incident
 from .pipeline import ScoringPipeline
 from .session import StreamOptions, StreamSession
 
@@ -137,13 +138,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         )
 
     async def WatchAlerts(self, request, context):  # noqa: N802
+        prefix = request.sensor_id_prefix
+        incidents = self._pipeline.incidents
         try:
-            async for alert in self._hub.subscribe(request.sensor_id_prefix):
+            async for alert in self._hub.subscribe(
+                prefix, lambda: [encode_open_incident(i) for i in incidents.open_incidents(prefix)]
+            ):
                 yield alert
         except SubscriberTooSlow:
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, "alert watcher too slow: its queue overflowed"
             )
+
+    async def ListAlerts(self, request, context):  # noqa: N802
+        incidents = self._pipeline.incidents.open_incidents(request.sensor_id_prefix)
+        return orchestrator_pb2.ListAlertsResponse(
+            alerts=[encode_open_incident(incident) for incident in incidents]
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def end_streams(

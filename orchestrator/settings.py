@@ -30,6 +30,12 @@ class OrchestratorSettings(ServerSettings):
     """Consecutive normal verdicts that resolve a sensor's open incident (0 = by time only)."""
     resolve_after_seconds: float = Field(default=0.0, ge=0)
     """Quiet time after the last anomalous reading that resolves an incident (0 = count only)."""
+    stale_after_seconds: float = Field(default=900.0, gt=0)
+    """Wall-clock silence after which a sensor's open incident resolves as `stale`."""
+    state_dir: str = ""
+    """Directory for checkpoints of sensor state, incidents and dedup memory (empty = none)."""
+    checkpoint_seconds: float = Field(default=60.0, gt=0)
+    """Seconds between checkpoints (one is also written on drain)."""
     likelihood_thresholds: str = ""
     """Per-channel likelihood thresholds over the engines' defaults, e.g. statistical.level=1e-7."""
     calibration: Literal["likelihood", "raw"] = "likelihood"

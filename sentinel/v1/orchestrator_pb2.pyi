@@ -26,6 +26,12 @@ class AlertState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALERT_STATE_UNSPECIFIED: _ClassVar[AlertState]
     ALERT_STATE_OPEN: _ClassVar[AlertState]
     ALERT_STATE_RESOLVED: _ClassVar[AlertState]
+
+class ResolveReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESOLVE_REASON_UNSPECIFIED: _ClassVar[ResolveReason]
+    RESOLVE_REASON_QUIET: _ClassVar[ResolveReason]
+    RESOLVE_REASON_STALE: _ClassVar[ResolveReason]
 VERDICT_MODE_UNSPECIFIED: VerdictMode
 VERDICT_MODE_NONE: VerdictMode
 VERDICT_MODE_ANOMALIES: VerdictMode
@@ -37,6 +43,9 @@ VERDICT_STATUS_WARMING_UP: VerdictStatus
 ALERT_STATE_UNSPECIFIED: AlertState
 ALERT_STATE_OPEN: AlertState
 ALERT_STATE_RESOLVED: AlertState
+RESOLVE_REASON_UNSPECIFIED: ResolveReason
+RESOLVE_REASON_QUIET: ResolveReason
+RESOLVE_REASON_STALE: ResolveReason
 
 class Reading(_message.Message):
     __slots__ = ("sensor_id", "value", "timestamp_unix_nanos")
@@ -117,7 +126,7 @@ class VerdictBatch(_message.Message):
     def __init__(self, verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ...) -> None: ...
 
 class Alert(_message.Message):
-    __slots__ = ("alert_id", "sensor_id", "state", "first_timestamp_unix_nanos", "last_timestamp_unix_nanos", "peak_value", "peak_score", "reasons", "engine_versions", "trace_id", "anomalous_readings", "batch_id", "reading_index", "resolved_timestamp_unix_nanos")
+    __slots__ = ("alert_id", "sensor_id", "state", "first_timestamp_unix_nanos", "last_timestamp_unix_nanos", "peak_value", "peak_score", "reasons", "engine_versions", "trace_id", "anomalous_readings", "batch_id", "reading_index", "resolved_timestamp_unix_nanos", "resolve_reason", "snapshot")
     ALERT_ID_FIELD_NUMBER: _ClassVar[int]
     SENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +141,8 @@ class Alert(_message.Message):
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     READING_INDEX_FIELD_NUMBER: _ClassVar[int]
     RESOLVED_TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    RESOLVE_REASON_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     alert_id: str
     sensor_id: str
     state: AlertState
@@ -146,7 +157,9 @@ class Alert(_message.Message):
     batch_id: int
     reading_index: int
     resolved_timestamp_unix_nanos: int
-    def __init__(self, alert_id: _Optional[str] = ..., sensor_id: _Optional[str] = ..., state: _Optional[_Union[AlertState, str]] = ..., first_timestamp_unix_nanos: _Optional[int] = ..., last_timestamp_unix_nanos: _Optional[int] = ..., peak_value: _Optional[float] = ..., peak_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., engine_versions: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., anomalous_readings: _Optional[int] = ..., batch_id: _Optional[int] = ..., reading_index: _Optional[int] = ..., resolved_timestamp_unix_nanos: _Optional[int] = ...) -> None: ...
+    resolve_reason: ResolveReason
+    snapshot: bool
+    def __init__(self, alert_id: _Optional[str] = ..., sensor_id: _Optional[str] = ..., state: _Optional[_Union[AlertState, str]] = ..., first_timestamp_unix_nanos: _Optional[int] = ..., last_timestamp_unix_nanos: _Optional[int] = ..., peak_value: _Optional[float] = ..., peak_score: _Optional[float] = ..., reasons: _Optional[_Iterable[str]] = ..., engine_versions: _Optional[_Iterable[str]] = ..., trace_id: _Optional[str] = ..., anomalous_readings: _Optional[int] = ..., batch_id: _Optional[int] = ..., reading_index: _Optional[int] = ..., resolved_timestamp_unix_nanos: _Optional[int] = ..., resolve_reason: _Optional[_Union[ResolveReason, str]] = ..., snapshot: _Optional[bool] = ...) -> None: ...
 
 class ReconnectHint(_message.Message):
     __slots__ = ("reason",)
@@ -189,3 +202,15 @@ class WatchAlertsRequest(_message.Message):
     SENSOR_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
     sensor_id_prefix: str
     def __init__(self, sensor_id_prefix: _Optional[str] = ...) -> None: ...
+
+class ListAlertsRequest(_message.Message):
+    __slots__ = ("sensor_id_prefix",)
+    SENSOR_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    sensor_id_prefix: str
+    def __init__(self, sensor_id_prefix: _Optional[str] = ...) -> None: ...
+
+class ListAlertsResponse(_message.Message):
+    __slots__ = ("alerts",)
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    def __init__(self, alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...

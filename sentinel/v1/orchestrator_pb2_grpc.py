@@ -50,6 +50,11 @@ class OrchestratorStub:
                 request_serializer=sentinel_dot_v1_dot_orchestrator__pb2.WatchAlertsRequest.SerializeToString,
                 response_deserializer=sentinel_dot_v1_dot_orchestrator__pb2.Alert.FromString,
                 _registered_method=True)
+        self.ListAlerts = channel.unary_unary(
+                '/sentinel.v1.Orchestrator/ListAlerts',
+                request_serializer=sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsRequest.SerializeToString,
+                response_deserializer=sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServicer:
@@ -74,7 +79,15 @@ class OrchestratorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAlerts(self, request, context):
-        """Alert feed: any number of subscribers, optionally filtered by a sensor-id prefix.
+        """Alert feed: any number of subscribers, optionally filtered by a sensor-id prefix. The
+        stream starts with the incidents open now (`snapshot` true), then live alerts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAlerts(self, request, context):
+        """The incidents open now on this orchestrator, optionally filtered by a sensor-id prefix.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +110,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.WatchAlerts,
                     request_deserializer=sentinel_dot_v1_dot_orchestrator__pb2.WatchAlertsRequest.FromString,
                     response_serializer=sentinel_dot_v1_dot_orchestrator__pb2.Alert.SerializeToString,
+            ),
+            'ListAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAlerts,
+                    request_deserializer=sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsRequest.FromString,
+                    response_serializer=sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +199,33 @@ class Orchestrator:
             '/sentinel.v1.Orchestrator/WatchAlerts',
             sentinel_dot_v1_dot_orchestrator__pb2.WatchAlertsRequest.SerializeToString,
             sentinel_dot_v1_dot_orchestrator__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentinel.v1.Orchestrator/ListAlerts',
+            sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsRequest.SerializeToString,
+            sentinel_dot_v1_dot_orchestrator__pb2.ListAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -333,3 +333,53 @@ def test_alerts_alternate_and_match_a_reference(resolve_after, batches):
         assert history[0::2] == ["open"] * len(history[0::2])
         assert history[1::2] == ["resolved"] * len(history[1::2])
     assert tracker.open_count == sum(is_open.values())
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_quiet_resolution_says_quiet():
+    tracker = IncidentTracker(resolve_after=2)
+    feed(tracker, [("s", True)])
+    (event,) = feed(tracker, [("s", False), ("s", False)])
+    assert event.state == "resolved" and event.incident.resolve_reason == "quiet"
+
+
+def test_a_silent_sensor_resolves_as_stale_and_a_talking_one_does_not():
+    clock = FakeClock()
+    tracker = IncidentTracker(resolve_after=100, clock=clock)
+    feed(tracker, [("silent", True), ("talking", True)])
+    clock.now += 50
+    feed(tracker, [("talking", False)])  # a normal reading still counts as a sign of life
+    assert tracker.sweep_stale(60.0) == []
+    clock.now += 20  # silent: 70 s without a reading; talking: 20 s
+    (event,) = tracker.sweep_stale(60.0)
+    assert (event.state, event.incident.sensor_id) == ("resolved", "silent")
+    assert event.incident.resolve_reason == "stale"
+    assert event.incident.resolved_timestamp == int(clock.now * 1e9)
+    assert [i.sensor_id for i in tracker.open_incidents()] == ["talking"]
+    assert tracker.sweep_stale(60.0) == []  # resolved once
+
+
+def test_open_incidents_are_snapshots_filtered_by_prefix():
+    tracker = IncidentTracker(resolve_after=3)
+    feed(tracker, [("pump-1", True), ("fan-1", True), ("pump-2", True)])
+    pumps = list(tracker.open_incidents("pump-"))
+    assert [i.sensor_id for i in pumps] == ["pump-1", "pump-2"]
+    pumps[0].reasons.append("edited")  # a snapshot: the tracker's incident is unchanged
+    assert tracker.open_incident("pump-1").reasons == ["reason"]
+
+
+def test_restored_incidents_resolve_normally():
+    old = IncidentTracker(resolve_after=2)
+    feed(old, [("s", True, 99.0, 0.9, 5)])
+    new = IncidentTracker(resolve_after=2)
+    new.restore(list(old.open_incidents()))
+    (event,) = feed(new, [("s", False), ("s", False)])
+    assert event.incident.alert_id == old.open_incident("s").alert_id
+    assert event.incident.first_timestamp == 5
