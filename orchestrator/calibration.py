@@ -125,6 +125,12 @@ class CalibrationBank:
     store. Arrays are [slots, channels, ...], so one step costs the same few numpy calls
     however many channels there are (the step runs once per reading depth of a batch)."""
 
+    # Per-sensor state: arrays [slots, channels, ...] (checkpointed, reset with the slot).
+    SLOT_FIELDS = (
+        "_median", "_deviation", "_seen", "_ring", "_count", "_block_sum", "_block_squares",
+        "_running", "_fit",
+    )  # fmt: skip
+
     def __init__(self, params: CalibrationParams | None = None) -> None:
         self.params = params or CalibrationParams()
         self.standardize = np.zeros(0, dtype=bool)  # per channel
@@ -165,8 +171,7 @@ class CalibrationBank:
     def clear_channel(self, index: int, standardize: bool) -> None:
         """Forget a channel for every sensor (its meaning changed)."""
         self.standardize[index] = standardize
-        for name in ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum",
-                     "_block_squares", "_running", "_fit"):  # fmt: skip
+        for name in self.SLOT_FIELDS:
             getattr(self, name)[:, index] = 0
 
     def grow(self, capacity: int) -> None:
@@ -174,8 +179,7 @@ class CalibrationBank:
             self._allocate(capacity, self.channels)
 
     def reset(self, slots: np.ndarray) -> None:
-        for name in ("_median", "_deviation", "_seen", "_ring", "_count", "_block_sum",
-                     "_block_squares", "_running", "_fit"):  # fmt: skip
+        for name in self.SLOT_FIELDS:
             getattr(self, name)[slots] = 0
 
     def step(self, slots: np.ndarray, raw: np.ndarray) -> np.ndarray:

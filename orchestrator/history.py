@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -60,6 +60,48 @@ class HistoryLimits:
 
 class DeclarationRefused(ValueError):
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySnapshot:
+    """Per-sensor state copied out of a History (least recently seen sensor first)."""
+
+    meta: dict  # JSON-able: declarations, view specs, channel columns, calibration settings
+    sensor_ids: list[str]
+    arrays: dict[str, np.ndarray]  # "<part>/<field>": [sensors, ...]
+
+
+def _gather(prefix: str, state: object, slots: np.ndarray) -> dict[str, np.ndarray]:
+    return {f"{prefix}/{name}": getattr(state, name)[slots] for name in state.SLOT_FIELDS}
+
+
+def _scatter(
+    prefix: str,
+    state: object,
+    slots: np.ndarray,
+    arrays: Mapping[str, np.ndarray],
+    kept: int,
+    columns: Sequence[tuple[int, int]] | None = None,
+) -> None:
+    """Load saved per-sensor arrays (the last `kept` rows) into `state` at `slots`."""
+    for name in state.SLOT_FIELDS:
+        saved = arrays[f"{prefix}/{name}"][-kept:] if kept else arrays[f"{prefix}/{name}"][:0]
+        target = getattr(state, name)
+        if columns is None:
+            target[slots] = saved
+        else:
+            for old, new in columns:
+                target[slots, new] = saved[:, old]
+
+
+def _spec_of(fields: Mapping[str, object]) -> RangeSpec | SeasonalSpec:
+    fields = dict(fields)
+    kind = fields.pop("kind")
+    if kind == "RangeSpec":
+        return RangeSpec(**fields)
+    if kind == "SeasonalSpec":
+        return SeasonalSpec(**fields)
+    raise ValueError(f"unknown view kind {kind!r}")
 
 
 class History:
@@ -186,6 +228,79 @@ class History:
             if existing.standardize != channel.standardize:
                 self.bank.clear_channel(existing.index, channel.standardize)
                 existing.standardize = channel.standardize
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def snapshot(self) -> HistorySnapshot:
+        """A copy of every sensor's history, views and calibration, with what they mean."""
+        sensor_ids, slots = self.windows.live()
+        arrays = _gather("window", self.windows, slots)
+        for internal, view in self.views.views.items():
+            arrays.update(_gather(f"view/{internal}", view, slots))
+        arrays.update(_gather("calibration", self.bank, slots))
+        meta = {
+            "window_length": self.windows.length,
+            "views": {
+                internal: {"kind": type(view.spec).__name__, **asdict(view.spec)}
+                for internal, view in self.views.views.items()
+            },
+            "view_names": self._view_names,
+            "channels": [
+                {
+                    "specialist": key.specialist,
+                    "channel": key.channel,
+                    "index": c.index,
+                    "standardize": c.standardize,
+                    "flag_below": c.flag_below,
+                }
+                for key, c in self.channels.items()
+            ],
+            "calibration": asdict(self.calibration),
+        }
+        return HistorySnapshot(meta, sensor_ids, arrays)
+
+    def restore(self, snapshot: HistorySnapshot) -> int:
+        """Load a snapshot into this (empty) history before any traffic; returns the sensors
+        restored. The declarations it was taken under are re-made, so a specialist that
+        describes itself the same way again keeps this history; one that changed a view or
+        a channel starts that afresh (as on any re-described engine)."""
+        meta, arrays = snapshot.meta, snapshot.arrays
+        if self.views.views or self.channels or self.windows.sensors:
+            raise RuntimeError("restore needs an empty history")
+        specs = {name: _spec_of(fields) for name, fields in meta["views"].items()}
+        self.windows.grow_length(int(meta["window_length"]))
+        internal_names: dict[str, str] = {}
+        for saved, spec in specs.items():
+            internal = f"restored/{self._next_view}"
+            self._next_view += 1
+            view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+            self.windows.attach(view)
+            self.views.views[internal] = view
+            internal_names[saved] = internal
+        self._view_names = {
+            specialist: {name: internal_names[saved] for name, saved in names.items()}
+            for specialist, names in meta["view_names"].items()
+        }
+        columns = []  # (saved column, restored column)
+        for channel in sorted(meta["channels"], key=lambda c: c["index"]):
+            key = ChannelKey(channel["specialist"], channel["channel"])
+            index = self.bank.add_channel(bool(channel["standardize"]))
+            flag_below = self.flag_below_overrides.get(str(key), float(channel["flag_below"]))
+            self.channels[key] = Calibrated(index, bool(channel["standardize"]), flag_below)
+            columns.append((int(channel["index"]), index))
+        slots = self.windows.restore(
+            snapshot.sensor_ids, arrays["window/_values"], arrays["window/_fill"]
+        )
+        kept = len(slots)
+        for saved, internal in internal_names.items():
+            _scatter(f"view/{saved}", self.views.views[internal], slots, arrays, kept)
+        if meta["calibration"] == asdict(self.calibration):
+            _scatter("calibration", self.bank, slots, arrays, kept, columns)
+        else:
+            log.warning(
+                "checkpoint calibration state not restored: calibration settings changed",
+                extra={"saved": meta["calibration"], "now": asdict(self.calibration)},
+            )
+        return kept
 
     def views_for(self, specialist: str, views: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's view values that `specialist` declared, under its own names."""

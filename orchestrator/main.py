@@ -21,6 +21,7 @@ from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from .alert_hub import AlertHub
 from .batches import Limits
 from .calibration import CalibrationParams
+from .checkpointer import Checkpointer
 from .combine import Combiner
 from .dedup import DedupWindow
 from .history import History, HistoryLimits
@@ -82,16 +83,30 @@ class OrchestratorProcess:
         self.hub = AlertHub(
             settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
         )
+        dedup = DedupWindow(settings.dedup_batches)
         self.pipeline = ScoringPipeline(
             history=self.history,
             pool=self.pool,
             combiner=Combiner(settings.combine_policy, settings.weights()),
             incidents=self.incidents,
             hub=self.hub,
-            dedup=DedupWindow(settings.dedup_batches),
+            dedup=dedup,
             metrics=self.metrics,
             tracer=tracer,
             propagator=tracing.propagator,
+        )
+        self.checkpointer = (
+            Checkpointer(
+                settings.state_dir,
+                settings.checkpoint_seconds,
+                self.history,
+                self.incidents,
+                dedup,
+                self.pipeline,
+                self.metrics,
+            )
+            if settings.state_dir
+            else None
         )
         limits = Limits(
             max_batch_readings=settings.max_batch_readings,
@@ -139,8 +154,14 @@ class OrchestratorProcess:
         return self.server.port
 
     async def start(self) -> int:
+        if self.checkpointer is not None:
+            # Before the specialists describe themselves: their declarations then find the
+            # restored views and keep them.
+            self.checkpointer.restore()
         await self.pool.start()
         port = await self.server.start()
+        if self.checkpointer is not None:
+            self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
         self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
         if self.settings.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(
@@ -168,6 +189,8 @@ class OrchestratorProcess:
             task.cancel()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
         self._housekeeping.clear()
+        if self.checkpointer is not None:
+            await self.checkpointer.save()
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()

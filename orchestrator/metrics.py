@@ -26,6 +26,27 @@ class OrchestratorMetrics:
             "Resent batches acked again without scoring.",
             registry=registry,
         )
+        self.internal_errors = Counter(
+            "sentinel_orchestrator_internal_errors",
+            "Scoring rounds that failed unexpectedly (their stream or call ended with INTERNAL).",
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "sentinel_orchestrator_checkpoints",
+            "Checkpoints of sensor state attempted, by result (written, failed).",
+            ("result",),
+            registry=registry,
+        )
+        self.checkpoint_seconds = Gauge(
+            "sentinel_orchestrator_checkpoint_seconds",
+            "Duration of the last checkpoint write (copy and file), in seconds.",
+            registry=registry,
+        )
+        self.checkpoint_bytes = Gauge(
+            "sentinel_orchestrator_checkpoint_bytes",
+            "Size of the last checkpoint written, in bytes.",
+            registry=registry,
+        )
         self.rejected = Counter(
             "sentinel_orchestrator_batches_rejected",
             "Client batches rejected, by gRPC status code.",

@@ -7,11 +7,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,7 +70,9 @@ class Prepared:
 
     span: trace.Span
     started: float
+    client_id: str = ""
     votes: list[EngineVotes] = field(default_factory=list)
+    closed: bool = False  # finished or abandoned
 
     @property
     def windows(self) -> np.ndarray:
@@ -104,6 +108,12 @@ class ScoringPipeline:
         self._propagator = propagator
         # Called with every alert event after the watchers (e.g. the Alertmanager sender).
         self.sinks: list[Callable[[AlertEvent], None]] = []
+        # Rounds between prepare and finish/abandon; checkpoints wait for none (`quiesced`).
+        self._rounds_open = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._admitting = asyncio.Event()
+        self._admitting.set()
 
     def parent_from_traceparent(self, traceparent: str) -> otel_context.Context:
         """Context of a client's per-batch W3C traceparent (parents that batch's span)."""
@@ -124,7 +134,7 @@ class ScoringPipeline:
                 duplicates[index] = first
             else:
                 fresh.append(batch)
-                self.dedup.remember(client_id, batch.batch_id, batch.rows)
+                self.dedup.begin(client_id, batch.batch_id, batch.rows)
         if len(fresh) == 1:
             sensor_ids, values, timestamps = (
                 fresh[0].sensor_ids,
@@ -148,7 +158,16 @@ class ScoringPipeline:
                 "sentinel.duplicates": len(duplicates),
             },
         )
-        stored, steps, views = self.history.append(sensor_ids, values, timestamps)
+        try:
+            stored, steps, views = self.history.append(sensor_ids, values, timestamps)
+        except BaseException as error:
+            for batch in fresh:
+                self.dedup.abandon(client_id, batch.batch_id)
+            span.set_status(trace.Status(trace.StatusCode.ERROR, repr(error)))
+            span.end()
+            raise
+        self._rounds_open += 1
+        self._quiet.clear()
         if stored.evicted:
             self.metrics.evicted_sensors.inc(stored.evicted)
         self.metrics.batches.inc(len(fresh))
@@ -166,6 +185,7 @@ class ScoringPipeline:
             batch_starts=_starts(fresh),
             span=span,
             started=time.perf_counter(),
+            client_id=client_id,
         )
 
     def _coalesced_links(
@@ -204,6 +224,57 @@ class ScoringPipeline:
         return prepared
 
     def finish(self, prepared: Prepared, all_verdicts: bool = False) -> list[BatchResult]:
+        try:
+            results = self._finish(prepared, all_verdicts)
+        except BaseException:
+            self.abandon(prepared)
+            raise
+        self._close(prepared, scored=True)
+        return results
+
+    def abandon(self, prepared: Prepared) -> None:
+        """A round that cannot finish: its batches are forgotten by dedup (a resend is scored;
+        their readings stay in the history) and its span ends with an error."""
+        if not prepared.closed:
+            prepared.span.set_status(trace.Status(trace.StatusCode.ERROR, "round abandoned"))
+        self._close(prepared, scored=False)
+
+    def _close(self, prepared: Prepared, scored: bool) -> None:
+        if prepared.closed:
+            return
+        prepared.closed = True
+        for index, batch in enumerate(prepared.batches):
+            if index not in prepared.duplicates:
+                if scored:
+                    self.dedup.commit(prepared.client_id, batch.batch_id)
+                else:
+                    self.dedup.abandon(prepared.client_id, batch.batch_id)
+        if not scored:
+            prepared.span.end()
+        self._rounds_open -= 1
+        if self._rounds_open == 0:
+            self._quiet.set()
+
+    async def admit(self) -> None:
+        """Wait while a checkpoint is being taken (called before `prepare`)."""
+        await self._admitting.wait()
+
+    @contextlib.asynccontextmanager
+    async def quiesced(self, timeout: float) -> AsyncIterator[bool]:
+        """Hold new rounds back and wait (up to `timeout`) for open rounds to finish, so that
+        history, incidents and dedup agree; yields whether that was reached in time."""
+        self._admitting.clear()
+        try:
+            try:
+                await asyncio.wait_for(self._quiet.wait(), timeout)
+                quiet = True
+            except TimeoutError:
+                quiet = False
+            yield quiet
+        finally:
+            self._admitting.set()
+
+    def _finish(self, prepared: Prepared, all_verdicts: bool) -> list[BatchResult]:
         span = prepared.span
         rows = len(prepared.sensor_ids)
         votes = self.history.calibrate(prepared.stored, prepared.steps, prepared.votes)
@@ -270,8 +341,14 @@ class ScoringPipeline:
         parent: otel_context.Context | None = None,
         all_verdicts: bool = False,
     ) -> list[BatchResult]:
+        await self.admit()
         prepared = self.prepare(batches, client_id, parent)
-        return self.finish(await self.score(prepared, forwarded), all_verdicts)
+        try:
+            scored = await self.score(prepared, forwarded)
+        except BaseException:
+            self.abandon(prepared)
+            raise
+        return self.finish(scored, all_verdicts)
 
     def publish(
         self, events: Sequence[AlertEvent], alerts: Sequence[orchestrator_pb2.Alert]

@@ -100,6 +100,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             self._streams_by_client[client_id] -= 1
             if self._streams_by_client[client_id] <= 0:
                 del self._streams_by_client[client_id]
+        if session.failure is not None:
+            await context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"scoring failed ({type(session.failure).__name__}); unacked batches may be resent",
+            )
         if session.error is not None:
             self._pipeline.metrics.rejected.labels("INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(session.error))
@@ -130,6 +135,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 forwarded=forwarded_headers(metadata),
                 parent=parent,
                 all_verdicts=True,
+            )
+        except Exception as error:
+            self._pipeline.metrics.internal_errors.inc()
+            log.error("Detect failed", exc_info=error, extra={"batch_ids": [batch.batch_id]})
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"scoring failed ({type(error).__name__}); retry"
             )
         finally:
             self._detect_active -= 1

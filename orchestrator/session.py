@@ -26,7 +26,7 @@ from sentinel.errors import InvalidArgument
 from sentinel.v1 import orchestrator_pb2
 
 from .batches import DecodedBatch, Limits, decode_batch
-from .pipeline import BatchResult, Prepared, ScoringPipeline
+from .pipeline import BatchResult, ScoringPipeline
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class StreamSession:
         self._tasks: list[asyncio.Task] = []
         self._detached = False
         self.error: InvalidArgument | None = None
+        self.failure: Exception | None = None  # unexpected: the stream ends with INTERNAL
         self.end_reason: str | None = None
         self.done = asyncio.Event()
 
@@ -116,7 +117,7 @@ class StreamSession:
                 if item is _DONE:
                     break
                 yield item
-            if self.error is None and self.end_reason is not None:
+            if self.error is None and self.failure is None and self.end_reason is not None:
                 yield orchestrator_pb2.StreamEvent(
                     reconnect=orchestrator_pb2.ReconnectHint(reason=self.end_reason)
                 )
@@ -169,32 +170,61 @@ class StreamSession:
                     break
                 batches.append(more)
                 readings += more.rows
-            if self._detached:
+            if self._detached or self.failure is not None:
                 continue  # never acked: the client resends these after reconnecting
-            await self._start_round(batches)
+            try:
+                await self._start_round(batches)
+            except Exception as error:
+                self._fail(batches, error)
         await self._inflight.put(terminal)
 
     async def _start_round(self, batches: list[DecodedBatch]) -> None:
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
+        await self._pipeline.admit()
         prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
         scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
-        await self._inflight.put(scoring)
+        await self._inflight.put((prepared, scoring))
 
     async def _finish(self) -> None:
         while True:
             item = await self._inflight.get()
-            if isinstance(item, asyncio.Task):
-                prepared: Prepared = await item
-                for result in self._pipeline.finish(prepared):
+            if isinstance(item, tuple):
+                prepared, scoring = item
+                if self.failure is not None:
+                    # The stream is failing: later rounds are not acked, so they are resent.
+                    scoring.cancel()
+                    self._pipeline.abandon(prepared)
+                    continue
+                try:
+                    results = self._pipeline.finish(await scoring)
+                except Exception as error:
+                    self._pipeline.abandon(prepared)
+                    self._fail(prepared.batches, error)
+                    continue
+                for result in results:
                     for event in _events_of(result):
                         await self._emit(event)
                 continue
-            if isinstance(item, InvalidArgument):
+            if isinstance(item, InvalidArgument) and self.failure is None:
                 self.error = item
             await self._emit(_DONE)
             return
+
+    def _fail(self, batches: Sequence[DecodedBatch], error: Exception) -> None:
+        """An unexpected error in a round: end this stream with INTERNAL, others carry on."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        batch_ids = [b.batch_id for b in batches]
+        self._pipeline.metrics.internal_errors.inc()
+        log.error(
+            "scoring round failed; ending the stream with INTERNAL",
+            exc_info=error,
+            extra={"batch_ids": batch_ids, "client_id": self._client_id},
+        )
+        self._stop_reader()
 
     async def _emit(self, item: object) -> None:
         if not self._detached:

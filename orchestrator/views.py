@@ -106,6 +106,12 @@ ViewSpecLike = RangeSpec | SeasonalSpec
 
 
 class RangeView:
+    # Per-sensor state: arrays whose first axis is the window store's slot (checkpointed).
+    SLOT_FIELDS = (
+        "_max", "_min", "_part_max", "_part_min", "_part_n", "_position", "_complete",
+        "_blocks_max", "_blocks_min",
+    )  # fmt: skip
+
     def __init__(self, spec: RangeSpec) -> None:
         self.spec = spec
         k = spec.blocks
@@ -264,6 +270,9 @@ class RangeView:
 
 
 class SeasonalView:
+    # Per-sensor state: arrays whose first axis is the window store's slot (checkpointed).
+    SLOT_FIELDS = ("_ring", "_last")
+
     def __init__(self, spec: SeasonalSpec) -> None:
         self.spec = spec
         self._ring = np.full((0, spec.buckets), np.nan, np.float32)

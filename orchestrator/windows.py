@@ -55,6 +55,9 @@ class BatchWindows:
 class WindowStore:
     """Bounded store: at most `max_sensors` sensors, least recently seen evicted first."""
 
+    # Per-sensor state: arrays whose first axis is the slot (checkpointed).
+    SLOT_FIELDS = ("_values", "_fill")
+
     def __init__(self, length: int, max_sensors: int, dtype: np.dtype | type = np.float32) -> None:
         if length < 0 or max_sensors < 1:
             raise ValueError("length must be >= 0 and max_sensors >= 1")
@@ -100,6 +103,31 @@ class WindowStore:
         pad = np.full((self._values.shape[0], length - self.length), np.nan, dtype=self._dtype)
         self._values = np.concatenate([pad, self._values], axis=1)
         self.length = length
+
+    def live(self) -> tuple[list[str], np.ndarray]:
+        """Sensor ids, least recently seen first, and their slots."""
+        return list(self._slots), np.fromiter(self._slots.values(), np.int64, len(self._slots))
+
+    def restore(
+        self, sensor_ids: Sequence[str], values: np.ndarray, fill: np.ndarray
+    ) -> np.ndarray:
+        """Take over sensors from a checkpoint (least recently seen first) into an empty store;
+        returns their slots, for the attached states to load theirs. Windows of another length
+        keep their most recent values; beyond `max_sensors` the least recent are left out."""
+        if self._slots:
+            raise RuntimeError("restore needs an empty window store")
+        keep = min(len(sensor_ids), self.max_sensors)
+        sensor_ids, values, fill = sensor_ids[-keep:], values[-keep:], fill[-keep:]
+        while self.capacity < keep:
+            self._grow_capacity()
+        slots = np.asarray([self._free.pop() for _ in range(keep)], dtype=np.int64)
+        width = min(self.length, values.shape[1])
+        if width:
+            self._values[slots, self.length - width :] = values[:, values.shape[1] - width :]
+        self._fill[slots] = np.minimum(fill, width)
+        self._generation[slots] += 1
+        self._slots.update(zip(sensor_ids, slots.tolist(), strict=True))
+        return slots
 
     def history(self, sensor_id: str) -> np.ndarray:
         """The stored window of one sensor (a copy), oldest first; empty if unknown."""

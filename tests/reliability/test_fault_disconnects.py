@@ -133,6 +133,12 @@ class _SlowPipeline:
     def parent_from_traceparent(self, traceparent):
         return None
 
+    async def admit(self):
+        return None
+
+    def abandon(self, prepared):
+        return None
+
     def prepare(self, batches, client_id="", parent=None, links=()):
         return list(batches)
 
