@@ -56,7 +56,6 @@ class Prepared:
     values: np.ndarray
     timestamps: np.ndarray
     stored: BatchWindows
-    steps: list[np.ndarray]  # row indices, each sensor at most once per step (see views.py)
     views: dict[str, np.ndarray]
     batch_starts: list[tuple[int, int]]  # (first row, batch id) of each scored batch
 
@@ -146,7 +145,7 @@ class ScoringPipeline:
                 "sentinel.duplicates": len(duplicates),
             },
         )
-        stored, steps, views = self.history.append(sensor_ids, values, timestamps)
+        stored, views = self.history.append(sensor_ids, values, timestamps)
         if stored.evicted:
             self.metrics.evicted_sensors.inc(stored.evicted)
         self.metrics.batches.inc(len(fresh))
@@ -159,7 +158,6 @@ class ScoringPipeline:
             values=values,
             timestamps=timestamps,
             stored=stored,
-            steps=steps,
             views=views,
             batch_starts=_starts(fresh),
             span=span,
@@ -204,7 +202,7 @@ class ScoringPipeline:
     def finish(self, prepared: Prepared, all_verdicts: bool = False) -> list[BatchResult]:
         span = prepared.span
         rows = len(prepared.sensor_ids)
-        votes = self.history.calibrate(prepared.stored, prepared.steps, prepared.votes)
+        votes = self.history.calibrate(prepared.stored, prepared.votes)
         prepared.votes = votes
         combined = self.combiner.combine(rows, votes, self.pool.names)
         trace_id = _trace_id(span)
