@@ -322,22 +322,28 @@ class CalibrationBank:
         odd_depth = np.add.reduceat(odd, bounds[:-1]) > 0
         first_all = np.take(first, order, axis=0)
         update_all = np.take(update, order, axis=0)
+        # gain * MEAN_ABS_TO_SIGMA for every reading at once (the same products as per step).
+        median_gain_all = gain_all * MEAN_ABS_TO_SIGMA
         source = 0
         with np.errstate(invalid="ignore"):
-            for k, a in enumerate(active.tolist()):
-                target = sensor_count + int(bounds[k])
-                here = slice(int(bounds[k]), int(bounds[k]) + a)
+            # Plain ints: this loop runs once per reading depth, so per-step overhead counts.
+            for a, begin, odd_k in zip(
+                active.tolist(), bounds.tolist(), odd_depth.tolist(), strict=False
+            ):
+                target = sensor_count + begin
+                here = slice(begin, begin + a)
                 x = x_all[here]
                 gain = gain_all[here]
+                median_gain = median_gain_all[here]
                 m = median[source : source + a].astype(np.float64)
                 d = deviation[source : source + a].astype(np.float64)
                 step = x - m
                 new_d = d + gain * (np.abs(step) - d)
-                new_m = m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step)
-                if odd_depth[k]:
+                new_m = m + median_gain * new_d * np.sign(step)
+                if odd_k:
                     f, u = first_all[here], update_all[here]
                     new_d = np.where(f, 0.0, new_d)
-                    new_m = np.where(f, x, m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step))
+                    new_m = np.where(f, x, m + median_gain * new_d * np.sign(step))
                     new_d = np.where(u, new_d, d)
                     new_m = np.where(u, new_m, m)
                 deviation[target : target + a] = new_d
