@@ -120,6 +120,53 @@ class StepStats:
         return q
 
 
+@dataclass(frozen=True, slots=True)
+class SensorRuns:
+    """A batch's rows grouped by sensor, each sensor's in reading order: sensor u (of the
+    batch) has slot slots[u] and the sorted rows starts[u] up to starts[u + 1]."""
+
+    rows: np.ndarray  # row indices, by sensor then reading
+    group: np.ndarray  # the sensor of each sorted row (non-decreasing)
+    rank: np.ndarray  # the reading number of each sorted row within the batch
+    starts: np.ndarray  # first sorted row of each sensor
+    slots: np.ndarray  # slot of each sensor
+
+    @classmethod
+    def from_steps(cls, slots: np.ndarray, steps: Sequence[np.ndarray]) -> SensorRuns:
+        """From steps (row indices, each slot at most once per step, in reading order)."""
+        steps = [np.asarray(s, dtype=np.int64) for s in steps]
+        covered = np.concatenate(steps) if steps else np.zeros(0, np.int64)
+        if covered.size == 0:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, empty, empty, empty, empty)
+        # The covered rows in reading order per slot: sorted by slot, then step.
+        step_of = np.repeat(np.arange(len(steps), dtype=np.int64), [s.size for s in steps])
+        at = slots[covered].astype(np.int64)
+        order = np.lexsort((step_of, at))
+        rows = covered[order]
+        at = at[order]
+        new = np.empty(rows.size, dtype=bool)
+        new[0] = True
+        np.not_equal(at[1:], at[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
+        group = np.cumsum(new) - 1  # batch-local sensor of each sorted row
+        rank = np.arange(rows.size) - starts[group]  # its reading number within the batch
+        return cls(rows, group, rank, starts, at[starts])
+
+    @classmethod
+    def grouped(
+        cls,
+        order: np.ndarray,
+        group: np.ndarray,
+        rank: np.ndarray,
+        counts: np.ndarray,
+        sensor_slots: np.ndarray,
+    ) -> SensorRuns:
+        """From a grouping by sensor that is known already: `order` (rows by sensor then
+        reading), each row's sensor and rank, readings and slot per sensor."""
+        return cls(order, group[order], rank[order], np.cumsum(counts) - counts, sensor_slots)
+
+
 class CalibrationBank:
     """Per-sensor calibration state of several channels at once; a `SlotState` of the window
     store. Arrays are [slots, channels, ...], so one step costs the same few numpy calls
@@ -201,25 +248,16 @@ class CalibrationBank:
         self, slots: np.ndarray, raw: np.ndarray, steps: Sequence[np.ndarray]
     ) -> StepStats:
         """What `run` computes its tail probabilities from (advancing the state the same)."""
-        stats = StepStats.empty(raw.shape)
-        steps = [np.asarray(s, dtype=np.int64) for s in steps]
-        covered = np.concatenate(steps) if steps else np.zeros(0, np.int64)
-        if covered.size == 0 or self.channels == 0:
-            return stats
-        # The covered rows in reading order per slot: sorted by slot, then step.
-        step_of = np.repeat(np.arange(len(steps), dtype=np.int64), [s.size for s in steps])
-        at = slots[covered].astype(np.int64)
-        order = np.lexsort((step_of, at))
-        rows = covered[order]
-        at = at[order]
-        new = np.empty(rows.size, dtype=bool)
-        new[0] = True
-        np.not_equal(at[1:], at[:-1], out=new[1:])
-        starts = np.flatnonzero(new)
-        group = np.cumsum(new) - 1  # batch-local sensor of each sorted row
-        rank = np.arange(rows.size) - starts[group]  # its reading number within the batch
-        sensors = at[starts]
+        return self.run_by_sensor(raw, SensorRuns.from_steps(slots, steps))
 
+    def run_by_sensor(self, raw: np.ndarray, runs: SensorRuns) -> StepStats:
+        """`run_stats` with the batch already grouped by sensor (as the window store has it)."""
+        stats = StepStats.empty(raw.shape)
+        if runs.rows.size == 0 or self.channels == 0:
+            return stats
+        rows, group, rank, starts, sensors = (
+            runs.rows, runs.group, runs.rank, runs.starts, runs.slots
+        )
         z = raw[rows]
         if self.standardize.any():
             columns = np.flatnonzero(self.standardize)
@@ -288,22 +326,28 @@ class CalibrationBank:
         odd_depth = np.add.reduceat(odd, bounds[:-1]) > 0
         first_all = np.take(first, order, axis=0)
         update_all = np.take(update, order, axis=0)
+        # gain * MEAN_ABS_TO_SIGMA for every reading at once (the same products as per step).
+        median_gain_all = gain_all * MEAN_ABS_TO_SIGMA
         source = 0
         with np.errstate(invalid="ignore"):
-            for k, a in enumerate(active.tolist()):
-                target = sensor_count + int(bounds[k])
-                here = slice(int(bounds[k]), int(bounds[k]) + a)
+            # Plain ints: this loop runs once per reading depth, so per-step overhead counts.
+            for a, begin, odd_k in zip(
+                active.tolist(), bounds.tolist(), odd_depth.tolist(), strict=False
+            ):
+                target = sensor_count + begin
+                here = slice(begin, begin + a)
                 x = x_all[here]
                 gain = gain_all[here]
+                median_gain = median_gain_all[here]
                 m = median[source : source + a].astype(np.float64)
                 d = deviation[source : source + a].astype(np.float64)
                 step = x - m
                 new_d = d + gain * (np.abs(step) - d)
-                new_m = m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step)
-                if odd_depth[k]:
+                new_m = m + median_gain * new_d * np.sign(step)
+                if odd_k:
                     f, u = first_all[here], update_all[here]
                     new_d = np.where(f, 0.0, new_d)
-                    new_m = np.where(f, x, m + gain * MEAN_ABS_TO_SIGMA * new_d * np.sign(step))
+                    new_m = np.where(f, x, m + median_gain * new_d * np.sign(step))
                     new_d = np.where(u, new_d, d)
                     new_m = np.where(u, new_m, m)
                 deviation[target : target + a] = new_d

@@ -22,6 +22,7 @@ from .calibration import (
     CalibrationBank,
     CalibrationParams,
     ChannelKey,
+    SensorRuns,
     likelihood_score,
 )
 from .combine import EngineVotes
@@ -314,14 +315,12 @@ class History:
 
     def append(
         self, sensor_ids: Sequence[str], values: np.ndarray, timestamps: np.ndarray
-    ) -> tuple[BatchWindows, list[np.ndarray], dict[str, np.ndarray]]:
+    ) -> tuple[BatchWindows, dict[str, np.ndarray]]:
+        """The batch's windows and view values (each row's history before it)."""
         stored = self.windows.append(sensor_ids, values)
-        steps = stored.steps()
-        return stored, steps, self.views.update(stored, values, timestamps, steps)
+        return stored, self.views.update(stored, values, timestamps)
 
-    def calibrate(
-        self, stored: BatchWindows, steps: Sequence[np.ndarray], votes: Sequence[EngineVotes]
-    ) -> list[EngineVotes]:
+    def calibrate(self, stored: BatchWindows, votes: Sequence[EngineVotes]) -> list[EngineVotes]:
         """Votes with every channel's likelihood applied: a row is flagged by an engine if the
         engine flagged it or one of its channels' likelihood is below the threshold."""
         if not votes:
@@ -340,7 +339,13 @@ class History:
                     continue
                 raw[:, calibrated.index] = np.where(judged, values, np.nan)
                 used.append((v, name, calibrated.index))
-        q = self.bank.run(stored.slots, raw, steps) if used else np.full(raw.shape, np.nan)
+        if used:
+            runs = SensorRuns.grouped(
+                stored.order, stored.group, stored.rank, stored.counts, stored.sensor_slots
+            )
+            q = self.bank.run_by_sensor(raw, runs).likelihood()
+        else:
+            q = np.full(raw.shape, np.nan)
         out = []
         for v, vote in enumerate(votes):
             mine = [(name, column) for w, name, column in used if w == v]

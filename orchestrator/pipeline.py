@@ -58,7 +58,6 @@ class Prepared:
     values: np.ndarray
     timestamps: np.ndarray
     stored: BatchWindows
-    steps: list[np.ndarray]  # row indices, each sensor at most once per step (see views.py)
     views: dict[str, np.ndarray]
     batch_starts: list[tuple[int, int]]  # (first row, batch id) of each scored batch
 
@@ -159,7 +158,7 @@ class ScoringPipeline:
             },
         )
         try:
-            stored, steps, views = self.history.append(sensor_ids, values, timestamps)
+            stored, views = self.history.append(sensor_ids, values, timestamps)
         except BaseException as error:
             for batch in fresh:
                 self.dedup.abandon(client_id, batch.batch_id)
@@ -180,7 +179,6 @@ class ScoringPipeline:
             values=values,
             timestamps=timestamps,
             stored=stored,
-            steps=steps,
             views=views,
             batch_starts=_starts(fresh),
             span=span,
@@ -277,7 +275,7 @@ class ScoringPipeline:
     def _finish(self, prepared: Prepared, all_verdicts: bool) -> list[BatchResult]:
         span = prepared.span
         rows = len(prepared.sensor_ids)
-        votes = self.history.calibrate(prepared.stored, prepared.steps, prepared.votes)
+        votes = self.history.calibrate(prepared.stored, prepared.votes)
         prepared.votes = votes
         combined = self.combiner.combine(rows, votes, self.pool.names)
         trace_id = _trace_id(span)

@@ -44,6 +44,8 @@ class _Batch:
 
     @classmethod
     def of(cls, stored: BatchWindows) -> _Batch:
+        if stored.sensor_slots is not None and stored.counts is not None:
+            return cls(stored.group, stored.rank, stored.sensor_slots, stored.counts)
         if stored.group is not None:
             group = stored.group
             slots = np.empty(int(group.max()) + 1, dtype=np.int64)

@@ -38,6 +38,12 @@ class BatchWindows:
     # values); row i's window is extended[group[i], rank[i] : rank[i] + length].
     extended: np.ndarray | None = None
     group: np.ndarray | None = None
+    # The same grouping by sensor, for state that advances reading by reading: `order` lists
+    # the rows by sensor, then reading; sensor u of the batch has counts[u] rows and slot
+    # sensor_slots[u].
+    order: np.ndarray | None = None
+    counts: np.ndarray | None = None
+    sensor_slots: np.ndarray | None = None
 
     def steps(self) -> list[np.ndarray]:
         """Row indices by rank: step k holds each sensor's (k+1)-th reading of the batch, so
@@ -140,11 +146,10 @@ class WindowStore:
     def append(self, sensor_ids: Sequence[str], values: np.ndarray) -> BatchWindows:
         rows = len(sensor_ids)
         length = self.length
-        # Group readings by sensor: `group[i]` is the batch-local index of row i's sensor.
-        local: dict[str, int] = {}
-        group = np.fromiter(
-            (local.setdefault(s, len(local)) for s in sensor_ids), dtype=np.int64, count=rows
-        )
+        # Group readings by sensor: `group[i]` is the batch-local index of row i's sensor (in
+        # order of first appearance).
+        local = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
+        group = np.fromiter(map(local.__getitem__, sensor_ids), dtype=np.int64, count=rows)
         unique_ids = list(local)
         if len(unique_ids) > self.max_sensors:
             raise ValueError(
@@ -188,6 +193,9 @@ class WindowStore:
             generation=self._generation[row_slots],
             extended=extended,
             group=group,
+            order=order,
+            counts=counts,
+            sensor_slots=slots,
         )
 
     def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int, np.ndarray]:
@@ -197,9 +205,16 @@ class WindowStore:
         evicted = 0
         # Known sensors of this batch first move to the recent end, so that eviction (which takes
         # from the least recent end) never picks a sensor of this batch that comes later in it.
+        known = 0
         for sensor_id in sensor_ids:
             if sensor_id in present:
                 present.move_to_end(sensor_id)
+                known += 1
+        if known == len(sensor_ids):
+            # All seen before (the steady state): they are now the most recent, in batch order,
+            # exactly as the loop below would leave them.
+            slots[:] = np.fromiter(map(present.__getitem__, sensor_ids), np.int64, known)
+            return slots, 0, np.zeros(0, dtype=np.int64)
         for index, sensor_id in enumerate(sensor_ids):
             slot = present.get(sensor_id)
             if slot is not None:

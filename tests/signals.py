@@ -98,7 +98,7 @@ class Bench:
         """One batch: append to the history, score on every engine, calibrate."""
         sensor_ids = list(sensor_ids)
         values = np.asarray(values, dtype=np.float64)
-        stored, steps, views = self.history.append(sensor_ids, values, timestamps)
+        stored, views = self.history.append(sensor_ids, values, timestamps)
         votes, outputs = [], {}
         for engine in self.engines:
             length = engine.window_length
@@ -120,7 +120,7 @@ class Bench:
                     out.reasons, dict(out.channels),
                 )
             )  # fmt: skip
-        calibrated = self.history.calibrate(stored, steps, votes)
+        calibrated = self.history.calibrate(stored, votes)
         result = {}
         for vote in calibrated:
             out = outputs[vote.name]

@@ -73,8 +73,8 @@ def feed(history: History, sensors, values, seconds):
     """One batch through append + calibrate; returns (views of 'e', the calibrated vote)."""
     values = np.asarray(values, dtype=np.float64)
     stamps = T0 + np.asarray(seconds, dtype=np.int64) * NANOS
-    stored, steps, views = history.append(list(sensors), values, stamps)
-    (vote,) = history.calibrate(stored, steps, [votes_for(values)])
+    stored, views = history.append(list(sensors), values, stamps)
+    (vote,) = history.calibrate(stored, [votes_for(values)])
     return history.views_for("e", views), vote
 
 
@@ -288,7 +288,7 @@ def test_eviction_starts_the_new_sensor_afresh_and_keeps_the_others():
     assert isinstance(a_range, RangeView) and a_range._complete[slot_a] > 0
 
     # "a" was seen least recently (before "b" in the last batch): "c" takes its slot.
-    stored, _, _ = history.append(["c"], np.array([7.0]), np.array([T0 + 30 * NANOS]))
+    stored, _ = history.append(["c"], np.array([7.0]), np.array([T0 + 30 * NANOS]))
     assert stored.evicted == 1 and history.windows.slot_of("a") is None
     assert history.windows.slot_of("c") == slot_a
     # ... whose views and calibrators start empty
@@ -321,9 +321,9 @@ def test_a_stale_batch_does_not_touch_the_calibrator_of_a_slot_taken_over_meanwh
     for i in range(20):
         feed(history, ["a"], [50.0 + (i % 3)], [i])
     # Pipelined: "a" is appended, then "c" evicts it before the first batch is calibrated.
-    stored_a, steps_a, _ = history.append(["a"], np.array([51.0]), np.array([T0 + 20 * NANOS]))
+    stored_a, _ = history.append(["a"], np.array([51.0]), np.array([T0 + 20 * NANOS]))
     history.append(["c"], np.array([5.0]), np.array([T0 + 21 * NANOS]))
-    (vote,) = history.calibrate(stored_a, steps_a, [votes_for(np.array([51.0]))])
+    (vote,) = history.calibrate(stored_a, [votes_for(np.array([51.0]))])
     assert vote.warming_up[0] and vote.likelihood[0] == 1.0
     for channel in history.channels.values():
         assert history.bank._count[0, channel.index] == 0  # "c" has not been calibrated yet
@@ -338,11 +338,11 @@ def test_calibrate_flags_unlikely_rows_and_keeps_the_engines_own_flags():
     for i in range(40):
         feed(history, ["s"], [50.0 + rng.standard_normal()], [i])
     values = np.array([50.0, 90.0, 95.0, 92.0])
-    stored, steps, _ = history.append(["s"] * 4, values, T0 + np.arange(40, 44) * NANOS)
+    stored, _ = history.append(["s"] * 4, values, T0 + np.arange(40, 44) * NANOS)
     engine = replace(votes_for(values), anomalies=np.array([True, False, False, False]),
                      reasons=["engine said so", "", "", ""],
                      scores=np.array([0.7, 0.0, 0.0, 0.0]))  # fmt: skip
-    (vote,) = history.calibrate(stored, steps, [engine])
+    (vote,) = history.calibrate(stored, [engine])
     assert vote.anomalies[0] and vote.reasons[0] == "engine said so"
     assert vote.anomalies[1:].all()
     assert "c likelihood" in vote.reasons[2] and "< 0.001" in vote.reasons[2]
@@ -354,9 +354,9 @@ def test_calibrate_flags_unlikely_rows_and_keeps_the_engines_own_flags():
 def test_rows_the_engine_could_not_judge_are_not_calibrated():
     history = quick_history()
     values = np.full(20, 50.0)
-    stored, steps, _ = history.append(["s"] * 20, values, T0 + np.arange(20) * NANOS)
+    stored, _ = history.append(["s"] * 20, values, T0 + np.arange(20) * NANOS)
     warming = np.ones(20, dtype=bool)
-    (vote,) = history.calibrate(stored, steps, [votes_for(values, warming)])
+    (vote,) = history.calibrate(stored, [votes_for(values, warming)])
     assert vote.warming_up.all() and (vote.likelihood == 1.0).all()
     assert all(history.bank._count[0, c.index] == 0 for c in history.channels.values())
 
@@ -366,9 +366,9 @@ def test_a_vote_without_declared_channels_is_unchanged_and_thresholds_can_be_ove
     assert history.channels[ChannelKey("e", "c")].flag_below == 0.5
     assert history.channels[ChannelKey("e", "z")].flag_below == 1e-3
     values = np.array([1.0])
-    stored, steps, _ = history.append(["s"], values, np.array([T0]))
+    stored, _ = history.append(["s"], values, np.array([T0]))
     other = replace(votes_for(values), name="other")
-    (vote,) = history.calibrate(stored, steps, [other])
+    (vote,) = history.calibrate(stored, [other])
     assert vote is other
 
 
@@ -424,7 +424,7 @@ def test_batch_at_once_equals_reading_by_reading(stream):
 
 def test_a_view_declared_while_a_round_is_in_flight_is_left_out_of_that_round():
     history = quick_history()
-    _, _, views = history.append(["s"], np.array([1.0]), np.array([T0]))
+    _, views = history.append(["s"], np.array([1.0]), np.array([T0]))
     late = Declaration(window_length=0, views={"range": RangeSpec(1000, 16)}, channels={})
     history.check("late", late)
     history.declare("late", late)

@@ -227,7 +227,7 @@ def test_views_match_the_naive_reference_for_any_batching(
         part = stream[start:stop]
         if not part:
             continue
-        _, _, views = history.append(
+        _, views = history.append(
             [s for s, _, _ in part],
             np.array([v for _, _, v in part]),
             np.array([T0 + t * NANOS for _, t, _ in part], dtype=np.int64),
