@@ -448,10 +448,10 @@ class AlertmanagerSender:
         self._wake.set()
         deliver, resend = self._tasks
         resend.cancel()
+        # A request already in flight may outlast the deadline by its timeout: it is
+        # abandoned (its alerts counted as dropped), its thread ends on its own.
         with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(
-                asyncio.shield(deliver), self.options.flush_seconds + self.options.timeout_seconds
-            )
+            await asyncio.wait_for(asyncio.shield(deliver), self.options.flush_seconds + 0.1)
         deliver.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
