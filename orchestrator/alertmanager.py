@@ -53,11 +53,14 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .incidents import AlertEvent, Incident, IncidentTracker
+
+if TYPE_CHECKING:  # settings.py imports this module's parsers
+    from .settings import OrchestratorSettings
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +126,8 @@ class AlertmanagerOptions:
         return HORIZON_RESENDS * self.resend_seconds
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AlertmanagerOptions:
-        """From OrchestratorSettings (its `alertmanager_*` fields and the stale rule)."""
+    def from_settings(cls, settings: OrchestratorSettings) -> AlertmanagerOptions:
+        """Its `alertmanager_*` fields and the stale rule."""
         return cls(
             url=settings.alertmanager_url,
             severity=settings.alertmanager_severity,

@@ -23,8 +23,10 @@ from readings import NANOS, batch
 from orchestrator.alertmanager import (
     AlertmanagerOptions,
     AlertmanagerSender,
+    HttpTransport,
     Outbox,
     Outgoing,
+    alert_labels,
     build_alert,
     parse_labels,
     rfc3339,
@@ -246,6 +248,19 @@ def test_alertmanager_lets_the_latest_update_resolve_an_alert_whoever_sent_it(
     assert alertmanager.alerts(**labels) == []  # ...closes B's open alert
     post("replica-b", now - 60, now + 900)  # until B re-sends it
     assert [a["annotations"]["alert_id"] for a in alertmanager.alerts(**labels)] == ["replica-b"]
+
+
+def test_the_ownership_query_matches_any_sensor_id(alertmanager: AlertmanagerServer) -> None:
+    options = AlertmanagerOptions(url=alertmanager.url + "/", labels={"cluster": "c1"})
+    transport = HttpTransport(options.url)
+    odd = 'line "7"\\pump, a=b}'
+    for alert_id, sensor in (("odd", odd), ("plain", "line 7")):
+        alert = build_alert(
+            incident(alert_id=alert_id, sensor_id=sensor), "open", time.time(), options
+        )
+        transport.post([alert], timeout=5)
+    assert transport.active_alert_ids(alert_labels(odd, options), timeout=5) == {"odd"}
+    assert transport.active_alert_ids(alert_labels("nobody", options), timeout=5) == set()
 
 
 async def test_a_spike_fires_in_alertmanager_and_quiet_readings_resolve_it(
