@@ -19,6 +19,7 @@ from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, conf
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub
+from .alertmanager import AlertmanagerOptions, AlertmanagerSender
 from .batches import Limits
 from .calibration import CalibrationParams
 from .checkpointer import Checkpointer
@@ -108,6 +109,12 @@ class OrchestratorProcess:
             if settings.state_dir
             else None
         )
+        self.alertmanager: AlertmanagerSender | None = None
+        if settings.alertmanager_url:
+            self.alertmanager = AlertmanagerSender(
+                AlertmanagerOptions.from_settings(settings), self.incidents, self.registry
+            )
+            self.pipeline.sinks.append(self.alertmanager)
         limits = Limits(
             max_batch_readings=settings.max_batch_readings,
             max_sensor_id_length=settings.max_sensor_id_length,
@@ -163,6 +170,8 @@ class OrchestratorProcess:
         if self.checkpointer is not None:
             self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
         self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
+        if self.alertmanager is not None:
+            self.alertmanager.start()
         if self.settings.metrics_port is not None:
             self.metrics_endpoint = MetricsEndpoint(
                 self.registry, self.settings.host, self.settings.metrics_port
@@ -191,6 +200,9 @@ class OrchestratorProcess:
         self._housekeeping.clear()
         if self.checkpointer is not None:
             await self.checkpointer.save()
+        if self.alertmanager is not None:
+            # After the drain, so the alerts of the last batches are in the flush.
+            await self.alertmanager.stop()
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sentinel.settings import ServerSettings
 
+from .alertmanager import check_url, parse_labels
 from .combine import Policy
 from .specialist_pool import parse_targets
 
@@ -72,11 +73,42 @@ class OrchestratorSettings(ServerSettings):
     """Recent (client id, batch id) pairs remembered so resent batches are not scored twice."""
     alert_watch_queue: int = Field(default=1_000, ge=1)
     """Alerts buffered per WatchAlerts subscriber before it is ended as too slow."""
+    alertmanager_url: str = ""
+    """Alertmanager base URL, e.g. http://alertmanager:9093, to post alerts to (empty = off)."""
+    alertmanager_severity: str = Field(default="warning", min_length=1)
+    """Value of the `severity` label of every alert sent to Alertmanager."""
+    alertmanager_labels: str = ""
+    """Static labels added to every Alertmanager alert, e.g. cluster=prod,team=plant."""
+    alertmanager_generator_url: str = ""
+    """Alert link (generatorURL); {sensor_id}, {alert_id} and {trace_id} are filled in."""
+    alertmanager_resend_seconds: float = Field(default=60.0, gt=0)
+    """Open incidents whose sensor still reports are re-sent to Alertmanager this often."""
+    alertmanager_queue: int = Field(default=10_000, ge=1)
+    """Alerts waiting for Alertmanager at most; newer ones are dropped (and counted)."""
+    alertmanager_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Timeout of each HTTP request to Alertmanager."""
+    alertmanager_backoff_seconds: float = Field(default=0.5, gt=0)
+    """First retry delay while Alertmanager is unreachable; doubles up to the maximum."""
+    alertmanager_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    """Longest retry delay while Alertmanager is unreachable."""
+    alertmanager_flush_seconds: float = Field(default=2.0, ge=0)
+    """On shutdown, time given to deliver the alerts still queued for Alertmanager."""
 
     @field_validator("specialists")
     @classmethod
     def _targets_parse(cls, value: str) -> str:
         parse_targets(value)
+        return value
+
+    @field_validator("alertmanager_url")
+    @classmethod
+    def _alertmanager_url(cls, value: str) -> str:
+        return check_url(value.strip())
+
+    @field_validator("alertmanager_labels")
+    @classmethod
+    def _alertmanager_labels(cls, value: str) -> str:
+        parse_labels(value)
         return value
 
     @model_validator(mode="after")
