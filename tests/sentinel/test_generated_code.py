@@ -34,7 +34,12 @@ def test_public_service_names_are_stable() -> None:
 
     orchestrator = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"]
     assert orchestrator.full_name == "sentinel.v1.Orchestrator"
-    assert {m.name for m in orchestrator.methods} == {"StreamTelemetry", "Detect", "WatchAlerts"}
+    assert {m.name for m in orchestrator.methods} == {
+        "StreamTelemetry",
+        "Detect",
+        "WatchAlerts",
+        "ListAlerts",
+    }
     stream = orchestrator.methods_by_name["StreamTelemetry"]
     assert stream.client_streaming and stream.server_streaming
     specialist = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"]
