@@ -147,6 +147,13 @@ def replay(
         Path | None, typer.Option(help="Verdict CSV to write (default: FILE.verdicts.csv).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 500,
+    partition: Annotated[
+        str | None,
+        typer.Option(
+            help="Ownership key (x-sentinel-partition) the mesh routes by; default: the "
+            "file's sensor id (the smallest one if it has several)."
+        ),
+    ] = None,
 ) -> None:
     """Stream a CSV through the mesh and write one verdict row per input row, in file order
     (with an `alert` column: open/resolved on the row whose verdict emitted the alert event,
@@ -171,11 +178,15 @@ def replay(
                 progress.update(task, advance=n)
 
             if target:
-                return await run_replay(series, target, out, batch_size, advance)
+                return await run_replay(
+                    series, target, out, batch_size, advance, partition=partition
+                )
             from sentinel.embedded import embedded_mesh
 
             async with embedded_mesh() as local_target:
-                return await run_replay(series, local_target, out, batch_size, advance)
+                return await run_replay(
+                    series, local_target, out, batch_size, advance, partition=partition
+                )
 
     counts = asyncio.run(go())
     console.print(

@@ -4,6 +4,12 @@ Delivery: every batch stays in memory until the orchestrator acks it. When the s
 with a transient status (UNAVAILABLE, or the server's reconnect hint) the client reconnects
 with exponential backoff and jitter and resends every unacked batch, in order, under the same
 client id and batch ids, so the orchestrator acks them again without scoring them twice.
+
+Ownership: every stream carries a partition key (`x-sentinel-partition`; by default the client
+id, so one gateway's sensors share one key). The mesh routes each key to one orchestrator
+replica (Istio consistent hashing on that header, see docs/deploy.md), which owns the history
+and incidents of the sensors sent under it: send a sensor under the same key every time.
+Without Istio, `shard_target` maps a key to one of several per-shard addresses itself.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from hashlib import blake2b
+from urllib.parse import quote
 
 import grpc
 
@@ -24,6 +32,9 @@ from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 log = logging.getLogger(__name__)
 
 CLIENT_ID_HEADER = "x-sentinel-client-id"
+# The key the mesh hashes to pick the orchestrator replica that owns a stream's sensors
+# (istio/destination-rules.yaml reads this name; a manifest test checks they agree).
+PARTITION_HEADER = "x-sentinel-partition"
 RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
 )
@@ -34,6 +45,30 @@ _TOO_LARGE = "larger than max"
 # a transport failure like UNAVAILABLE, not a server's verdict, so it is retried too.
 _LOCAL_WRITE_FAILURE = "Internal error from Core"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def partition_header_value(partition: str) -> str:
+    """`partition` as a gRPC header value: printable ASCII as is, anything else
+    percent-encoded (deterministic, so a key always hashes the same)."""
+    if partition.isascii() and partition.isprintable():
+        return partition
+    return quote(partition, safe="")
+
+
+def shard_target(partition: str, shards: Sequence[str]) -> str:
+    """The one of `shards` (per-shard addresses, e.g. the StatefulSet's
+    `orchestrator-0.orchestrator-headless...:50051`) that owns `partition`: rendezvous
+    (highest random weight) hashing on the address, so the order of `shards` does not matter,
+    and adding a shard moves only the keys the new shard wins (about 1/(N+1) of them, all to it);
+    removing one moves only its keys. For clusters without Istio's consistent hashing."""
+    if not shards:
+        raise ValueError("shard_target needs at least one shard address")
+    key = partition.encode()
+
+    def weight(shard: str) -> bytes:
+        return blake2b(shard.encode() + b"\0" + key, digest_size=8).digest()
+
+    return max(shards, key=weight)
 
 
 class StreamFailed(RuntimeError):
@@ -77,6 +112,9 @@ class Backoff:
 class TelemetryClient:
     """Stream batches to an orchestrator with at-least-once delivery.
 
+    `partition` is the ownership key sent on every stream (`x-sentinel-partition`; default: the
+    client id): the mesh sends all streams with one key to the same orchestrator replica. A
+    sensor must always be sent under the same key, by whichever client sends it.
     `on_verdicts(batch_id, verdicts)`, `on_alert(alert)` and `on_ack(ack)` are called from the
     client's receive task in arrival order.
     """
@@ -86,6 +124,7 @@ class TelemetryClient:
         target: str,
         *,
         client_id: str | None = None,
+        partition: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         verdicts: int = orchestrator_pb2.VERDICT_MODE_ANOMALIES,
         max_unacked: int = 64,
@@ -99,6 +138,7 @@ class TelemetryClient:
     ) -> None:
         self.target = target
         self.client_id = client_id or uuid.uuid4().hex
+        self.partition = partition or self.client_id
         self._credentials = credentials
         self._verdict_mode = verdicts
         self._unacked: OrderedDict[int, orchestrator_pb2.TelemetryBatch] = OrderedDict()
@@ -114,7 +154,11 @@ class TelemetryClient:
         self._on_verdicts = on_verdicts
         self._on_alert = on_alert
         self._on_ack = on_ack
-        self._metadata = ((CLIENT_ID_HEADER, self.client_id), *metadata)
+        self._metadata = (
+            (CLIENT_ID_HEADER, self.client_id),
+            (PARTITION_HEADER, partition_header_value(self.partition)),
+            *((k, v) for k, v in metadata if k.lower() != PARTITION_HEADER),
+        )
         self._options = tuple(channel_options)
         self.max_message_bytes = max_message_bytes
         self._runner: asyncio.Task | None = None

@@ -264,6 +264,8 @@ async def run_demo(
 
         client = TelemetryClient(
             f"127.0.0.1:{orchestrator.port}",
+            # One simulated gateway: all its sensors under one ownership key.
+            partition="demo-gateway",
             verdicts=orchestrator_pb2.VERDICT_MODE_ALL,
             on_verdicts=on_verdicts,
             on_alert=on_alert,

@@ -69,6 +69,13 @@ def read_series(path: Path) -> Series:
     return Series(stamps_text, np.array(stamps, dtype=np.int64), np.array(values), sensors)
 
 
+def default_partition(series: Series) -> str:
+    """The partition key a replay streams under: the sensor id of a one-sensor file (so every
+    replay of a sensor reaches the orchestrator replica that owns it), else the smallest sensor
+    id (one stream has one key: all of a file's sensors go to one replica)."""
+    return min(series.sensor_ids) if series.sensor_ids else "replay"
+
+
 ALERT_EVENTS = {
     orchestrator_pb2.ALERT_STATE_OPEN: "open",
     orchestrator_pb2.ALERT_STATE_RESOLVED: "resolved",
@@ -129,12 +136,16 @@ async def replay(
     batch_size: int = 500,
     progress: Callable[[int], None] | None = None,
     credentials=None,
+    partition: str | None = None,
 ) -> dict[str, int]:
-    """Stream `series` to the orchestrator at `target`; write `out` (see `write_verdicts`)."""
+    """Stream `series` to the orchestrator at `target`; write `out` (see `write_verdicts`).
+
+    `partition` is the stream's ownership key (default: `default_partition(series)`)."""
     rows = len(series.values)
     collector = VerdictCollector(rows, series.sensor_ids)
     client = TelemetryClient(
         target,
+        partition=partition or default_partition(series),
         verdicts=orchestrator_pb2.VERDICT_MODE_ALL,
         on_verdicts=collector.on_verdicts,
         on_alert=collector.on_alert,

@@ -218,6 +218,9 @@ class Producer:
         self.verdicts: Counter[int] = Counter()  # batch id -> verdicts received
         self.degraded = 0
         self.send_blocked_seconds = 0.0
+        # Each producer is one gateway: its sensors share one ownership key, stable across runs
+        # (the client id is fresh per run).
+        client_options.setdefault("partition", f"soak-{name}")
         self.client = TelemetryClient(
             target,
             client_id=f"soak-{name}-{uuid.uuid4().hex[:8]}",

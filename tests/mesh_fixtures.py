@@ -72,6 +72,7 @@ async def running_mesh(
     engines: Sequence[str] = ("threshold", "statistical", "model"),
     specialist_overrides: dict[str, dict] | None = None,
     tracing: Tracing | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     **orchestrator_overrides,
 ) -> AsyncIterator[Mesh]:
     overrides = {name: dict(o) for name, o in (specialist_overrides or {}).items()}
@@ -89,6 +90,7 @@ async def running_mesh(
         **orchestrator_overrides,
     )
     orchestrator = OrchestratorProcess(settings, tracing or no_tracing())
+    orchestrator.server.interceptors = tuple(interceptors)
     await orchestrator.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{orchestrator.port}")
     try:

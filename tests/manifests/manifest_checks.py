@@ -59,6 +59,9 @@ YAMLLINT_CONFIG = Path(__file__).with_name("yamllint.yaml")
 YAML_ROOTS = (REPO_ROOT / "k8s", REPO_ROOT / "istio")
 
 ROLES = ("orchestrator", "threshold", "statistical", "model")
+#: Kinds that run Sentinel pods: stateless roles are Deployments, the orchestrator's shards
+#: a StatefulSet.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 METRICS_PATH = "/metrics"
 
 #: Envoy `retryOn` conditions (HTTP and gRPC), as accepted by Istio.
@@ -161,6 +164,15 @@ def proto_services() -> dict[str, tuple[ProtoMethod, ...]]:
                 for m in svc.methods
             )
     return out
+
+
+def partition_header() -> str:
+    """The header the client sends its ownership key in (sentinel.client.PARTITION_HEADER)."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from sentinel.client import PARTITION_HEADER
+
+    return PARTITION_HEADER
 
 
 # --------------------------------------------------------------------------- durations
@@ -614,21 +626,23 @@ class Bundle:
 
     # -- helpers
 
-    def deployments(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
-        for (ns, name), dep in self.kind("Deployment").items():
-            yield ns, name, dep
+    def workloads(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Deployments and StatefulSets (the orchestrator's shards)."""
+        for kind in WORKLOAD_KINDS:
+            for (ns, name), dep in self.kind(kind).items():
+                yield ns, name, dep
 
     def pod_labels(self, dep: dict[str, Any]) -> dict[str, str]:
         return ((dep.get("spec") or {}).get("template") or {}).get("metadata", {}).get(
             "labels"
         ) or {}
 
-    def selected_deployments(self, ns: str, selector: dict[str, str] | None) -> list[dict]:
+    def selected_workloads(self, ns: str, selector: dict[str, str] | None) -> list[dict]:
         if not selector:
             return []
         return [
             d
-            for n, _, d in self.deployments()
+            for n, _, d in self.workloads()
             if n == ns and _labels_match(selector, self.pod_labels(d))
         ]
 
@@ -652,7 +666,7 @@ class Bundle:
 
     def proto_services_behind(self, svc_key: tuple[str, str]) -> set[str]:
         svc = self.kind("Service")[svc_key]
-        deps = self.selected_deployments(svc_key[0], (svc.get("spec") or {}).get("selector"))
+        deps = self.selected_workloads(svc_key[0], (svc.get("spec") or {}).get("selector"))
         return {s for d in deps if (s := self.proto_service_of(d))}
 
     def configmaps(self, ns: str) -> dict[str, dict[str, Any]]:
@@ -664,9 +678,11 @@ def cross_check(
     services: dict[str, tuple[ProtoMethod, ...]] | None = None,
     adapter_metrics: set[str] | None = None,
     image_uid: int | None = None,
+    partition_header_name: str | None = None,
 ) -> list[str]:
     """Consistency checks across the rendered objects. [] = consistent."""
     services = services if services is not None else proto_services()
+    header = partition_header_name or partition_header()
     b = Bundle(objects)
     errors: list[str] = []
     errors += _check_namespace(b)
@@ -680,6 +696,7 @@ def cross_check(
     errors += _check_network_policies(b)
     errors += _check_autoscaling(b, adapter_metrics)
     errors += _check_flagger(b)
+    errors += _check_ownership(b, services, header)
     return errors
 
 
@@ -708,10 +725,10 @@ def _check_deployments(b: Bundle, services: dict, image_uid: int | None) -> list
     errors = []
     images = set()
     sas = {name for (_, name) in b.kind("ServiceAccount")}
-    for ns, name, dep in b.deployments():
-        if ("Deployment", ns, name) in b.synthetic:
+    for ns, name, dep in b.workloads():
+        if (dep["kind"], ns, name) in b.synthetic:
             continue
-        oid = f"Deployment/{name}"
+        oid = f"{dep['kind']}/{name}"
         pod = dep["spec"]["template"]["spec"]
         labels = b.pod_labels(dep)
         for key in ("app", "version"):
@@ -824,7 +841,7 @@ def _check_deployments(b: Bundle, services: dict, image_uid: int | None) -> list
                         f"the app's {app_stop}s stop and end before {grace}s"
                     )
     if len(images) > 1:
-        errors.append(f"Deployments use several images {sorted(images)}; Sentinel ships one")
+        errors.append(f"workloads use several images {sorted(images)}; Sentinel ships one")
     return errors
 
 
@@ -841,9 +858,9 @@ def _check_services(b: Bundle) -> list[str]:
         if ("Service", ns, name) in b.synthetic:
             continue
         spec = svc.get("spec") or {}
-        deps = b.selected_deployments(ns, spec.get("selector"))
+        deps = b.selected_workloads(ns, spec.get("selector"))
         if not deps:
-            errors.append(f"Service/{name}: selector {spec.get('selector')} selects no Deployment")
+            errors.append(f"Service/{name}: selector {spec.get('selector')} selects no workload")
         for port in spec.get("ports") or []:
             target = port.get("targetPort", port.get("port"))
             container_ports = [
@@ -870,7 +887,7 @@ def _check_services(b: Bundle) -> list[str]:
                     errors.append(f"Service/{name}: gRPC port {pname!r} lacks appProtocol: grpc")
     # one `model` Service over all versions of a multi-version app
     versions: dict[tuple[str, str], set[str]] = {}
-    for ns, _, dep in b.deployments():
+    for ns, _, dep in b.workloads():
         labels = b.pod_labels(dep)
         versions.setdefault((ns, labels.get("app", "")), set()).add(labels.get("version", ""))
     for (ns, app), vs in versions.items():
@@ -969,7 +986,7 @@ def _check_specialist_targets(b: Bundle, services: dict) -> list[str]:
             )
         users = [
             d
-            for n, _, d in b.deployments()
+            for n, _, d in b.workloads()
             if n == ns
             and any(
                 (s.get("configMapRef") or {}).get("name") == cm_name
@@ -978,7 +995,7 @@ def _check_specialist_targets(b: Bundle, services: dict) -> list[str]:
             )
         ]
         if not any(b.proto_service_of(d) == _role_service("orchestrator", services) for d in users):
-            errors.append(f"{oid}: not used by the orchestrator Deployment")
+            errors.append(f"{oid}: not used by the orchestrator workload")
     if not found:
         errors.append("no ConfigMap sets SENTINEL_SPECIALISTS")
     return errors
@@ -1005,7 +1022,7 @@ def _check_destination_rules(b: Bundle) -> list[str]:
             errors.append(f"{oid}: duplicate subset names {names}")
         for subset in spec.get("subsets") or []:
             selector = {**(svc["spec"].get("selector") or {}), **(subset.get("labels") or {})}
-            if not b.selected_deployments(key[0], selector):
+            if not b.selected_workloads(key[0], selector):
                 errors.append(
                     f"{oid}: subset {subset.get('name')!r} ({subset.get('labels')}) "
                     f"selects no pods behind Service {key[1]}"
@@ -1217,12 +1234,12 @@ def _check_authorization(b: Bundle, services: dict) -> list[str]:
     orchestrator_svc = _role_service("orchestrator", services)
     orch_sas = {
         (ns, d["spec"]["template"]["spec"].get("serviceAccountName"))
-        for ns, _, d in b.deployments()
+        for ns, _, d in b.workloads()
         if b.proto_service_of(d) == orchestrator_svc
     }
     metrics_ports = {
         str(p.get("containerPort"))
-        for _, _, d in b.deployments()
+        for _, _, d in b.workloads()
         for c in d["spec"]["template"]["spec"]["containers"]
         for p in c.get("ports") or []
         if p.get("name") == "http-metrics"
@@ -1234,12 +1251,12 @@ def _check_authorization(b: Bundle, services: dict) -> list[str]:
             continue
         selector = (spec.get("selector") or {}).get("matchLabels")
         deps = (
-            b.selected_deployments(ns, selector)
+            b.selected_workloads(ns, selector)
             if selector
-            else [d for n, _, d in b.deployments() if n == ns]
+            else [d for n, _, d in b.workloads() if n == ns]
         )
         if not deps:
-            errors.append(f"{oid}: selector {selector} selects no Deployment")
+            errors.append(f"{oid}: selector {selector} selects no workload")
         served = {s for d in deps if (s := b.proto_service_of(d))}
         if spec.get("action", "ALLOW") != "ALLOW":
             continue
@@ -1302,7 +1319,7 @@ def _check_peer_authentication(b: Bundle) -> list[str]:
             errors.append(f"namespace {ns}: no namespace-wide STRICT PeerAuthentication")
     for (ns, name), pa in pas.items():
         spec = pa.get("spec") or {}
-        deps = b.selected_deployments(ns, (spec.get("selector") or {}).get("matchLabels"))
+        deps = b.selected_workloads(ns, (spec.get("selector") or {}).get("matchLabels"))
         for port, setting in (spec.get("portLevelMtls") or {}).items():
             if (setting or {}).get("mode") in ("STRICT", None):
                 continue
@@ -1334,13 +1351,9 @@ def _check_network_policies(b: Bundle) -> list[str]:
             errors.append(f"namespace {ns}: no default-deny ingress NetworkPolicy")
     for (ns, name), np in nps.items():
         sel = (np["spec"].get("podSelector") or {}).get("matchLabels")
-        deps = (
-            b.selected_deployments(ns, sel)
-            if sel
-            else [d for n, _, d in b.deployments() if n == ns]
-        )
+        deps = b.selected_workloads(ns, sel) if sel else [d for n, _, d in b.workloads() if n == ns]
         if sel and not deps:
-            errors.append(f"NetworkPolicy/{name}: podSelector {sel} selects no Deployment")
+            errors.append(f"NetworkPolicy/{name}: podSelector {sel} selects no workload")
         names = {
             p.get("name")
             for d in deps
@@ -1356,7 +1369,7 @@ def _check_network_policies(b: Bundle) -> list[str]:
                     )
             for frm in rule.get("from") or []:
                 psel = (frm.get("podSelector") or {}).get("matchLabels")
-                if psel and "namespaceSelector" not in frm and not b.selected_deployments(ns, psel):
+                if psel and "namespaceSelector" not in frm and not b.selected_workloads(ns, psel):
                     errors.append(f"NetworkPolicy/{name}: from podSelector {psel} selects no pods")
     return errors
 
@@ -1375,7 +1388,9 @@ def _check_autoscaling(b: Bundle, adapter_metrics: set[str] | None) -> list[str]
             continue
         targeted.add((ns, ref["name"]))
         if "replicas" in dep["spec"]:
-            errors.append(f"{oid}: Deployment {ref['name']} sets replicas; the HPA owns that field")
+            errors.append(
+                f"{oid}: {ref.get('kind')} {ref['name']} sets replicas; the HPA owns that field"
+            )
         metrics = hpa["spec"].get("metrics") or []
         if not any(
             m.get("type") == "Resource" and m["resource"].get("name") == "cpu" for m in metrics
@@ -1399,17 +1414,92 @@ def _check_autoscaling(b: Bundle, adapter_metrics: set[str] | None) -> list[str]
         for (ns, _), c in b.kind("Canary").items()
     }
     pdbs = b.kind("PodDisruptionBudget")
-    for ns, name, dep in b.deployments():
+    for ns, name, dep in b.workloads():
         if (ns, name) in canary_targets:
             continue  # Flagger scales the canary target to zero between releases
         if not any(
             n == ns and _labels_match(p["spec"]["selector"].get("matchLabels"), b.pod_labels(dep))
             for (n, _), p in pdbs.items()
         ):
-            errors.append(f"Deployment/{name}: no PodDisruptionBudget covers it")
+            errors.append(f"{dep['kind']}/{name}: no PodDisruptionBudget covers it")
     for (ns, name), pdb in pdbs.items():
-        if not b.selected_deployments(ns, pdb["spec"]["selector"].get("matchLabels")):
-            errors.append(f"PodDisruptionBudget/{name}: selects no Deployment")
+        if not b.selected_workloads(ns, pdb["spec"]["selector"].get("matchLabels")):
+            errors.append(f"PodDisruptionBudget/{name}: selects no workload")
+    return errors
+
+
+def _is_headless(svc: dict[str, Any]) -> bool:
+    return (svc.get("spec") or {}).get("clusterIP") == "None"
+
+
+def _check_ownership(b: Bundle, services: dict, header: str) -> list[str]:
+    """One owner per sensor: the orchestrator is a StatefulSet of shards, each with its own
+    volume at SENTINEL_STATE_DIR and a stable DNS name, and the mesh hashes the client's
+    partition header to pick the shard."""
+    errors = []
+    orchestrator_svc = _role_service("orchestrator", services)
+    shards = [
+        (ns, name, w) for ns, name, w in b.workloads() if b.proto_service_of(w) == orchestrator_svc
+    ]
+    if not shards:
+        errors.append("no orchestrator workload in the bundle")
+    for ns, name, w in shards:
+        oid = f"{w['kind']}/{name}"
+        if w["kind"] != "StatefulSet":
+            errors.append(
+                f"{oid}: the orchestrator owns sensor state; run it as a StatefulSet of shards "
+                "(stable names, a volume per shard)"
+            )
+            continue
+        spec = w["spec"]
+        headless = b.get("Service", ns, spec.get("serviceName", ""))
+        if headless is None or not _is_headless(headless):
+            errors.append(
+                f"{oid}: serviceName {spec.get('serviceName')!r} is not a headless Service"
+            )
+        elif not _labels_match(headless["spec"].get("selector"), b.pod_labels(w)):
+            errors.append(f"{oid}: headless Service {spec['serviceName']} does not select its pods")
+        claims = {
+            (t.get("metadata") or {}).get("name") for t in spec.get("volumeClaimTemplates") or []
+        }
+        container = _container(w)
+        mounts = {m.get("mountPath"): m.get("name") for m in container.get("volumeMounts") or []}
+        state_dir = _env_of(container, b.configmaps(ns)).get("SENTINEL_STATE_DIR")
+        if not claims:
+            errors.append(
+                f"{oid}: no volumeClaimTemplates: a shard's checkpoint needs its own volume"
+            )
+        if not state_dir:
+            errors.append(f"{oid}: SENTINEL_STATE_DIR is not set")
+        elif mounts.get(state_dir) not in claims:
+            errors.append(
+                f"{oid}: SENTINEL_STATE_DIR {state_dir} is not the mount of a volumeClaimTemplate "
+                f"(mounts: {sorted(p for p in mounts if p)})"
+            )
+    # Every (non-headless) Service in front of the shards hashes the partition header.
+    for (ns, svc_name), svc in b.kind("Service").items():
+        if _is_headless(svc) or orchestrator_svc not in b.proto_services_behind((ns, svc_name)):
+            continue
+        rules = [
+            (name, dr)
+            for (dns, name), dr in b.kind("DestinationRule").items()
+            if b.resolve_host((dr.get("spec") or {}).get("host", ""), dns) == (ns, svc_name)
+        ]
+        if not rules:
+            errors.append(f"Service/{svc_name}: no DestinationRule routes it by partition key")
+        for name, dr in rules:
+            lb = ((dr["spec"].get("trafficPolicy") or {}).get("loadBalancer")) or {}
+            hashed = (lb.get("consistentHash") or {}).get("httpHeaderName")
+            if hashed != header:
+                errors.append(
+                    f"DestinationRule/{name}: loadBalancer.consistentHash.httpHeaderName is "
+                    f"{hashed!r}, not the client's partition header {header!r}"
+                )
+            if (lb.get("localityLbSetting") or {}).get("enabled") is not False:
+                errors.append(
+                    f"DestinationRule/{name}: localityLbSetting.enabled must be false: "
+                    "locality-aware balancing sends one partition key to different shards"
+                )
     return errors
 
 
@@ -1539,7 +1629,7 @@ def check_all(paths: Iterable[Path]) -> tuple[list[str], CelStats]:
     for path in paths:
         objects = render(path) if path.is_dir() else load_yaml_objects(path)
         errors += [f"{path}: {e}" for e in validate_objects(objects, registry, stats)]
-        if path.is_dir() and any(o.get("kind") == "Deployment" for o in objects):
+        if path.is_dir() and any(o.get("kind") in WORKLOAD_KINDS for o in objects):
             errors += [
                 f"{path}: {e}"
                 for e in cross_check(objects, adapter_metrics=metrics, image_uid=dockerfile_uid())

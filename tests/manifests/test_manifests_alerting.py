@@ -106,7 +106,7 @@ def test_the_orchestrator_posts_to_the_alertmanager_it_deploys(objects) -> None:
 
 
 def _orchestrator_account(objects) -> str:
-    return _one(objects, "Deployment", "orchestrator")["spec"]["template"]["spec"][
+    return _one(objects, "StatefulSet", "orchestrator")["spec"]["template"]["spec"][
         "serviceAccountName"
     ]
 

@@ -63,13 +63,24 @@ def test_adapter_rule_serves_the_hpa_metric_and_renders_to_promql(adapter_metric
     )
 
 
-def test_keda_alternative_targets_the_orchestrator_and_the_same_metric(rendered, adapter_metrics):
-    """The optional KEDA ScaledObject is not schema-validated (no KEDA CRD schema is
-    bundled); check what can be checked without one."""
+def test_keda_alternative_targets_the_orchestrator_and_the_same_metric(
+    rendered, registry, adapter_metrics
+):
+    """The optional KEDA ScaledObject scales the orchestrator's StatefulSet on the HPA's
+    metric, and validates against KEDA's CRD when that bundle is present."""
     (scaled,) = mc.load_yaml_objects(mc.KEDA_SCALED_OBJECT)
     assert scaled["apiVersion"] == "keda.sh/v1alpha1" and scaled["kind"] == "ScaledObject"
-    target = scaled["spec"]["scaleTargetRef"]["name"]
-    assert target in {o["metadata"]["name"] for o in rendered["prod"] if o["kind"] == "Deployment"}
+    ref = scaled["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == (
+        "apps/v1",
+        "StatefulSet",
+        "orchestrator",
+    )
+    assert any(
+        o["kind"] == ref["kind"] and o["metadata"]["name"] == ref["name"] for o in rendered["prod"]
+    )
+    if registry.handles(scaled):
+        assert registry.validate(scaled) == []
     queries = [
         t["metadata"]["query"] for t in scaled["spec"]["triggers"] if t["type"] == "prometheus"
     ]
@@ -88,3 +99,22 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(bad):
     with pytest.raises(ValueError):
         mc.parse_duration(bad)
+
+
+def test_orchestrator_destination_rule_hashes_the_header_the_client_sends(rendered):
+    """One owner per sensor: Envoy picks the orchestrator shard by hashing the very header
+    TelemetryClient sets (imported, not retyped), with locality balancing off."""
+    from sentinel.client import PARTITION_HEADER
+
+    for overlay in mc.OVERLAYS:
+        dr = next(
+            o
+            for o in rendered[overlay]
+            if o["kind"] == "DestinationRule" and o["metadata"]["name"] == "orchestrator"
+        )
+        lb = dr["spec"]["trafficPolicy"]["loadBalancer"]
+        assert "simple" not in lb
+        assert lb["consistentHash"]["httpHeaderName"] == PARTITION_HEADER
+        assert lb["consistentHash"]["ringHash"]["minimumRingSize"] >= 1024
+        assert lb["localityLbSetting"] == {"enabled": False}
+        assert mc.partition_header() == PARTITION_HEADER

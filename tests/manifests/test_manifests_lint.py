@@ -43,7 +43,7 @@ def test_dockerfile_is_multi_stage(repo_root):
 
 def test_final_stage_runs_as_the_uid_the_pods_use(final_stage, rendered):
     assert mc.dockerfile_uid() == 10001
-    for dep in (o for o in rendered["prod"] if o["kind"] == "Deployment"):
+    for dep in (o for o in rendered["prod"] if o["kind"] in mc.WORKLOAD_KINDS):
         assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
 
 

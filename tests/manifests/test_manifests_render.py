@@ -46,6 +46,7 @@ def test_overlay_renders_a_complete_install(rendered, overlay):
         "ConfigMap",
         "Service",
         "Deployment",
+        "StatefulSet",
     ):
         assert k[kind] >= 1, f"{overlay}: no {kind}"
     namespaces = {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"}
@@ -54,8 +55,13 @@ def test_overlay_renders_a_complete_install(rendered, overlay):
 
 @pytest.mark.parametrize("overlay", ["dev", "prod", "canary"])
 def test_deployments_per_role_and_version(rendered, overlay):
-    deps = {o["metadata"]["name"]: o for o in rendered[overlay] if o["kind"] == "Deployment"}
+    deps = {
+        o["metadata"]["name"]: o
+        for o in rendered[overlay]
+        if o["kind"] in ("Deployment", "StatefulSet")
+    }
     assert set(deps) == {"orchestrator", "threshold", "statistical", "model-v1", "model-v2"}
+    assert deps["orchestrator"]["kind"] == "StatefulSet"
     labels = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deps.items()}
     assert (labels["model-v1"]["app"], labels["model-v1"]["version"]) == ("model", "v1")
     assert (labels["model-v2"]["app"], labels["model-v2"]["version"]) == ("model", "v2")
@@ -68,7 +74,9 @@ def test_deployments_per_role_and_version(rendered, overlay):
 def test_dev_has_one_replica_each_and_no_autoscaling(rendered):
     objects = rendered["dev"]
     assert not [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
-    for dep in (o for o in objects if o["kind"] == "Deployment"):
+    workloads = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    assert len(workloads) == 5
+    for dep in workloads:
         assert dep["spec"].get("replicas") == 1, dep["metadata"]["name"]
 
 
@@ -81,6 +89,11 @@ def test_autoscaled_overlays_leave_replicas_to_the_hpa(rendered, overlay):
         if o["kind"] == "HorizontalPodAutoscaler"
     }
     assert set(hpas) == {"orchestrator", "threshold", "statistical", "model-v1", "model-v2"}
+    assert hpas["orchestrator"]["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": "orchestrator",
+    }
     orch = hpas["orchestrator"]["spec"]["metrics"]
     assert {
         "type": "Pods",
@@ -123,3 +136,32 @@ def test_flagger_overlay_hands_the_model_to_flagger(rendered):
         ("DestinationRule", "model"),
     ]:
         assert gone not in names, f"{gone} must be left to Flagger"
+
+
+@pytest.mark.parametrize("overlay", mc.OVERLAYS)
+def test_orchestrator_shards_are_a_statefulset_with_a_volume_at_the_state_dir(rendered, overlay):
+    shards = one(rendered[overlay], "StatefulSet", "orchestrator")
+    spec = shards["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    container = spec["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == env["SENTINEL_STATE_DIR"]
+    # Per-pod DNS names (orchestrator-K.orchestrator-headless...) for the shards.
+    headless = one(rendered[overlay], "Service", spec["serviceName"])
+    assert headless["spec"]["clusterIP"] == "None"
+    assert headless["spec"]["selector"] == {"app": "orchestrator"}
+    # Keep a shard's checkpoint when scaling down: scaling up gives it back.
+    assert spec["persistentVolumeClaimRetentionPolicy"]["whenScaled"] == "Retain"
+    # No surge for a stateful shard: the Deployment rollout settings are not applied to it.
+    assert "strategy" not in spec and spec["updateStrategy"]["type"] == "RollingUpdate"
+
+
+def test_prod_patches_reach_the_statefulset(rendered):
+    shards = one(rendered["prod"], "StatefulSet", "orchestrator")
+    pod = shards["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["memory"] == "2Gi"
+    zone = pod["topologySpreadConstraints"][0]
+    assert zone["topologyKey"] == "topology.kubernetes.io/zone"
+    assert zone["whenUnsatisfiable"] == "DoNotSchedule"

@@ -182,7 +182,7 @@ def test_wrong_readiness_service_is_reported(prod, registry, adapter_metrics):
 
 
 def test_grace_period_shorter_than_the_drain_is_reported(prod, registry, adapter_metrics):
-    find(prod, "Deployment", "orchestrator")["spec"]["template"]["spec"][
+    find(prod, "StatefulSet", "orchestrator")["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"
     ] = 10
     assert_reported(
@@ -227,3 +227,47 @@ def test_reordered_routes_make_the_canary_patch_fail(kubectl, tmp_path):
     mc.render(mc.overlay_dir("prod", tmp_path), kubectl)  # prod does not patch routes
     with pytest.raises(mc.RenderError, match="test"):
         mc.render(mc.overlay_dir("canary", tmp_path), kubectl)
+
+
+def test_orchestrator_without_consistent_hashing_is_reported(prod, registry, adapter_metrics):
+    find(prod, "DestinationRule", "orchestrator")["spec"]["trafficPolicy"]["loadBalancer"] = {
+        "simple": "LEAST_REQUEST"
+    }
+    assert_reported(
+        all_problems(prod, registry, adapter_metrics),
+        "consistentHash.httpHeaderName is None, not the client's partition header",
+        "localityLbSetting.enabled must be false",
+    )
+
+
+def test_hashing_another_header_is_reported(prod, registry, adapter_metrics):
+    lb = find(prod, "DestinationRule", "orchestrator")["spec"]["trafficPolicy"]["loadBalancer"]
+    lb["consistentHash"]["httpHeaderName"] = "x-sentinel-client-id"
+    assert_reported(all_problems(prod, registry, adapter_metrics), "'x-sentinel-client-id'")
+
+
+def test_state_dir_not_on_the_shard_volume_is_reported(prod, registry, adapter_metrics):
+    container = find(prod, "StatefulSet", "orchestrator")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "state"]
+    assert_reported(
+        all_problems(prod, registry, adapter_metrics),
+        "is not the mount of a volumeClaimTemplate",
+    )
+
+
+def test_orchestrator_as_a_deployment_is_reported(prod, registry, adapter_metrics):
+    shards = find(prod, "StatefulSet", "orchestrator")
+    shards["kind"] = "Deployment"
+    for field in ("serviceName", "podManagementPolicy", "updateStrategy"):
+        del shards["spec"][field]
+    del (
+        shards["spec"]["volumeClaimTemplates"],
+        shards["spec"]["persistentVolumeClaimRetentionPolicy"],
+    )
+    assert_reported(
+        all_problems(prod, registry, adapter_metrics),
+        "run it as a StatefulSet of shards",
+        "scaleTargetRef StatefulSet/orchestrator not in bundle",
+    )
