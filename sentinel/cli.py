@@ -268,12 +268,16 @@ class Detections(enum.StrEnum):
 @app.command()
 def sizing(
     sensors: Annotated[int, typer.Option(min=1, max=10_000_000, help="Sensors to hold.")] = 100_000,
+    checkpoint: Annotated[
+        bool, typer.Option(help="Also time a checkpoint of that history and report its size.")
+    ] = True,
 ) -> None:
     """Memory of the orchestrator's per-sensor history with the default engines: accounted
-    bytes per sensor and the RSS growth of holding SENSORS sensors (for sizing a pod)."""
+    bytes per sensor and the RSS growth of holding SENSORS sensors (for sizing a pod), and
+    what checkpointing it costs."""
     from sentinel.sizing import measure
 
-    typer.echo(measure(sensors).render())
+    typer.echo(measure(sensors, checkpoint=checkpoint).render())
 
 
 @app.command()
