@@ -106,7 +106,7 @@ class Checkpointer:
                 return False
             seconds = time.perf_counter() - started
             self._metrics.checkpoints.labels("written").inc()
-            self._metrics.checkpoint_seconds.set(seconds)
+            self._metrics.checkpoint_duration.observe(seconds)
             self._metrics.checkpoint_bytes.set(size)
             log.info(
                 "checkpoint written",

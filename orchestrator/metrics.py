@@ -37,9 +37,12 @@ class OrchestratorMetrics:
             ("result",),
             registry=registry,
         )
-        self.checkpoint_seconds = Gauge(
-            "sentinel_orchestrator_checkpoint_seconds",
-            "Duration of the last checkpoint write (copy and file), in seconds.",
+        for result in ("written", "failed"):  # exported at 0 before the first checkpoint
+            self.checkpoints.labels(result)
+        self.checkpoint_duration = Histogram(
+            "sentinel_orchestrator_checkpoint_duration_seconds",
+            "Duration of checkpoints (copy with scoring held back, then the file), in seconds.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=registry,
         )
         self.checkpoint_bytes = Gauge(

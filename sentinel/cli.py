@@ -74,13 +74,13 @@ def serve(
     """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
     common = _overrides(host=host, port=port, metrics_port=metrics_port)
     if role in (Role.orchestrator, Role.all):
-        from orchestrator.settings import OrchestratorSettings
+        from sentinel.orchestrator.settings import OrchestratorSettings
 
         settings = OrchestratorSettings(
             **common, **_overrides(specialists=specialists, combine_policy=policy)
         )
         if role is Role.orchestrator:
-            from orchestrator.main import main as orchestrator_main
+            from sentinel.orchestrator.main import main as orchestrator_main
 
             orchestrator_main(settings, ready_file, console_spans)
         else:
@@ -88,8 +88,8 @@ def serve(
 
             serve_all_main(settings, ready_file, console_spans)
         return
-    from specialists.main import main as specialist_main
-    from specialists.settings import SpecialistSettings
+    from sentinel.specialists.main import main as specialist_main
+    from sentinel.specialists.settings import SpecialistSettings
 
     settings = SpecialistSettings(
         engine=role.value,
@@ -126,7 +126,7 @@ def demo(
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
-    logging.getLogger("orchestrator.specialist_pool").setLevel(logging.ERROR)
+    logging.getLogger("sentinel.orchestrator.specialist_pool").setLevel(logging.ERROR)
     asyncio.run(run_demo(seconds, sensors, rate, port=port, console_spans=console_spans))
 
 

@@ -29,8 +29,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.main import OrchestratorProcess
-from orchestrator.settings import OrchestratorSettings
+from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.client import TelemetryClient
 from sentinel.local_mesh import LocalSpecialists
 from sentinel.server import install_stop_signals

@@ -14,8 +14,8 @@ async def embedded_mesh(
     tracing: Tracing | None = None, **orchestrator_settings
 ) -> AsyncIterator[str]:
     """Yields the orchestrator's target (127.0.0.1:port)."""
-    from orchestrator.main import OrchestratorProcess
-    from orchestrator.settings import OrchestratorSettings
+    from sentinel.orchestrator.main import OrchestratorProcess
+    from sentinel.orchestrator.settings import OrchestratorSettings
 
     specialists = LocalSpecialists()
     await specialists.start()

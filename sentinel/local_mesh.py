@@ -102,7 +102,8 @@ class LocalSpecialists:
 def serve_command(role: str, ready: Path, *args: str) -> list[str]:
     """`sentinel serve ROLE` on loopback, reporting its bound port through `ready`."""
     return [
-        sys.executable, "-m", "sentinel", "serve", role,
+        # -P: the working directory is not put on sys.path, so no file there can shadow us.
+        sys.executable, "-P", "-m", "sentinel", "serve", role,
         "--host", "127.0.0.1", "--ready-file", str(ready), *args,
     ]  # fmt: skip
 

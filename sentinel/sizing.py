@@ -55,14 +55,14 @@ def _rss() -> int:
 
 
 def measure(sensors: int, chunk: int = 10_000, checkpoint: bool = False) -> Sizing:
-    from orchestrator.history import History
-    from orchestrator.specialist_pool import parse_declaration
-    from orchestrator.windows import WindowStore
+    from sentinel.orchestrator.history import History
+    from sentinel.orchestrator.specialist_pool import parse_declaration
+    from sentinel.orchestrator.windows import WindowStore
     from sentinel.v1 import specialist_pb2
-    from specialists.codec import encode_channel_spec, encode_view_spec
-    from specialists.model import load_model_engine
-    from specialists.statistical import StatisticalEngine
-    from specialists.threshold import AdaptiveLimits, ThresholdEngine
+    from sentinel.specialists.codec import encode_channel_spec, encode_view_spec
+    from sentinel.specialists.model import load_model_engine
+    from sentinel.specialists.statistical import StatisticalEngine
+    from sentinel.specialists.threshold import AdaptiveLimits, ThresholdEngine
 
     history = History(WindowStore(0, sensors))
     for engine in (
@@ -92,9 +92,9 @@ def measure(sensors: int, chunk: int = 10_000, checkpoint: bool = False) -> Sizi
 
 
 def _checkpoint_cost(history, sensors: int) -> CheckpointCost:
-    from orchestrator.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
-    from orchestrator.history import History
-    from orchestrator.windows import WindowStore
+    from sentinel.orchestrator.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+    from sentinel.orchestrator.history import History
+    from sentinel.orchestrator.windows import WindowStore
 
     started = time.perf_counter()
     snapshot = history.snapshot()

@@ -133,7 +133,7 @@ def run_config(
 ) -> ConfigResult:
     out = workdir / f"config-{index}.csv"
     command = [
-        sys.executable, "-c", "from sentinel.cli import main; main()", "evaluate", str(root),
+        sys.executable, "-P", "-c", "from sentinel.cli import main; main()", "evaluate", str(root),
         "--windows", str(windows), "--out", str(out),
     ]  # fmt: skip
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}

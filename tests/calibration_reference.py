@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.calibration import (
+from sentinel.orchestrator.calibration import (
     MEAN_ABS_TO_SIGMA,
     CalibrationBank,
     CalibrationParams,

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from orchestrator.calibration import CalibrationParams
-from orchestrator.combine import EngineVotes
-from orchestrator.history import History
-from orchestrator.specialist_pool import parse_declaration
-from orchestrator.windows import WindowStore
+from sentinel.orchestrator.calibration import CalibrationParams
+from sentinel.orchestrator.combine import EngineVotes
+from sentinel.orchestrator.history import History
+from sentinel.orchestrator.specialist_pool import parse_declaration
+from sentinel.orchestrator.windows import WindowStore
 from sentinel.v1 import specialist_pb2
-from specialists.codec import encode_channel_spec, encode_view_spec
-from specialists.engine import Engine, ScoreInput
+from sentinel.specialists.codec import encode_channel_spec, encode_view_spec
+from sentinel.specialists.engine import Engine, ScoreInput
 
 NANOS = 1_000_000_000
 FIVE_MINUTES = 300 * NANOS

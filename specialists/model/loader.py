@@ -11,7 +11,7 @@ from pathlib import Path
 from .engine import ModelEngine
 
 DEFAULT_MODEL = "iforest-v1"
-_BUNDLED_PACKAGE = "specialists.model.models"
+_BUNDLED_PACKAGE = "sentinel.specialists.model.models"
 
 
 def bundled_models() -> list[str]:

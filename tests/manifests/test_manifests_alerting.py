@@ -18,9 +18,9 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from orchestrator.alertmanager import AlertmanagerMetrics
-from orchestrator.metrics import OrchestratorMetrics
-from orchestrator.settings import OrchestratorSettings
+from sentinel.orchestrator.alertmanager import AlertmanagerMetrics
+from sentinel.orchestrator.metrics import OrchestratorMetrics
+from sentinel.orchestrator.settings import OrchestratorSettings
 
 OVERLAY = mc.REPO_ROOT / "k8s" / "overlays" / "alerting"
 AM_CONFIG = mc.REPO_ROOT / "k8s" / "optional" / "alertmanager" / "alertmanager.yml"

@@ -79,8 +79,15 @@ def _dockerignore_allows(repo_root, rel: str) -> bool:
 def test_builder_copies_every_package_and_the_context_allows_it(repo_root):
     text = (repo_root / "Dockerfile").read_text()
     pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
-    includes = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = sorted({pattern.rstrip("*").rstrip(".") for pattern in includes})
+    setuptools = pyproject["tool"]["setuptools"]
+    folders = setuptools["package-dir"]
+    # The folders holding the installed packages (sentinel.orchestrator lives in orchestrator/).
+    def folder(package: str) -> str:
+        mapped = [m for m in folders if package == m or package.startswith(m + ".")]
+        return folders[max(mapped, key=len)] if mapped else package.split(".")[0]
+
+    packages = sorted({folder(p) for p in setuptools["packages"]})
+    assert packages == ["orchestrator", "sentinel", "specialists"]
     for package in packages:
         assert f"COPY {package} ./{package}" in text, f"Dockerfile does not copy {package}/"
         assert _dockerignore_allows(repo_root, package), f".dockerignore excludes {package}/"

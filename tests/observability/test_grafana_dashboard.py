@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from orchestrator.metrics import OrchestratorMetrics
-from specialists.metrics import SpecialistMetrics
+from sentinel.orchestrator.metrics import OrchestratorMetrics
+from sentinel.specialists.metrics import SpecialistMetrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "k8s" / "grafana" / "sentinel-dashboard.json"
 # Labels Prometheus adds when scraping (target labels), usable in any query.

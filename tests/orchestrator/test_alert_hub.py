@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.alert_hub import AlertHub, SubscriberTooSlow
+from sentinel.orchestrator.alert_hub import AlertHub, SubscriberTooSlow
 from sentinel.v1 import orchestrator_pb2 as pb
 
 

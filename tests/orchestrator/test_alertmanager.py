@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from readings import NANOS, batch
 
-from orchestrator.alertmanager import (
+from sentinel.orchestrator.alertmanager import (
     AlertmanagerOptions,
     AlertmanagerSender,
     HttpTransport,
@@ -31,9 +31,9 @@ from orchestrator.alertmanager import (
     parse_labels,
     rfc3339,
 )
-from orchestrator.incidents import AlertEvent, Incident, IncidentTracker
-from orchestrator.main import OrchestratorProcess
-from orchestrator.settings import OrchestratorSettings
+from sentinel.orchestrator.incidents import AlertEvent, Incident, IncidentTracker
+from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.telemetry import Tracing, build_propagator
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc

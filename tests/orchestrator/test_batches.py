@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.batches import NANOS, Limits, decode_batch
+from sentinel.orchestrator.batches import NANOS, Limits, decode_batch
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import orchestrator_pb2 as pb
 

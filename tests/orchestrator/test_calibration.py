@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from signals import CALIBRATION
 
-from orchestrator.calibration import (
+from sentinel.orchestrator.calibration import (
     CalibrationBank,
     StepStats,
     erfc,
@@ -293,7 +293,7 @@ def test_batch_at_once_is_exactly_the_step_loop(
     """`run` (all readings at once) against the reference `advance` step by step: the same
     stats bit for bit and the same state, for any batching, NaN/inf, clipping, several refits per batch and the
     count wrapping around its cycle."""
-    from orchestrator import calibration
+    from sentinel.orchestrator import calibration
 
     params = replace(
         CALIBRATION, average=average, refit_every=refit_every, blocks=blocks,

@@ -11,7 +11,7 @@ import pytest
 from mesh_fixtures import running_mesh
 from readings import NANOS, batch, collect
 
-from orchestrator.checkpoint import (
+from sentinel.orchestrator.checkpoint import (
     CURRENT,
     PREVIOUS,
     CheckpointRefused,
@@ -19,7 +19,7 @@ from orchestrator.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
-from orchestrator.checkpointer import Checkpointer
+from sentinel.orchestrator.checkpointer import Checkpointer
 from sentinel.v1 import orchestrator_pb2 as pb
 
 CLIENT = (("x-sentinel-client-id", "gateway-1"),)
@@ -119,7 +119,7 @@ async def test_a_truncated_checkpoint_is_refused_and_the_previous_one_used(
     current = os.path.join(state, CURRENT)
     with open(current, "r+b") as file:
         file.truncate(os.path.getsize(current) // 2)
-    with caplog.at_level(logging.ERROR, logger="orchestrator.checkpoint"):
+    with caplog.at_level(logging.ERROR, logger="sentinel.orchestrator.checkpoint"):
         checkpoint = load_latest(state)
     assert checkpoint is not None and checkpoint.history.sensor_ids == list(SENSORS)
     assert [r.reason for r in caplog.records if r.msg == "checkpoint refused"] != []
@@ -142,7 +142,7 @@ async def test_corrupt_checkpoints_leave_an_empty_orchestrator_that_works(tmp_pa
 
 async def test_a_checkpoint_of_another_format_version_is_refused(tmp_path, monkeypatch) -> None:
     state = await _two_checkpoints(tmp_path)
-    monkeypatch.setattr("orchestrator.checkpoint.FORMAT_VERSION", 2)
+    monkeypatch.setattr("sentinel.orchestrator.checkpoint.FORMAT_VERSION", 2)
     with pytest.raises(CheckpointRefused, match="format version 1, this orchestrator reads 2"):
         read_checkpoint(os.path.join(state, CURRENT))
 
@@ -154,7 +154,7 @@ async def test_a_crash_mid_write_leaves_the_last_good_checkpoint(tmp_path, monke
     def crash(*args, **kwargs):
         raise OSError("disk full")  # the temporary file is half written, then the process dies
 
-    monkeypatch.setattr("orchestrator.checkpoint.os.replace", crash)
+    monkeypatch.setattr("sentinel.orchestrator.checkpoint.os.replace", crash)
     with pytest.raises(OSError):
         write_checkpoint(state, good)
     monkeypatch.undo()

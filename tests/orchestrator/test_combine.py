@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.combine import STATUS_CODES, Combiner, EngineVotes, Policy, Status
+from sentinel.orchestrator.combine import STATUS_CODES, Combiner, EngineVotes, Policy, Status
 
 OK = STATUS_CODES[Status.OK]
 DEGRADED = STATUS_CODES[Status.DEGRADED]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dedup import DedupWindow
+from sentinel.orchestrator.dedup import DedupWindow
 
 
 def test_new_batch_is_not_seen_and_remembered_batch_is():

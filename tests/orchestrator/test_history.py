@@ -14,28 +14,28 @@ from mesh_fixtures import running_mesh, start_specialist
 from readings import batch, collect, noise
 from signals import declare
 
-from orchestrator.calibration import CalibrationParams, ChannelKey
-from orchestrator.combine import EngineVotes
-from orchestrator.history import (
+from sentinel.orchestrator.calibration import CalibrationParams, ChannelKey
+from sentinel.orchestrator.combine import EngineVotes
+from sentinel.orchestrator.history import (
     ChannelDecl,
     Declaration,
     DeclarationRefused,
     History,
     HistoryLimits,
 )
-from orchestrator.specialist_pool import (
+from sentinel.orchestrator.specialist_pool import (
     SpecialistClient,
     SpecialistTarget,
     channel_options,
     parse_declaration,
 )
-from orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
-from orchestrator.windows import WindowStore
+from sentinel.orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
+from sentinel.orchestrator.windows import WindowStore
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import specialist_pb2
-from specialists.model import load_model_engine
-from specialists.statistical import StatisticalEngine
-from specialists.threshold import AdaptiveLimits, ThresholdEngine
+from sentinel.specialists.model import load_model_engine
+from sentinel.specialists.statistical import StatisticalEngine
+from sentinel.specialists.threshold import AdaptiveLimits, ThresholdEngine
 
 # Small enough that calibrated likelihoods appear after a few readings.
 QUICK = CalibrationParams(average=3, refit_every=5, blocks=4, min_history=8, standardize_after=3)
@@ -204,7 +204,7 @@ def test_malformed_describe_is_refused_naming_the_field(response, message):
 
 
 async def test_a_real_specialist_declaring_a_huge_view_is_refused_and_logged(caplog):
-    caplog.set_level(logging.ERROR, logger="orchestrator.specialist_pool")
+    caplog.set_level(logging.ERROR, logger="sentinel.orchestrator.specialist_pool")
     # 100,000 readings in blocks of 16: 6250 blocks, over the orchestrator's limit of 1024.
     process = await start_specialist("threshold", adaptive_readings=100_000)
     history = History(WindowStore(0, 10))
@@ -226,7 +226,7 @@ async def test_a_real_specialist_declaring_a_huge_view_is_refused_and_logged(cap
 
 
 async def test_a_refused_specialist_is_left_out_and_verdicts_name_it(caplog):
-    caplog.set_level(logging.ERROR, logger="orchestrator.specialist_pool")
+    caplog.set_level(logging.ERROR, logger="sentinel.orchestrator.specialist_pool")
     async with running_mesh(
         engines=("threshold", "statistical"),
         # one-second buckets for a daily period: 86,406 buckets per sensor

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.incidents import IncidentTracker
+from sentinel.orchestrator.incidents import IncidentTracker
 
 
 def feed(tracker, rows, trace_id="trace", reasons=None, versions=None):

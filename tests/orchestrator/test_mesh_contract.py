@@ -13,14 +13,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh_fixtures import no_tracing, running_mesh
 from readings import batch, collect
 
-from orchestrator.main import OrchestratorProcess
-from orchestrator.settings import OrchestratorSettings
-from orchestrator.specialist_pool import channel_options
+from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.orchestrator.specialist_pool import channel_options
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2_grpc
-from specialists.main import SpecialistProcess, build_engine
-from specialists.servicer import SpecialistServicer
-from specialists.settings import SpecialistSettings
+from sentinel.specialists.main import SpecialistProcess, build_engine
+from sentinel.specialists.servicer import SpecialistServicer
+from sentinel.specialists.settings import SpecialistSettings
 
 
 async def _idle_then(queue: asyncio.Queue):
@@ -177,7 +177,7 @@ def test_client_retries_setting_comes_from_env(monkeypatch) -> None:
 
 
 async def test_specialist_asking_for_too_long_a_window_is_left_out(caplog) -> None:
-    caplog.set_level(logging.ERROR, logger="orchestrator.specialist_pool")
+    caplog.set_level(logging.ERROR, logger="sentinel.orchestrator.specialist_pool")
     async with running_mesh(
         engines=("threshold", "statistical"),
         # statistical window = short - 1 + reference = 529 values

@@ -7,9 +7,9 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.combine import Policy
-from orchestrator.settings import DEFAULT_SPECIALISTS, OrchestratorSettings, parse_weights
-from orchestrator.specialist_pool import SpecialistTarget, parse_targets
+from sentinel.orchestrator.combine import Policy
+from sentinel.orchestrator.settings import DEFAULT_SPECIALISTS, OrchestratorSettings, parse_weights
+from sentinel.orchestrator.specialist_pool import SpecialistTarget, parse_targets
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 from readings import NANOS, batch, collect, noise
 
 from sentinel.v1 import orchestrator_pb2 as pb
-from specialists.threshold import ENGINE_VERSION as THRESHOLD_VERSION
+from sentinel.specialists.threshold import ENGINE_VERSION as THRESHOLD_VERSION
 
 # Readings of one sensor before every engine votes: the statistical level needs 89 values, then
 # each calibrated channel 150 more (the threshold engine of the test mesh votes at once: limit 90).

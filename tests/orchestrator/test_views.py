@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.history import Declaration, History
-from orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
-from orchestrator.windows import WindowStore
+from sentinel.orchestrator.history import Declaration, History
+from sentinel.orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
+from sentinel.orchestrator.windows import WindowStore
 
 # ---------------------------------------------------------------- naive references
 
@@ -255,7 +255,7 @@ def test_views_match_the_naive_reference_for_any_batching(
 
 def _views_pair(specs, max_sensors: int, length: int):
     """Two stores with the same views; the second always walks the batch step by step."""
-    from orchestrator.views import HistoryViews
+    from sentinel.orchestrator.views import HistoryViews
 
     pair = []
     for stepped in (False, True):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.windows import WindowStore
+from sentinel.orchestrator.windows import WindowStore
 
 NAN = math.nan
 

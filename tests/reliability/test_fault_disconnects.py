@@ -18,8 +18,8 @@ from collections import OrderedDict
 import grpc
 from readings import batch, noise
 
-from orchestrator.batches import Limits
-from orchestrator.session import StreamOptions, StreamSession
+from sentinel.orchestrator.batches import Limits
+from sentinel.orchestrator.session import StreamOptions, StreamSession
 from sentinel.client import CLIENT_ID_HEADER
 from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -147,7 +147,7 @@ class _SlowPipeline:
         return prepared
 
     def finish(self, prepared, all_verdicts=False):
-        from orchestrator.pipeline import BatchResult
+        from sentinel.orchestrator.pipeline import BatchResult
 
         return [BatchResult(b.batch_id, b.rows) for b in prepared]
 

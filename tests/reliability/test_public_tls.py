@@ -19,11 +19,11 @@ from mesh_fixtures import running_mesh
 from pydantic import ValidationError
 from readings import batch
 
-from orchestrator.settings import OrchestratorSettings
+from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.client import TelemetryClient
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
-from specialists.settings import SpecialistSettings
+from sentinel.specialists.settings import SpecialistSettings
 
 
 @pytest.fixture(scope="module")

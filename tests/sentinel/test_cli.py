@@ -175,3 +175,22 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_files_in_the_working_directory_cannot_shadow_the_mesh(tmp_path) -> None:
+    """Roles install as sentinel.orchestrator / sentinel.specialists and children start with
+    `python -P`, so a user's orchestrator.py (or specialists/, sentinel.py) is never imported."""
+    for name in ("orchestrator.py", "specialists.py", "sentinel.py"):
+        (tmp_path / name).write_text('raise SystemExit("shadowed by the working directory")\n')
+    script = Path(sys.executable).parent / "sentinel"
+    result = subprocess.run(
+        [str(script), "bench", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "shadowed" not in result.stderr
+    assert "readings/s" in result.stdout

@@ -10,13 +10,13 @@ from hypothesis.extra import numpy as hnp
 
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2 as pb
-from specialists.codec import (
+from sentinel.specialists.codec import (
     decode_score_request,
     decode_windows,
     encode_score_response,
     encode_windows,
 )
-from specialists.engine import ScoreOutput
+from sentinel.specialists.engine import ScoreOutput
 
 
 def request(rows=2, length=3, dtype=np.float32, **overrides) -> pb.ScoreRequest:

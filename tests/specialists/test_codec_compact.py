@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.specialist_pool import CompactWindows, _window_fields
-from orchestrator.windows import WindowStore
+from sentinel.orchestrator.specialist_pool import CompactWindows, _window_fields
+from sentinel.orchestrator.windows import WindowStore
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2
-from specialists.codec import decode_score_request
+from sentinel.specialists.codec import decode_score_request
 
 
 def request_for(stored, values, length, compact: bool) -> specialist_pb2.ScoreRequest:

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from signals import Bench
 
-from specialists.engine import Engine, ScoreInput
-from specialists.model import ModelEngine, bundled_models, load_model_engine
-from specialists.model import metadata as model_metadata
-from specialists.model.features import CLIP, FEATURE_SET, robust_window_features
-from specialists.model.synthetic import normal_series
+from sentinel.specialists.engine import Engine, ScoreInput
+from sentinel.specialists.model import ModelEngine, bundled_models, load_model_engine
+from sentinel.specialists.model import metadata as model_metadata
+from sentinel.specialists.model.features import CLIP, FEATURE_SET, robust_window_features
+from sentinel.specialists.model.synthetic import normal_series
 
 BUNDLED_VERSIONS = {"iforest-v1": "iforest-1.0.0", "iforest-v2": "iforest-2.0.0"}
 MODELS_DIR = Path(__file__).resolve().parents[2] / "specialists" / "model" / "models"
@@ -113,7 +113,7 @@ def test_model_without_sentinel_metadata_is_rejected(tmp_path: Path) -> None:
 
 
 def test_bundled_metadata_has_every_key_train_writes() -> None:
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     onnx = pytest.importorskip("onnx")
     written = train.metadata_props(
         train.TrainConfig(version="x"),
@@ -129,7 +129,7 @@ def test_bundled_metadata_has_every_key_train_writes() -> None:
 
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     args = ["--version", "t-1", "--trees", "10", "--max-samples", "64", "--samples", "4000"]
     first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
     assert train.main(["--out", str(first), *args]) == 0
@@ -151,14 +151,14 @@ def test_bundled_models_are_one_tree_ensemble(name: str) -> None:
 @pytest.fixture(scope="module")
 def small_forest() -> tuple[object, object, np.ndarray]:
     """A quick forest, its config and its training features."""
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     config = train.TrainConfig(version="t-2", trees=12, max_samples=64, samples=4000)
     features = train.synthetic_features(np.random.default_rng(5), config.samples, 32)
     return train.fit_forest(config, features), config, features
 
 
 def exported(small_forest: tuple[object, object, np.ndarray]) -> object:
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     forest, config, _ = small_forest
     calibration = train.Calibration(
         score_threshold=float(-forest.offset_), score_saturation=0.99, holdout_anomaly_rate=0.0
@@ -169,7 +169,7 @@ def exported(small_forest: tuple[object, object, np.ndarray]) -> object:
 def test_export_matches_sklearn_decision_function(
     small_forest: tuple[object, object, np.ndarray],
 ) -> None:
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     forest, config, features = small_forest
     model = exported(small_forest)
     rng = np.random.default_rng(6)
@@ -200,7 +200,7 @@ def test_export_matches_sklearn_decision_function(
 def test_export_check_rejects_a_wrong_model(
     small_forest: tuple[object, object, np.ndarray],
 ) -> None:
-    train = pytest.importorskip("specialists.model.train")
+    train = pytest.importorskip("sentinel.specialists.model.train")
     numpy_helper = pytest.importorskip("onnx.numpy_helper")
     forest, config, features = small_forest
     model = exported(small_forest)

@@ -14,8 +14,8 @@ from hypothesis.extra import numpy as hnp
 from signals import DAY, Bench
 
 from sentinel.errors import InvalidArgument
-from specialists.engine import ChannelSpec, ScoreInput, SeasonalViewSpec
-from specialists.statistical import (
+from sentinel.specialists.engine import ChannelSpec, ScoreInput, SeasonalViewSpec
+from sentinel.specialists.statistical import (
     ENGINE_VERSION,
     MAD_TO_SIGMA,
     StatisticalEngine,

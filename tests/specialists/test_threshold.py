@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from signals import Bench
 
 from sentinel.errors import InvalidArgument
-from specialists.engine import RangeViewSpec, ScoreInput
-from specialists.threshold import (
+from sentinel.specialists.engine import RangeViewSpec, ScoreInput
+from sentinel.specialists.threshold import (
     NO_RULE,
     AdaptiveLimits,
     LimitRule,
