@@ -256,7 +256,11 @@ class CalibrationBank:
         if runs.rows.size == 0 or self.channels == 0:
             return stats
         rows, group, rank, starts, sensors = (
-            runs.rows, runs.group, runs.rank, runs.starts, runs.slots
+            runs.rows,
+            runs.group,
+            runs.rank,
+            runs.starts,
+            runs.slots,
         )
         z = raw[rows]
         if self.standardize.any():

@@ -286,9 +286,7 @@ def tune(
         Path,
         typer.Argument(exists=True, file_okay=False, help="Directory of labelled CSVs."),
     ],
-    windows: Annotated[
-        Path, typer.Option(exists=True, dir_okay=False, help="NAB windows JSON.")
-    ],
+    windows: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="NAB windows JSON.")],
     param: Annotated[
         list[str] | None,
         typer.Option(

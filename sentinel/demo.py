@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentinel.orchestrator.main import OrchestratorProcess
-from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.client import TelemetryClient
 from sentinel.local_mesh import LocalSpecialists
+from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.server import install_stop_signals
 from sentinel.simulator import (
     EVENT_KINDS,

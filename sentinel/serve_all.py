@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from sentinel.local_mesh import LocalSpecialists
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
-from sentinel.local_mesh import LocalSpecialists
 from sentinel.server import install_stop_signals, write_ready_file
 from sentinel.telemetry import configure_logging, configure_tracing
 

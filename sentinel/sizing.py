@@ -58,11 +58,11 @@ def measure(sensors: int, chunk: int = 10_000, checkpoint: bool = False) -> Sizi
     from sentinel.orchestrator.history import History
     from sentinel.orchestrator.specialist_pool import parse_declaration
     from sentinel.orchestrator.windows import WindowStore
-    from sentinel.v1 import specialist_pb2
     from sentinel.specialists.codec import encode_channel_spec, encode_view_spec
     from sentinel.specialists.model import load_model_engine
     from sentinel.specialists.statistical import StatisticalEngine
     from sentinel.specialists.threshold import AdaptiveLimits, ThresholdEngine
+    from sentinel.v1 import specialist_pb2
 
     history = History(WindowStore(0, sensors))
     for engine in (

@@ -5,7 +5,6 @@ written the obvious way), and a single-channel wrapper for the tests."""
 from __future__ import annotations
 
 import numpy as np
-
 from sentinel.orchestrator.calibration import (
     MEAN_ABS_TO_SIGMA,
     CalibrationBank,

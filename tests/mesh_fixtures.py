@@ -9,13 +9,13 @@ from pathlib import Path
 
 import grpc
 from opentelemetry import trace
-
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
-from sentinel.telemetry import Tracing, build_propagator
-from sentinel.v1 import orchestrator_pb2_grpc
 from sentinel.specialists.main import SpecialistProcess, build_engine
 from sentinel.specialists.settings import SpecialistSettings
+
+from sentinel.telemetry import Tracing, build_propagator
+from sentinel.v1 import orchestrator_pb2_grpc
 
 # The demo's rule (a hard high limit of 90 for every sensor): the threshold specialist of a test
 # mesh uses it unless the test passes its own `threshold_rules_file` (None = no hard limits), so

@@ -10,15 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from sentinel.orchestrator.calibration import CalibrationParams
 from sentinel.orchestrator.combine import EngineVotes
 from sentinel.orchestrator.history import History
 from sentinel.orchestrator.specialist_pool import parse_declaration
 from sentinel.orchestrator.windows import WindowStore
-from sentinel.v1 import specialist_pb2
 from sentinel.specialists.codec import encode_channel_spec, encode_view_spec
 from sentinel.specialists.engine import Engine, ScoreInput
+
+from sentinel.v1 import specialist_pb2
 
 NANOS = 1_000_000_000
 FIVE_MINUTES = 300 * NANOS

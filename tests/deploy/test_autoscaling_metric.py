@@ -17,9 +17,9 @@ import pytest
 import yaml
 from mesh_fixtures import no_tracing
 from readings import batch
-
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
+
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2, specialist_pb2_grpc
 

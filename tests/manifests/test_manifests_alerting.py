@@ -17,7 +17,6 @@ import manifest_checks as mc
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-
 from sentinel.orchestrator.alertmanager import AlertmanagerMetrics
 from sentinel.orchestrator.metrics import OrchestratorMetrics
 from sentinel.orchestrator.settings import OrchestratorSettings

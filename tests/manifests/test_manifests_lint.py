@@ -81,6 +81,7 @@ def test_builder_copies_every_package_and_the_context_allows_it(repo_root):
     pyproject = tomllib.loads((repo_root / "pyproject.toml").read_text())
     setuptools = pyproject["tool"]["setuptools"]
     folders = setuptools["package-dir"]
+
     # The folders holding the installed packages (sentinel.orchestrator lives in orchestrator/).
     def folder(package: str) -> str:
         mapped = [m for m in folders if package == m or package.startswith(m + ".")]

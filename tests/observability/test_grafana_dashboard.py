@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
-
 from sentinel.orchestrator.metrics import OrchestratorMetrics
 from sentinel.specialists.metrics import SpecialistMetrics
 

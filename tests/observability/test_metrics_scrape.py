@@ -13,12 +13,12 @@ import prometheus_client
 from mesh_fixtures import no_tracing, running_mesh
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.specialists.metrics import SpecialistMetrics
+
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
-from sentinel.specialists.metrics import SpecialistMetrics
 
 ENGINES = ("threshold", "statistical", "model")
 SENSORS = ("m-0", "m-1", "m-2")

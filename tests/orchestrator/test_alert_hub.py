@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from sentinel.orchestrator.alert_hub import AlertHub, SubscriberTooSlow
+
 from sentinel.v1 import orchestrator_pb2 as pb
 
 

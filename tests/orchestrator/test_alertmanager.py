@@ -19,7 +19,6 @@ from mesh_fixtures import LIMIT_90_RULES, no_tracing, running_mesh, start_specia
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from readings import NANOS, batch
-
 from sentinel.orchestrator.alertmanager import (
     AlertmanagerOptions,
     AlertmanagerSender,
@@ -34,6 +33,7 @@ from sentinel.orchestrator.alertmanager import (
 from sentinel.orchestrator.incidents import AlertEvent, Incident, IncidentTracker
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
+
 from sentinel.telemetry import Tracing, build_propagator
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sentinel.orchestrator.batches import NANOS, Limits, decode_batch
+
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import orchestrator_pb2 as pb
 

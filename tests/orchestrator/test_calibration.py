@@ -12,8 +12,6 @@ import pytest
 from calibration_reference import ChannelCalibrator, advance
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from signals import CALIBRATION
-
 from sentinel.orchestrator.calibration import (
     CalibrationBank,
     StepStats,
@@ -21,6 +19,7 @@ from sentinel.orchestrator.calibration import (
     likelihood_score,
     tail_probability,
 )
+from signals import CALIBRATION
 
 SENSORS = 40
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from mesh_fixtures import running_mesh
 from readings import NANOS, batch, collect
-
 from sentinel.orchestrator.checkpoint import (
     CURRENT,
     PREVIOUS,
@@ -20,6 +19,7 @@ from sentinel.orchestrator.checkpoint import (
     write_checkpoint,
 )
 from sentinel.orchestrator.checkpointer import Checkpointer
+
 from sentinel.v1 import orchestrator_pb2 as pb
 
 CLIENT = (("x-sentinel-client-id", "gateway-1"),)

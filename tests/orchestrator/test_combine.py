@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sentinel.orchestrator.combine import STATUS_CODES, Combiner, EngineVotes, Policy, Status
 
 OK = STATUS_CODES[Status.OK]

@@ -12,8 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mesh_fixtures import running_mesh, start_specialist
 from readings import batch, collect, noise
-from signals import declare
-
 from sentinel.orchestrator.calibration import CalibrationParams, ChannelKey
 from sentinel.orchestrator.combine import EngineVotes
 from sentinel.orchestrator.history import (
@@ -31,11 +29,13 @@ from sentinel.orchestrator.specialist_pool import (
 )
 from sentinel.orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
 from sentinel.orchestrator.windows import WindowStore
-from sentinel.v1 import orchestrator_pb2 as pb
-from sentinel.v1 import specialist_pb2
 from sentinel.specialists.model import load_model_engine
 from sentinel.specialists.statistical import StatisticalEngine
 from sentinel.specialists.threshold import AdaptiveLimits, ThresholdEngine
+from signals import declare
+
+from sentinel.v1 import orchestrator_pb2 as pb
+from sentinel.v1 import specialist_pb2
 
 # Small enough that calibrated likelihoods appear after a few readings.
 QUICK = CalibrationParams(average=3, refit_every=5, blocks=4, min_history=8, standardize_after=3)

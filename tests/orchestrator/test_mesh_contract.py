@@ -12,15 +12,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh_fixtures import no_tracing, running_mesh
 from readings import batch, collect
-
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.orchestrator.specialist_pool import channel_options
-from sentinel.v1 import orchestrator_pb2 as pb
-from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2_grpc
 from sentinel.specialists.main import SpecialistProcess, build_engine
 from sentinel.specialists.servicer import SpecialistServicer
 from sentinel.specialists.settings import SpecialistSettings
+
+from sentinel.v1 import orchestrator_pb2 as pb
+from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2_grpc
 
 
 async def _idle_then(queue: asyncio.Queue):

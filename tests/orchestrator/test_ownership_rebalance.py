@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 import grpc
 from mesh_fixtures import no_tracing, start_specialist
 from readings import noise
-
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
+
 from sentinel.client import CLIENT_ID_HEADER, PARTITION_HEADER, TelemetryClient
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc

@@ -6,7 +6,6 @@ import os
 
 import pytest
 from pydantic import ValidationError
-
 from sentinel.orchestrator.combine import Policy
 from sentinel.orchestrator.settings import DEFAULT_SPECIALISTS, OrchestratorSettings, parse_weights
 from sentinel.orchestrator.specialist_pool import SpecialistTarget, parse_targets

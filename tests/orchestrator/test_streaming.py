@@ -8,9 +8,9 @@ import time
 import grpc
 import pytest
 from readings import NANOS, batch, collect, noise
+from sentinel.specialists.threshold import ENGINE_VERSION as THRESHOLD_VERSION
 
 from sentinel.v1 import orchestrator_pb2 as pb
-from sentinel.specialists.threshold import ENGINE_VERSION as THRESHOLD_VERSION
 
 # Readings of one sensor before every engine votes: the statistical level needs 89 values, then
 # each calibrated channel 150 more (the threshold engine of the test mesh votes at once: limit 90).

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sentinel.orchestrator.history import Declaration, History
 from sentinel.orchestrator.views import NANOS, RangeSpec, RangeView, SeasonalSpec, SeasonalView
 from sentinel.orchestrator.windows import WindowStore

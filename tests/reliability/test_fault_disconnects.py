@@ -17,9 +17,9 @@ from collections import OrderedDict
 
 import grpc
 from readings import batch, noise
-
 from sentinel.orchestrator.batches import Limits
 from sentinel.orchestrator.session import StreamOptions, StreamSession
+
 from sentinel.client import CLIENT_ID_HEADER
 from sentinel.v1 import orchestrator_pb2 as pb
 

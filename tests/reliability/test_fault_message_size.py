@@ -17,9 +17,9 @@ import pytest
 from mesh_fixtures import running_mesh
 from pydantic import ValidationError
 from readings import batch, collect, noise
-
 from sentinel.orchestrator.session import VERDICTS_PER_EVENT
 from sentinel.orchestrator.settings import OrchestratorSettings
+
 from sentinel.client import StreamFailed, TelemetryClient
 from sentinel.soak import Producer
 from sentinel.v1 import orchestrator_pb2 as pb

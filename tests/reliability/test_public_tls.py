@@ -18,12 +18,12 @@ from faultkit import make_pki
 from mesh_fixtures import running_mesh
 from pydantic import ValidationError
 from readings import batch
-
 from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.specialists.settings import SpecialistSettings
+
 from sentinel.client import TelemetryClient
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
-from sentinel.specialists.settings import SpecialistSettings
 
 
 @pytest.fixture(scope="module")

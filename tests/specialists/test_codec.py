@@ -7,9 +7,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from sentinel.errors import InvalidArgument
-from sentinel.v1 import specialist_pb2 as pb
 from sentinel.specialists.codec import (
     decode_score_request,
     decode_windows,
@@ -17,6 +14,9 @@ from sentinel.specialists.codec import (
     encode_windows,
 )
 from sentinel.specialists.engine import ScoreOutput
+
+from sentinel.errors import InvalidArgument
+from sentinel.v1 import specialist_pb2 as pb
 
 
 def request(rows=2, length=3, dtype=np.float32, **overrides) -> pb.ScoreRequest:

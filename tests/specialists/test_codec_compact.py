@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from sentinel.orchestrator.specialist_pool import CompactWindows, _window_fields
 from sentinel.orchestrator.windows import WindowStore
+from sentinel.specialists.codec import decode_score_request
+
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2
-from sentinel.specialists.codec import decode_score_request
 
 
 def request_for(stored, values, length, compact: bool) -> specialist_pb2.ScoreRequest:

@@ -11,13 +11,12 @@ import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from signals import Bench
-
 from sentinel.specialists.engine import Engine, ScoreInput
 from sentinel.specialists.model import ModelEngine, bundled_models, load_model_engine
 from sentinel.specialists.model import metadata as model_metadata
 from sentinel.specialists.model.features import CLIP, FEATURE_SET, robust_window_features
 from sentinel.specialists.model.synthetic import normal_series
+from signals import Bench
 
 BUNDLED_VERSIONS = {"iforest-v1": "iforest-1.0.0", "iforest-v2": "iforest-2.0.0"}
 MODELS_DIR = Path(__file__).resolve().parents[2] / "specialists" / "model" / "models"

@@ -6,11 +6,11 @@ import grpc
 import numpy as np
 import pytest
 from mesh_fixtures import start_specialist
+from sentinel.specialists.codec import encode_windows
+from sentinel.specialists.statistical import ENGINE_VERSION, StatisticalParams
 
 from sentinel.v1 import specialist_pb2 as pb
 from sentinel.v1 import specialist_pb2_grpc
-from sentinel.specialists.codec import encode_windows
-from sentinel.specialists.statistical import ENGINE_VERSION, StatisticalParams
 
 # window = short - 1 + reference = 20 values; the level needs all of them (min_reference 15).
 SHORT, REFERENCE = 6, 15

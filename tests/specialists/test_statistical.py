@@ -11,9 +11,6 @@ import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from signals import DAY, Bench
-
-from sentinel.errors import InvalidArgument
 from sentinel.specialists.engine import ChannelSpec, ScoreInput, SeasonalViewSpec
 from sentinel.specialists.statistical import (
     ENGINE_VERSION,
@@ -21,6 +18,9 @@ from sentinel.specialists.statistical import (
     StatisticalEngine,
     StatisticalParams,
 )
+from signals import DAY, Bench
+
+from sentinel.errors import InvalidArgument
 
 # Small windows for unit tests: level = median of the latest 3 (value included) against the 8
 # values before them; the level needs 5 of those. Window = short - 1 + reference = 10.

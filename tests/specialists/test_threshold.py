@@ -11,9 +11,6 @@ import pytest
 import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from signals import Bench
-
-from sentinel.errors import InvalidArgument
 from sentinel.specialists.engine import RangeViewSpec, ScoreInput
 from sentinel.specialists.threshold import (
     NO_RULE,
@@ -22,6 +19,9 @@ from sentinel.specialists.threshold import (
     ThresholdEngine,
     load_rules,
 )
+from signals import Bench
+
+from sentinel.errors import InvalidArgument
 
 # The demo's rule (the seed's old built-in default, which is gone: no rule = no hard limit).
 LIMIT_90 = LimitRule("*", high=90.0)
