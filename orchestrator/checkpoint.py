@@ -16,6 +16,7 @@ import logging
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,8 +110,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     )
 
 
-def load_latest(state_dir: str | Path) -> Checkpoint | None:
-    """The newest usable checkpoint in `state_dir` (current, else previous), or None."""
+def load_latest(
+    state_dir: str | Path, validate: Callable[[Checkpoint], None] | None = None
+) -> Checkpoint | None:
+    """The newest usable checkpoint in `state_dir` (current, else previous), or None.
+    `validate` may refuse one (raising CheckpointRefused) before anything is loaded from it."""
     directory = Path(state_dir)
     for name in (CURRENT, PREVIOUS):
         path = directory / name
@@ -119,6 +123,8 @@ def load_latest(state_dir: str | Path) -> Checkpoint | None:
         started = time.perf_counter()
         try:
             checkpoint = read_checkpoint(path)
+            if validate is not None:
+                validate(checkpoint)
         except CheckpointRefused as error:
             log.error("checkpoint refused", extra={"path": str(path), "reason": str(error)})
             continue

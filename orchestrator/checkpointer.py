@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .checkpoint import Checkpoint, load_latest, write_checkpoint
+from .checkpoint import Checkpoint, CheckpointRefused, load_latest, write_checkpoint
 from .dedup import DedupWindow
 from .history import History
 from .incidents import Incident, IncidentTracker
@@ -52,18 +52,16 @@ class Checkpointer:
     def restore(self) -> Checkpoint | None:
         """Load the newest usable checkpoint (before any traffic and any `Describe`)."""
         started = time.perf_counter()
-        checkpoint = load_latest(self.state_dir)
+        checkpoint = load_latest(self.state_dir, self._validate)
         if checkpoint is None:
             log.info("no checkpoint to restore", extra={"state_dir": self.state_dir})
             return None
         sensors = self._history.restore(checkpoint.history)
         now = self._clock()
-        incidents = []
-        for fields in checkpoint.incidents:
-            incident = Incident(**fields)
+        incidents = [Incident(**fields) for fields in checkpoint.incidents]
+        for incident in incidents:
             # The sensor could not reach us while we were down: its stale period starts now.
             incident.last_seen = max(incident.last_seen, now)
-            incidents.append(incident)
         self._incidents.restore(incidents)
         self._dedup.restore(checkpoint.dedup)
         log.info(
@@ -78,6 +76,17 @@ class Checkpointer:
             },
         )
         return checkpoint
+
+    def _validate(self, checkpoint: Checkpoint) -> None:
+        """Refuse a checkpoint whole if any part of it could not be loaded."""
+        try:
+            self._history.validate(checkpoint.history)
+            for fields in checkpoint.incidents:
+                Incident(**fields)
+            for client, batch, readings in checkpoint.dedup:
+                str(client), int(batch), int(readings)
+        except (TypeError, ValueError) as error:
+            raise CheckpointRefused(f"cannot be loaded: {error}") from error
 
     def capture(self) -> Checkpoint:
         """A consistent copy of the state (call with rounds quiesced)."""

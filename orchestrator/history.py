@@ -259,6 +259,44 @@ class History:
         }
         return HistorySnapshot(meta, sensor_ids, arrays)
 
+    def validate(self, snapshot: HistorySnapshot) -> None:
+        """Raise ValueError naming the first array or record that this history could not load
+        (so that a checkpoint is refused whole rather than half-loaded)."""
+        meta, arrays = snapshot.meta, snapshot.arrays
+        try:
+            specs = {name: _spec_of(fields) for name, fields in meta["views"].items()}
+            channels = meta["channels"]
+            for channel in channels:
+                ChannelKey(str(channel["specialist"]), str(channel["channel"]))
+                int(channel["index"]), bool(channel["standardize"]), float(channel["flag_below"])
+            for names in meta["view_names"].values():
+                if not set(names.values()) <= set(specs):
+                    raise ValueError("view_names refer to an unknown view")
+            length = int(meta["window_length"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"history metadata: {error!r}") from error
+        bank = CalibrationBank(self.calibration)
+        for channel in channels:
+            bank.add_channel(bool(channel["standardize"]))
+        expected: dict[str, object] = {"window": WindowStore(length, 1), "calibration": bank}
+        for name, spec in specs.items():
+            expected[f"view/{name}"] = (
+                RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+            )
+        for prefix, state in expected.items():
+            if not isinstance(state, WindowStore):  # a store has its slots already
+                state.grow(1)
+            for field in state.SLOT_FIELDS:
+                key = f"{prefix}/{field}"
+                if key not in arrays:
+                    raise ValueError(f"array {key!r} is missing")
+                want, got = getattr(state, field), arrays[key]
+                if got.shape[1:] != want.shape[1:] or got.dtype != want.dtype:
+                    raise ValueError(
+                        f"array {key!r} is {got.dtype}{list(got.shape[1:])}, "
+                        f"expected {want.dtype}{list(want.shape[1:])}"
+                    )
+
     def restore(self, snapshot: HistorySnapshot) -> int:
         """Load a snapshot into this (empty) history before any traffic; returns the sensors
         restored. The declarations it was taken under are re-made, so a specialist that

@@ -175,3 +175,30 @@ async def test_a_failed_write_is_logged_and_counted_and_the_mesh_carries_on(tmp_
         assert failed == 1
         events = await _stream(mesh, _batches(1, 2))
         assert len(events["ack"]) == 2
+
+
+async def test_a_checkpoint_that_does_not_fit_is_refused_whole_not_half_loaded(
+    tmp_path, caplog
+) -> None:
+    state = await _two_checkpoints(tmp_path)
+    good = read_checkpoint(os.path.join(state, CURRENT))
+    arrays = dict(good.history.arrays)
+    # The calibration state of another build (say, a different ring length) must not be read
+    # into this one's arrays.
+    arrays["calibration/_ring"] = arrays["calibration/_ring"][:, :, :3].copy()
+    broken = type(good)(
+        good.written_at + 1,
+        type(good.history)(good.history.meta, good.history.sensor_ids, arrays),
+        good.incidents,
+        good.dedup,
+    )
+    write_checkpoint(state, broken)  # now current; `good` is the previous one
+    with caplog.at_level(logging.ERROR, logger="sentinel.orchestrator.checkpoint"):
+        async with running_mesh(state_dir=state) as mesh:
+            refused = [r for r in caplog.records if r.msg == "checkpoint refused"]
+            assert len(refused) == 1 and "calibration/_ring" in refused[0].reason
+            # Loaded from the previous file, whole: each sensor's 2 x 50 readings.
+            assert mesh.orchestrator.windows.sensors == len(SENSORS)
+            assert len(mesh.orchestrator.windows.history("pump-1")) == 2 * PER_BATCH
+            events = await _stream(mesh, _batches(7, 9))
+            assert [a.readings_accepted for a in events["ack"]] == [PER_BATCH] * 3
