@@ -156,17 +156,25 @@ class StreamSession:
 
     async def _process(self) -> None:
         terminal: object | None = None
+        held: object | None = None  # taken from the queue, but belongs to the next round
+        limit = self._options.coalesce_max_readings
         while terminal is None:
-            first = await self._ingest.get()
+            first = held if held is not None else await self._ingest.get()
+            held = None
             if not isinstance(first, DecodedBatch):
                 terminal = first
                 break
             batches = [first]
             readings = first.rows
-            while readings < self._options.coalesce_max_readings and not self._ingest.empty():
+            # A round never grows past `coalesce_max_readings` (unless one batch alone is
+            # larger): the settings check keeps that within what the window store can hold.
+            while readings < limit and not self._ingest.empty():
                 more = self._ingest.get_nowait()
                 if not isinstance(more, DecodedBatch):
                     terminal = more
+                    break
+                if readings + more.rows > limit:
+                    held = more
                     break
                 batches.append(more)
                 readings += more.rows
