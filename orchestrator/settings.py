@@ -65,6 +65,19 @@ class OrchestratorSettings(ServerSettings):
     """Concurrent StreamTelemetry streams; more are refused with RESOURCE_EXHAUSTED."""
     max_streams_per_client: int = Field(default=16, ge=1)
     """Concurrent streams per x-sentinel-client-id; more are refused with RESOURCE_EXHAUSTED."""
+    max_anonymous_streams: int = Field(default=64, ge=1)
+    """Concurrent streams without a client identity, all together; more: RESOURCE_EXHAUSTED."""
+    client_identity: Literal["header", "mtls", "xfcc"] = "header"
+    """Who a client is, for dedup and per-client limits. header: x-sentinel-client-id as sent
+    (trusted network only: anyone may claim any id). mtls: the verified TLS client certificate
+    (needs tls_client_ca_file). xfcc: the URI (SPIFFE id) in x-forwarded-client-cert, set by an
+    Istio/Envoy sidecar that owns that header. With mtls and xfcc the header only names a
+    sub-client within the authenticated identity; calls without an identity: UNAUTHENTICATED."""
+    max_client_id_length: int = Field(default=128, ge=1)
+    """Longest x-sentinel-client-id accepted (characters); longer ones: INVALID_ARGUMENT."""
+    max_detect_readings: int = Field(default=2_000, ge=1)
+    """Readings in one Detect call: its response carries a verdict per reading and has to fit
+    a client's default 4 MiB receive limit. Larger: INVALID_ARGUMENT, use StreamTelemetry."""
     max_concurrent_detect: int = Field(default=64, ge=1)
     """Concurrent unary Detect calls; more are refused with RESOURCE_EXHAUSTED."""
     heartbeat_seconds: float = Field(default=30.0, gt=0, le=60)
@@ -140,6 +153,10 @@ class OrchestratorSettings(ServerSettings):
             raise ValueError(
                 f"max_sensors ({self.max_sensors}) must be at least coalesce_max_readings "
                 f"({self.coalesce_max_readings}): a coalesced round may name that many sensors"
+            )
+        if self.client_identity == "mtls" and not self.tls_client_ca_file:
+            raise ValueError(
+                "client_identity=mtls needs tls_client_ca_file (client certificates to verify)"
             )
         parse_weights(self.combine_weights)
         parse_thresholds(self.likelihood_thresholds)
