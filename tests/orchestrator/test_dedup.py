@@ -71,6 +71,7 @@ def test_remembers_exactly_the_last_distinct_pairs(capacity, pairs):
 
 def test_a_batch_id_with_another_digest_is_a_conflict_not_a_duplicate():
     import pytest
+
     from sentinel.errors import BatchConflict
 
     dedup = DedupWindow()

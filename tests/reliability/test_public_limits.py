@@ -21,7 +21,6 @@ from readings import batch, collect
 from sentinel.client import CLIENT_ID_HEADER
 from sentinel.v1 import orchestrator_pb2 as pb
 
-
 # The same readings every time: a resend of batch 1 (other readings under batch id 1 would be
 # refused with ALREADY_EXISTS).
 _FIRST = batch(1, [1.0], mode=pb.VERDICT_MODE_NONE, start_ns=1_700_000_000 * 1_000_000_000)
