@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,4 +142,13 @@ def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
             raise InvalidArgument(
                 f"readings[{index}].sensor_id", "must contain only printable characters"
             )
+        if _blank(sensor_id):
+            raise InvalidArgument(
+                f"readings[{index}].sensor_id", "must not be blank (only spaces or combining marks)"
+            )
         seen.add(sensor_id)
+
+
+def _blank(sensor_id: str) -> bool:
+    """Nothing visible: spaces, combining marks (Mn/Me) and format characters (Cf) only."""
+    return all(c.isspace() or unicodedata.category(c) in ("Mn", "Me", "Cf") for c in sensor_id)

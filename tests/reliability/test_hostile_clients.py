@@ -287,3 +287,16 @@ async def test_detect_responses_fit_a_default_client_or_are_refused_up_front() -
         )
         assert "StreamTelemetry" in refused.value.details()
         assert value("sentinel_orchestrator_readings_received_total") == scored  # not scored
+
+
+# -- 10. ids that are blank after trimming ---------------------------------------------------
+
+
+async def test_sensor_ids_of_only_spaces_or_combining_marks_are_refused() -> None:
+    async with running_mesh(engines=("threshold",)) as mesh:
+        for blank in ("   ", "\u0301\u0302", " \u20dd "):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await mesh.stub.Detect(fixed(0, [1.0], sensor=blank))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith("readings[0].sensor_id: must not be blank")
+        assert len((await mesh.stub.Detect(fixed(0, [1.0], sensor=" a "))).verdicts) == 1
