@@ -13,7 +13,9 @@ Handling of questionable input, as documented in the README:
 
 from __future__ import annotations
 
+import hashlib
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,7 @@ class DecodedBatch:
     timestamps: np.ndarray  # int64 Unix nanoseconds
     verdict_mode: int  # orchestrator_pb2.VerdictMode, UNSPECIFIED resolved to ANOMALIES
     traceparent: str
+    digest: bytes = b""  # of the readings as sent (see readings_digest)
 
     @property
     def rows(self) -> int:
@@ -61,6 +64,7 @@ def decode_batch(
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
     sensor_ids, values, timestamps = _columns(readings)
+    digest = readings_digest(sensor_ids, values, timestamps)
 
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
@@ -90,7 +94,21 @@ def decode_batch(
     mode = batch.verdicts or orchestrator_pb2.VERDICT_MODE_ANOMALIES
     if batch.traceparent and len(batch.traceparent) > 128:
         raise InvalidArgument("traceparent", "longer than 128 characters")
-    return DecodedBatch(batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent)
+    return DecodedBatch(
+        batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest
+    )
+
+
+def readings_digest(sensor_ids: list[str], values: np.ndarray, timestamps: np.ndarray) -> bytes:
+    """16-byte BLAKE2b of a batch's readings as sent (timestamp 0 stays 0): a resend has the
+    same digest, a batch id reused for other readings does not. Costs ~0.3 ms per 10,000
+    readings. Sensor ids are printable, so NUL separates them unambiguously."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(len(sensor_ids).to_bytes(8, "little"))
+    digest.update("\0".join(sensor_ids).encode("utf-8", "surrogatepass"))
+    digest.update(values.astype("<f8", copy=False).tobytes())
+    digest.update(timestamps.astype("<i8", copy=False).tobytes())
+    return digest.digest()
 
 
 def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -124,4 +142,13 @@ def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
             raise InvalidArgument(
                 f"readings[{index}].sensor_id", "must contain only printable characters"
             )
+        if _blank(sensor_id):
+            raise InvalidArgument(
+                f"readings[{index}].sensor_id", "must not be blank (only spaces or combining marks)"
+            )
         seen.add(sensor_id)
+
+
+def _blank(sensor_id: str) -> bool:
+    """Nothing visible: spaces, combining marks (Mn/Me) and format characters (Cf) only."""
+    return all(c.isspace() or unicodedata.category(c) in ("Mn", "Me", "Cf") for c in sensor_id)

@@ -26,7 +26,8 @@ from .history import HistorySnapshot
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: dedup entries carry the digest of their readings (hex) as a fourth element.
+FORMAT_VERSION = 2
 CURRENT = "checkpoint.npz"
 PREVIOUS = "checkpoint.prev.npz"
 _TEMPORARY = "checkpoint.npz.tmp"
@@ -41,7 +42,7 @@ class Checkpoint:
     written_at: float  # Unix seconds
     history: HistorySnapshot
     incidents: list[dict]
-    dedup: list[list]  # [client id, batch id, readings]
+    dedup: list[list]  # [client, batch id, readings, digest hex]
 
 
 def write_checkpoint(state_dir: str | Path, checkpoint: Checkpoint) -> int:

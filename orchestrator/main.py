@@ -135,6 +135,10 @@ class OrchestratorProcess:
             max_streams_per_client=settings.max_streams_per_client,
             max_concurrent_detect=settings.max_concurrent_detect,
             propagator=tracing.propagator,
+            client_identity=settings.client_identity,
+            max_client_id_length=settings.max_client_id_length,
+            max_anonymous_streams=settings.max_anonymous_streams,
+            max_detect_readings=settings.max_detect_readings,
         )
         self.metrics.bind_gauges(
             queue_depth=lambda: self.servicer.queue_depth,

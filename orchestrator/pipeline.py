@@ -21,6 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
+from sentinel.errors import BatchConflict
 from sentinel.v1 import orchestrator_pb2
 
 from .alert_hub import AlertHub
@@ -128,12 +129,18 @@ class ScoringPipeline:
         duplicates: dict[int, int] = {}
         fresh: list[DecodedBatch] = []
         for index, batch in enumerate(batches):
-            first = self.dedup.seen(client_id, batch.batch_id)
+            try:
+                first = self.dedup.seen(client_id, batch.batch_id, batch.digest)
+            except BatchConflict as conflict:
+                # Nothing of this group is prepared: the caller may prepare batches[:index].
+                for begun in fresh:
+                    self.dedup.abandon(client_id, begun.batch_id)
+                raise BatchConflict(batch.batch_id, index) from conflict
             if first is not None:
                 duplicates[index] = first
             else:
                 fresh.append(batch)
-                self.dedup.begin(client_id, batch.batch_id, batch.rows)
+                self.dedup.begin(client_id, batch.batch_id, batch.rows, batch.digest)
         if len(fresh) == 1:
             sensor_ids, values, timestamps = (
                 fresh[0].sensor_ids,

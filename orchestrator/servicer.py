@@ -9,18 +9,19 @@ from collections.abc import Sequence
 
 import grpc
 
-from sentinel.errors import InvalidArgument
+from sentinel.errors import BatchConflict, InvalidArgument
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub, SubscriberTooSlow
 from .batches import Limits, decode_batch
 from .encode import encode_open_incident
+from .identity import CLIENT_ID_HEADER, ClientIdentity, Unauthenticated, resolve
 from .pipeline import ScoringPipeline
 from .session import StreamOptions, StreamSession
 
 log = logging.getLogger(__name__)
 
-CLIENT_ID_HEADER = "x-sentinel-client-id"
+__all__ = ["CLIENT_ID_HEADER", "OrchestratorServicer", "forwarded_headers"]
 # Inbound headers copied onto every fan-out call: request correlation and canary routing.
 FORWARDED_HEADERS = ("x-request-id", "x-sentinel-canary")
 
@@ -39,6 +40,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         max_streams_per_client: int,
         max_concurrent_detect: int,
         propagator,
+        client_identity: str = "header",
+        max_client_id_length: int = 128,
+        max_anonymous_streams: int = 64,
+        max_detect_readings: int = 2_000,
     ) -> None:
         self._pipeline = pipeline
         self._hub = hub
@@ -48,6 +53,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._max_streams_per_client = max_streams_per_client
         self._max_detect = max_concurrent_detect
         self._propagator = propagator
+        self._identity_mode = client_identity
+        self._max_client_id_length = max_client_id_length
+        self._max_anonymous_streams = max_anonymous_streams
+        self._max_detect_readings = max_detect_readings
         self.sessions: set[StreamSession] = set()
         self._streams_by_client: Tally[str] = Tally()
         self._detect_active = 0
@@ -65,8 +74,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     # -- RPCs --------------------------------------------------------------------------------
     async def StreamTelemetry(self, request_iterator, context):  # noqa: N802
         metadata = tuple(context.invocation_metadata() or ())
-        client_id = _header(metadata, CLIENT_ID_HEADER)
         # Refusals happen before the first message, so proxies see a trailers-only status.
+        identity = await self._identify(context, metadata)
+        principal = identity.principal
         if self._closing:
             self._pipeline.metrics.rejected.labels("UNAVAILABLE").inc()
             await context.abort(
@@ -77,37 +87,46 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, f"too many streams (limit {self._max_streams})"
             )
-        if client_id and self._streams_by_client[client_id] >= self._max_streams_per_client:
+        if identity.anonymous:
+            if self._streams_by_client[""] >= self._max_anonymous_streams:
+                self._pipeline.metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"too many streams without a client id (limit {self._max_anonymous_streams});"
+                    f" send {CLIENT_ID_HEADER}",
+                )
+        elif self._streams_by_client[principal] >= self._max_streams_per_client:
             self._pipeline.metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"too many streams for client {client_id!r} (limit {self._max_streams_per_client})",
+                f"too many streams for client {principal!r} (limit {self._max_streams_per_client})",
             )
         session = StreamSession(
             self._pipeline,
             self._options,
-            client_id,
+            identity.scope,
             forwarded_headers(metadata),
             self._propagator.extract(dict(metadata)),
         )
         self.sessions.add(session)
-        self._streams_by_client[client_id] += 1
+        self._streams_by_client[principal] += 1
         try:
             async for event in session.events(request_iterator):
                 yield event
         finally:
             self.sessions.discard(session)
-            self._streams_by_client[client_id] -= 1
-            if self._streams_by_client[client_id] <= 0:
-                del self._streams_by_client[client_id]
+            self._streams_by_client[principal] -= 1
+            if self._streams_by_client[principal] <= 0:
+                del self._streams_by_client[principal]
         if session.failure is not None:
             await context.abort(
                 grpc.StatusCode.INTERNAL,
                 f"scoring failed ({type(session.failure).__name__}); unacked batches may be resent",
             )
         if session.error is not None:
-            self._pipeline.metrics.rejected.labels("INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(session.error))
+            code = _code_of(session.error)
+            self._pipeline.metrics.rejected.labels(code.name).inc()
+            await context.abort(code, str(session.error))
 
     async def Detect(self, request, context):  # noqa: N802
         if self._detect_active >= self._max_detect:
@@ -116,12 +135,22 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many Detect calls (limit {self._max_detect})",
             )
+        metadata = tuple(context.invocation_metadata() or ())
+        identity = await self._identify(context, metadata)
         try:
+            # The response carries a verdict per reading: refused up front, not after scoring.
+            count = len(request.readings)
+            if self._limits.max_batch_readings >= count > self._max_detect_readings:
+                raise InvalidArgument(
+                    "readings",
+                    f"{count} readings exceeds the limit of "
+                    f"{self._max_detect_readings} per Detect call (its response has a verdict "
+                    "per reading); send larger batches with StreamTelemetry",
+                )
             batch = decode_batch(request, self._limits)
         except InvalidArgument as error:
             self._pipeline.metrics.rejected.labels("INVALID_ARGUMENT").inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        metadata = tuple(context.invocation_metadata() or ())
         parent = (
             self._pipeline.parent_from_traceparent(batch.traceparent)
             if batch.traceparent
@@ -131,11 +160,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         try:
             (result,) = await self._pipeline.process(
                 [batch],
-                client_id=_header(metadata, CLIENT_ID_HEADER),
+                # Batch id 0 (the default) is "no id": never deduplicated.
+                client_id=identity.scope if batch.batch_id else "",
                 forwarded=forwarded_headers(metadata),
                 parent=parent,
                 all_verdicts=True,
             )
+        except BatchConflict as error:
+            self._pipeline.metrics.rejected.labels("ALREADY_EXISTS").inc()
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(error))
         except Exception as error:
             self._pipeline.metrics.internal_errors.inc()
             log.error("Detect failed", exc_info=error, extra={"batch_ids": [batch.batch_id]})
@@ -145,7 +178,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         finally:
             self._detect_active -= 1
         return orchestrator_pb2.DetectResponse(
-            batch_id=result.batch_id, verdicts=result.verdicts, alerts=result.alerts
+            batch_id=result.batch_id,
+            verdicts=result.verdicts,
+            alerts=result.alerts,
+            duplicate=result.duplicate,
+            readings_accepted=result.readings_accepted,
         )
 
     async def WatchAlerts(self, request, context):  # noqa: N802
@@ -183,9 +220,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 timeout=wait_seconds,
             )
 
+    async def _identify(self, context, metadata) -> ClientIdentity:
+        """The caller's identity (see identity.py), or the call ends with a clear status."""
+        try:
+            peers = context.peer_identities() if self._identity_mode == "mtls" else None
+            return resolve(self._identity_mode, metadata, peers, self._max_client_id_length)
+        except InvalidArgument as error:
+            self._pipeline.metrics.rejected.labels("INVALID_ARGUMENT").inc()
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except Unauthenticated as error:
+            self._pipeline.metrics.rejected.labels("UNAUTHENTICATED").inc()
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+        raise AssertionError("unreachable: abort raises")
 
-def _header(metadata: Sequence[tuple[str, str | bytes]], name: str) -> str:
-    for key, value in metadata:
-        if key == name and isinstance(value, str):
-            return value
-    return ""
+
+def _code_of(error: Exception) -> grpc.StatusCode:
+    if isinstance(error, BatchConflict):
+        return grpc.StatusCode.ALREADY_EXISTS
+    return grpc.StatusCode.INVALID_ARGUMENT

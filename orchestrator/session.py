@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from sentinel.errors import InvalidArgument
+from sentinel.errors import BatchConflict, InvalidArgument
 from sentinel.v1 import orchestrator_pb2
 
 from .batches import DecodedBatch, Limits, decode_batch
@@ -69,7 +69,10 @@ class StreamSession:
         self._reader: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._detached = False
-        self.error: InvalidArgument | None = None
+        # Bad input from the client: the stream ends with INVALID_ARGUMENT / ALREADY_EXISTS
+        # once the batches before it are acked.
+        self.error: InvalidArgument | BatchConflict | None = None
+        self._refusal: BatchConflict | None = None
         self.failure: Exception | None = None  # unexpected: the stream ends with INTERNAL
         self.end_reason: str | None = None
         self.done = asyncio.Event()
@@ -156,27 +159,43 @@ class StreamSession:
 
     async def _process(self) -> None:
         terminal: object | None = None
+        held: object | None = None  # taken from the queue, but belongs to the next round
+        limit = self._options.coalesce_max_readings
         while terminal is None:
-            first = await self._ingest.get()
+            first = held if held is not None else await self._ingest.get()
+            held = None
             if not isinstance(first, DecodedBatch):
                 terminal = first
                 break
             batches = [first]
             readings = first.rows
-            while readings < self._options.coalesce_max_readings and not self._ingest.empty():
+            # A round never grows past `coalesce_max_readings` (unless one batch alone is
+            # larger): the settings check keeps that within what the window store can hold.
+            while readings < limit and not self._ingest.empty():
                 more = self._ingest.get_nowait()
                 if not isinstance(more, DecodedBatch):
                     terminal = more
                     break
+                if readings + more.rows > limit:
+                    held = more
+                    break
                 batches.append(more)
                 readings += more.rows
-            if self._detached or self.failure is not None:
+            if self._detached or self.failure is not None or self._refusal is not None:
                 continue  # never acked: the client resends these after reconnecting
             try:
-                await self._start_round(batches)
+                try:
+                    await self._start_round(batches)
+                except BatchConflict as conflict:
+                    # The batches before the conflicting one are scored and acked; the stream
+                    # then ends with ALREADY_EXISTS naming the batch id (later ones unacked).
+                    self._refusal = conflict
+                    self._stop_reader()
+                    if conflict.index:
+                        await self._start_round(batches[: conflict.index])
             except Exception as error:
                 self._fail(batches, error)
-        await self._inflight.put(terminal)
+        await self._inflight.put(self._refusal or terminal)
 
     async def _start_round(self, batches: list[DecodedBatch]) -> None:
         parent = None
@@ -207,7 +226,7 @@ class StreamSession:
                     for event in _events_of(result):
                         await self._emit(event)
                 continue
-            if isinstance(item, InvalidArgument) and self.failure is None:
+            if isinstance(item, InvalidArgument | BatchConflict) and self.failure is None:
                 self.error = item
             await self._emit(_DONE)
             return

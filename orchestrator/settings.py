@@ -13,6 +13,7 @@ from .alertmanager import check_url, parse_labels
 from .combine import Policy
 from .specialist_pool import parse_targets
 
+COALESCE_DEFAULT = 4_096
 DEFAULT_SPECIALISTS = "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,model=127.0.0.1:50063"
 
 
@@ -57,12 +58,26 @@ class OrchestratorSettings(ServerSettings):
     """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
     stream_inflight_batches: int = Field(default=4, ge=1)
     """Scoring rounds of one stream in flight at once (pipelining of fan-out calls)."""
-    coalesce_max_readings: int = Field(default=4_096, ge=1)
-    """Queued batches of one stream are scored together up to this many readings."""
+    coalesce_max_readings: int = Field(default=COALESCE_DEFAULT, ge=1)
+    """Queued batches of one stream are scored together up to this many readings (at most
+    max_sensors; left at its default, it follows a smaller max_sensors)."""
     max_streams: int = Field(default=1_000, ge=1)
     """Concurrent StreamTelemetry streams; more are refused with RESOURCE_EXHAUSTED."""
     max_streams_per_client: int = Field(default=16, ge=1)
     """Concurrent streams per x-sentinel-client-id; more are refused with RESOURCE_EXHAUSTED."""
+    max_anonymous_streams: int = Field(default=64, ge=1)
+    """Concurrent streams without a client identity, all together; more: RESOURCE_EXHAUSTED."""
+    client_identity: Literal["header", "mtls", "xfcc"] = "header"
+    """Who a client is, for dedup and per-client limits. header: x-sentinel-client-id as sent
+    (trusted network only: anyone may claim any id). mtls: the verified TLS client certificate
+    (needs tls_client_ca_file). xfcc: the URI (SPIFFE id) in x-forwarded-client-cert, set by an
+    Istio/Envoy sidecar that owns that header. With mtls and xfcc the header only names a
+    sub-client within the authenticated identity; calls without an identity: UNAUTHENTICATED."""
+    max_client_id_length: int = Field(default=128, ge=1)
+    """Longest x-sentinel-client-id accepted (characters); longer ones: INVALID_ARGUMENT."""
+    max_detect_readings: int = Field(default=2_000, ge=1)
+    """Readings in one Detect call: its response carries a verdict per reading and has to fit
+    a client's default 4 MiB receive limit. Larger: INVALID_ARGUMENT, use StreamTelemetry."""
     max_concurrent_detect: int = Field(default=64, ge=1)
     """Concurrent unary Detect calls; more are refused with RESOURCE_EXHAUSTED."""
     heartbeat_seconds: float = Field(default=30.0, gt=0, le=60)
@@ -111,10 +126,38 @@ class OrchestratorSettings(ServerSettings):
         parse_labels(value)
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _coalesce_within_max_sensors(cls, data: object) -> object:
+        # Coalescing left at its default follows a smaller max_sensors; set explicitly, a
+        # contradiction is refused below.
+        if isinstance(data, dict) and "coalesce_max_readings" not in data:
+            try:
+                max_sensors = int(data.get("max_sensors", COALESCE_DEFAULT))
+            except (TypeError, ValueError):
+                return data  # the field's own validation reports it
+            if max_sensors < COALESCE_DEFAULT:
+                data = {**data, "coalesce_max_readings": max(max_sensors, 1)}
+        return data
+
     @model_validator(mode="after")
     def _consistent_limits(self) -> OrchestratorSettings:
+        # A scoring round holds one batch, or queued batches coalesced up to
+        # coalesce_max_readings: the window store must be able to hold either at once.
         if self.max_sensors < self.max_batch_readings:
-            raise ValueError("max_sensors must be at least max_batch_readings")
+            raise ValueError(
+                f"max_sensors ({self.max_sensors}) must be at least max_batch_readings "
+                f"({self.max_batch_readings}): one batch may name that many sensors"
+            )
+        if self.max_sensors < self.coalesce_max_readings:
+            raise ValueError(
+                f"max_sensors ({self.max_sensors}) must be at least coalesce_max_readings "
+                f"({self.coalesce_max_readings}): a coalesced round may name that many sensors"
+            )
+        if self.client_identity == "mtls" and not self.tls_client_ca_file:
+            raise ValueError(
+                "client_identity=mtls needs tls_client_ca_file (client certificates to verify)"
+            )
         parse_weights(self.combine_weights)
         parse_thresholds(self.likelihood_thresholds)
         if self.resolve_after == 0 and self.resolve_after_seconds == 0:

@@ -188,14 +188,18 @@ class StreamEvent(_message.Message):
     def __init__(self, ack: _Optional[_Union[BatchAck, _Mapping]] = ..., verdicts: _Optional[_Union[VerdictBatch, _Mapping]] = ..., alert: _Optional[_Union[Alert, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., reconnect: _Optional[_Union[ReconnectHint, _Mapping]] = ...) -> None: ...
 
 class DetectResponse(_message.Message):
-    __slots__ = ("batch_id", "verdicts", "alerts")
+    __slots__ = ("batch_id", "verdicts", "alerts", "duplicate", "readings_accepted")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
     ALERTS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    READINGS_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     verdicts: _containers.RepeatedCompositeFieldContainer[Verdict]
     alerts: _containers.RepeatedCompositeFieldContainer[Alert]
-    def __init__(self, batch_id: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ...) -> None: ...
+    duplicate: bool
+    readings_accepted: int
+    def __init__(self, batch_id: _Optional[int] = ..., verdicts: _Optional[_Iterable[_Union[Verdict, _Mapping]]] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., duplicate: _Optional[bool] = ..., readings_accepted: _Optional[int] = ...) -> None: ...
 
 class WatchAlertsRequest(_message.Message):
     __slots__ = ("sensor_id_prefix",)

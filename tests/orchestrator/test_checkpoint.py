@@ -124,7 +124,12 @@ async def test_a_truncated_checkpoint_is_refused_and_the_previous_one_used(
     assert checkpoint is not None and checkpoint.history.sensor_ids == list(SENSORS)
     assert [r.reason for r in caplog.records if r.msg == "checkpoint refused"] != []
     assert "unreadable" in caplog.records[0].reason
-    assert checkpoint.dedup == [["gateway-1", 1, 50], ["gateway-1", 2, 50], ["gateway-1", 3, 50]]
+    assert [entry[:3] for entry in checkpoint.dedup] == [
+        ["gateway-1", 1, 50],
+        ["gateway-1", 2, 50],
+        ["gateway-1", 3, 50],
+    ]
+    assert all(len(bytes.fromhex(entry[3])) == 16 for entry in checkpoint.dedup)
 
 
 async def test_corrupt_checkpoints_leave_an_empty_orchestrator_that_works(tmp_path) -> None:
@@ -142,8 +147,8 @@ async def test_corrupt_checkpoints_leave_an_empty_orchestrator_that_works(tmp_pa
 
 async def test_a_checkpoint_of_another_format_version_is_refused(tmp_path, monkeypatch) -> None:
     state = await _two_checkpoints(tmp_path)
-    monkeypatch.setattr("sentinel.orchestrator.checkpoint.FORMAT_VERSION", 2)
-    with pytest.raises(CheckpointRefused, match="format version 1, this orchestrator reads 2"):
+    monkeypatch.setattr("sentinel.orchestrator.checkpoint.FORMAT_VERSION", 3)
+    with pytest.raises(CheckpointRefused, match="format version 2, this orchestrator reads 3"):
         read_checkpoint(os.path.join(state, CURRENT))
 
 

@@ -67,3 +67,34 @@ def test_remembers_exactly_the_last_distinct_pairs(capacity, pairs):
     for client in ("a", "b"):
         for batch_id in range(7):
             assert dedup.seen(client, batch_id) == readings.get((client, batch_id))
+
+
+def test_a_batch_id_with_another_digest_is_a_conflict_not_a_duplicate():
+    import pytest
+
+    from sentinel.errors import BatchConflict
+
+    dedup = DedupWindow()
+    dedup.begin("a", 1, 3, b"x" * 16)
+    with pytest.raises(BatchConflict, match="batch_id 1"):
+        dedup.seen("a", 1, b"y" * 16)  # pending
+    dedup.commit("a", 1)
+    assert dedup.seen("a", 1, b"x" * 16) == 3
+    with pytest.raises(BatchConflict):
+        dedup.seen("a", 1, b"y" * 16)  # scored
+    restored = DedupWindow()
+    restored.restore(dedup.items())
+    with pytest.raises(BatchConflict):
+        restored.seen("a", 1, b"y" * 16)
+
+
+def test_xfcc_uri_is_taken_from_the_nearest_hop_outside_quotes():
+    from sentinel.orchestrator.identity import xfcc_uri
+
+    value = (
+        "By=spiffe://a;URI=spiffe://cluster.local/ns/x/sa/far,"
+        'By=spiffe://b;Subject="CN=c,O=d;URI=fake";URI=spiffe://cluster.local/ns/y/sa/near'
+    )
+    assert xfcc_uri(value) == "spiffe://cluster.local/ns/y/sa/near"
+    assert xfcc_uri("By=spiffe://b;Hash=1") == ""
+    assert xfcc_uri("") == ""

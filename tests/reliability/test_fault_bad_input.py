@@ -306,12 +306,14 @@ def test_duplicates_timestamps_empty_and_undecodable_batches(orchestrator, stub)
     before = _scored(orchestrator)
     expected_scored = 0
     with BackgroundProducer(orchestrator.target) as steady:
-        # Duplicate batch ids under one client id: acked again as duplicates, scored once.
+        # Duplicate batch ids under one client id: acked again as duplicates, scored once. A
+        # batch id reused for other readings is no resend: refused, never acked as duplicate.
         client = f"gateway-{uuid.uuid4().hex[:6]}"
         acks, verdicts, error = _events(
-            stub, [_batch(7, [1.0, 2.0, 3.0]), _batch(7, [9.0])], client
+            stub, [_batch(7, [1.0, 2.0, 3.0]), _batch(7, [1.0, 2.0, 3.0]), _batch(7, [9.0])], client
         )
-        assert error is None
+        assert error is not None and error.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "batch_id 7: already accepted" in error.details()
         assert [(a.batch_id, a.readings_accepted, a.duplicate) for a in acks] == [
             (7, 3, False),
             (7, 3, True),

@@ -21,6 +21,10 @@ from readings import batch, collect
 from sentinel.client import CLIENT_ID_HEADER
 from sentinel.v1 import orchestrator_pb2 as pb
 
+# The same readings every time: a resend of batch 1 (other readings under batch id 1 would be
+# refused with ALREADY_EXISTS).
+_FIRST = batch(1, [1.0], mode=pb.VERDICT_MODE_NONE, start_ns=1_700_000_000 * 1_000_000_000)
+
 
 class _Open:
     """A stream that stays open after its first batch was acked."""
@@ -36,7 +40,7 @@ class _Open:
             yield item
 
     async def opened(self) -> _Open:
-        await self.queue.put(batch(1, [1.0], mode=pb.VERDICT_MODE_NONE))
+        await self.queue.put(_FIRST)
         while True:
             event = await asyncio.wait_for(self.call.read(), 10)
             if event.WhichOneof("event") == "ack":
