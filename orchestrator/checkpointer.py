@@ -83,8 +83,7 @@ class Checkpointer:
             self._history.validate(checkpoint.history)
             for fields in checkpoint.incidents:
                 Incident(**fields)
-            for client, batch, readings in checkpoint.dedup:
-                str(client), int(batch), int(readings)
+            DedupWindow.parse_items(checkpoint.dedup)
         except (TypeError, ValueError) as error:
             raise CheckpointRefused(f"cannot be loaded: {error}") from error
 

@@ -81,6 +81,14 @@ class DedupWindow:
             for (client, batch), (readings, digest) in self._seen.items()
         ]
 
+    @staticmethod
+    def parse_items(items: Iterable[Iterable]) -> list[tuple[str, int, int, bytes]]:
+        """Entries as `items()` writes them; ValueError/TypeError if one is malformed."""
+        return [
+            (str(client), int(batch), int(readings), bytes.fromhex(str(digest)))
+            for client, batch, readings, digest in items
+        ]
+
     def restore(self, items: Iterable[Iterable]) -> None:
-        for client, batch, readings, digest in items:
-            self.remember(str(client), int(batch), int(readings), bytes.fromhex(str(digest)))
+        for client, batch, readings, digest in self.parse_items(items):
+            self.remember(client, batch, readings, digest)
