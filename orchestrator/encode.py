@@ -90,6 +90,7 @@ _RESOLVE_REASON = {
     "": orchestrator_pb2.RESOLVE_REASON_UNSPECIFIED,
     "quiet": orchestrator_pb2.RESOLVE_REASON_QUIET,
     "stale": orchestrator_pb2.RESOLVE_REASON_STALE,
+    "evicted": orchestrator_pb2.RESOLVE_REASON_EVICTED,
 }
 
 

@@ -37,7 +37,7 @@ class Incident:
     engine_versions: list[str] = field(default_factory=list)
     quiet_streak: int = 0
     resolved_timestamp: int = 0
-    resolve_reason: str = ""  # "quiet" | "stale" once resolved
+    resolve_reason: str = ""  # "quiet" | "stale" | "evicted" once resolved
     last_seen: float = 0.0  # wall-clock time (Unix seconds) of the sensor's latest reading
 
     def snapshot(self) -> Incident:
@@ -55,7 +55,7 @@ class AlertEvent:
 
     state: str  # "open" | "resolved"
     incident: Incident
-    row: int = 0  # the batch row whose verdict emitted the event
+    row: int | None = None  # the batch row whose verdict emitted the event, if one did
 
 
 # (row) -> (reasons, "specialist@version" of the anomalous votes)
@@ -122,14 +122,13 @@ class IncidentTracker:
         score: np.ndarray,
         explain: Explain,
         trace_id: str = "",
+        group: np.ndarray | None = None,
     ) -> list[AlertEvent]:
-        if not len(sensor_ids):
+        """Advance incidents over a batch; `group` (optional) numbers the batch's distinct
+        sensors (row -> index), as the window store already computed it."""
+        rows = self._hot_rows(sensor_ids, anomaly, group)
+        if rows.size == 0:
             return []
-        ids = np.asarray(sensor_ids, dtype=object)
-        hot = set(ids[anomaly].tolist()) | self._open.keys()
-        if not hot:
-            return []
-        rows = np.flatnonzero(np.isin(ids, list(hot)))
         now = self._clock()
         events: list[AlertEvent] = []
         for row in rows.tolist():
@@ -175,10 +174,45 @@ class IncidentTracker:
                     events.append(AlertEvent("resolved", incident, row))
         return events
 
+    def _hot_rows(
+        self, sensor_ids: Sequence[str], anomaly: np.ndarray, group: np.ndarray | None
+    ) -> np.ndarray:
+        """Rows of sensors that are anomalous in this batch or have an open incident. Costs
+        one set lookup per distinct sensor of the batch, however many incidents are open."""
+        if not len(sensor_ids) or (not self._open and not anomaly.any()):
+            return np.zeros(0, dtype=np.int64)
+        if group is None:
+            local: dict[str, int] = {}
+            group = np.fromiter(
+                (local.setdefault(s, len(local)) for s in sensor_ids), np.int64, len(sensor_ids)
+            )
+        sensors = int(group.max()) + 1
+        hot = np.zeros(sensors, dtype=bool)
+        hot[group[anomaly]] = True
+        if self._open:
+            first = np.empty(sensors, dtype=np.int64)
+            first[group[::-1]] = np.arange(len(group) - 1, -1, -1)
+            is_open = self._open.__contains__
+            hot |= np.fromiter((is_open(sensor_ids[i]) for i in first.tolist()), bool, sensors)
+        return np.flatnonzero(hot[group])
+
+    def resolve_evicted(self, sensor_ids: Sequence[str]) -> list[AlertEvent]:
+        """Resolve (reason `evicted`) the open incidents of sensors the window store dropped."""
+        now = self._clock()
+        events = []
+        for sensor in sensor_ids:
+            incident = self._open.pop(sensor, None)
+            if incident is not None:
+                incident.resolved_timestamp = int(now * 1e9)
+                incident.resolve_reason = "evicted"
+                events.append(AlertEvent("resolved", incident))
+        return events
+
     def _remember(self, incident: Incident) -> None:
         self._open[incident.sensor_id] = incident
         while len(self._open) > self.max_open:
-            # Bounded memory: the oldest open incident is forgotten without a resolve alert;
-            # `dropped` counts these so the metrics show it.
+            # Bounded memory: the oldest open incident is forgotten without a resolve alert
+            # (`dropped`, exported by the orchestrator's metrics). Evicted sensors' incidents
+            # resolve first (resolve_evicted), so this needs more open incidents than sensors.
             self._open.popitem(last=False)
             self.dropped += 1

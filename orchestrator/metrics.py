@@ -31,6 +31,11 @@ class OrchestratorMetrics:
             "Scoring rounds that failed unexpectedly (their stream or call ended with INTERNAL).",
             registry=registry,
         )
+        self.incidents_evicted = Counter(
+            "sentinel_orchestrator_incidents_evicted",
+            "Open incidents resolved (reason evicted) because max_sensors evicted their sensor.",
+            registry=registry,
+        )
         self.checkpoints = Counter(
             "sentinel_orchestrator_checkpoints",
             "Checkpoints of sensor state attempted, by result (written, failed).",

@@ -286,7 +286,10 @@ class ScoringPipeline:
         prepared.votes = votes
         combined = self.combiner.combine(rows, votes, self.pool.names)
         trace_id = _trace_id(span)
-        events = self.incidents.update(
+        # Incidents of sensors evicted to make room for this round resolve before it counts.
+        events = self.incidents.resolve_evicted(prepared.stored.evicted_ids)
+        self.metrics.incidents_evicted.inc(len(events))
+        events += self.incidents.update(
             prepared.sensor_ids,
             prepared.timestamps,
             prepared.values,
@@ -294,8 +297,12 @@ class ScoringPipeline:
             combined.score,
             explain=lambda row: _explain(votes, row),
             trace_id=trace_id,
+            group=prepared.stored.group,
         )
-        alerts = [encode_alert(e, *prepared.reading_of(e.row)) for e in events]
+        alerts = [
+            encode_alert(e) if e.row is None else encode_alert(e, *prepared.reading_of(e.row))
+            for e in events
+        ]
         # Published inside the batch span, so each log line carries this batch's trace_id.
         with trace.use_span(span):
             self.publish(events, alerts)

@@ -44,6 +44,7 @@ class BatchWindows:
     order: np.ndarray | None = None
     counts: np.ndarray | None = None
     sensor_slots: np.ndarray | None = None
+    evicted_ids: tuple[str, ...] = ()  # the sensors counted in `evicted`
 
     def steps(self) -> list[np.ndarray]:
         """Row indices by rank: step k holds each sensor's (k+1)-th reading of the batch, so
@@ -187,7 +188,8 @@ class WindowStore:
         return BatchWindows(
             windows=windows,
             fill=fill,
-            evicted=evicted,
+            evicted=len(evicted),
+            evicted_ids=tuple(evicted),
             slots=row_slots,
             rank=rank,
             generation=self._generation[row_slots],
@@ -198,11 +200,11 @@ class WindowStore:
             sensor_slots=slots,
         )
 
-    def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, int, np.ndarray]:
+    def _slots_for(self, sensor_ids: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
         slots = np.empty(len(sensor_ids), dtype=np.int64)
         fresh: list[int] = []
         present = self._slots
-        evicted = 0
+        evicted: list[str] = []
         # Known sensors of this batch first move to the recent end, so that eviction (which takes
         # from the least recent end) never picks a sensor of this batch that comes later in it.
         known = 0
@@ -214,7 +216,7 @@ class WindowStore:
             # All seen before (the steady state): they are now the most recent, in batch order,
             # exactly as the loop below would leave them.
             slots[:] = np.fromiter(map(present.__getitem__, sensor_ids), np.int64, known)
-            return slots, 0, np.zeros(0, dtype=np.int64)
+            return slots, evicted, np.zeros(0, dtype=np.int64)
         for index, sensor_id in enumerate(sensor_ids):
             slot = present.get(sensor_id)
             if slot is not None:
@@ -228,7 +230,7 @@ class WindowStore:
                     # is never one of them.
                     victim, slot = next(iter(present.items()))
                     del present[victim]
-                    evicted += 1
+                    evicted.append(victim)
                 else:
                     slot = self._free.pop()
                 self._values[slot] = np.nan

@@ -32,6 +32,7 @@ class ResolveReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOLVE_REASON_UNSPECIFIED: _ClassVar[ResolveReason]
     RESOLVE_REASON_QUIET: _ClassVar[ResolveReason]
     RESOLVE_REASON_STALE: _ClassVar[ResolveReason]
+    RESOLVE_REASON_EVICTED: _ClassVar[ResolveReason]
 VERDICT_MODE_UNSPECIFIED: VerdictMode
 VERDICT_MODE_NONE: VerdictMode
 VERDICT_MODE_ANOMALIES: VerdictMode
@@ -46,6 +47,7 @@ ALERT_STATE_RESOLVED: AlertState
 RESOLVE_REASON_UNSPECIFIED: ResolveReason
 RESOLVE_REASON_QUIET: ResolveReason
 RESOLVE_REASON_STALE: ResolveReason
+RESOLVE_REASON_EVICTED: ResolveReason
 
 class Reading(_message.Message):
     __slots__ = ("sensor_id", "value", "timestamp_unix_nanos")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from mesh_fixtures import running_mesh
-from readings import batch
+from readings import NANOS, batch
 
 from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -48,5 +48,29 @@ async def test_an_incident_of_a_silent_sensor_resolves_as_stale() -> None:
         assert resolved.alert_id == opened.alert_id
         assert resolved.resolve_reason == pb.RESOLVE_REASON_STALE
         assert resolved.resolved_timestamp_unix_nanos > 0
+        assert not (await mesh.stub.ListAlerts(pb.ListAlertsRequest())).alerts
+        watch.cancel()
+
+
+async def test_an_incident_of_an_evicted_sensor_resolves_as_evicted_and_is_counted() -> None:
+    async with running_mesh(max_sensors=50, max_batch_readings=50) as mesh:
+        watch = mesh.stub.WatchAlerts(pb.WatchAlertsRequest())
+        await mesh.stub.Detect(batch(1, [200.0], sensor="pump-1"))
+        opened = await asyncio.wait_for(watch.read(), 5)
+        crowd = pb.TelemetryBatch(
+            batch_id=2,
+            readings=[
+                pb.Reading(sensor_id=f"other-{i}", value=10.0, timestamp_unix_nanos=NANOS * 10**9)
+                for i in range(50)
+            ],
+        )
+        await mesh.stub.Detect(crowd)  # 50 new sensors: pump-1, least recently seen, is evicted
+        resolved = await asyncio.wait_for(watch.read(), 5)
+        assert (resolved.alert_id, resolved.state) == (opened.alert_id, pb.ALERT_STATE_RESOLVED)
+        assert resolved.resolve_reason == pb.RESOLVE_REASON_EVICTED
+        counted = mesh.orchestrator.registry.get_sample_value(
+            "sentinel_orchestrator_incidents_evicted_total"
+        )
+        assert counted == 1
         assert not (await mesh.stub.ListAlerts(pb.ListAlertsRequest())).alerts
         watch.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -382,3 +384,31 @@ def test_restored_incidents_resolve_normally():
     (event,) = feed(new, [("s", False), ("s", False)])
     assert event.incident.alert_id == old.open_incident("s").alert_id
     assert event.incident.first_timestamp == 5
+
+
+class CountingDict(OrderedDict):
+    lookups = 0
+
+    def __contains__(self, key) -> bool:
+        CountingDict.lookups += 1
+        return super().__contains__(key)
+
+
+def test_a_round_costs_its_own_sensors_not_the_open_incidents():
+    tracker = IncidentTracker(resolve_after=3)
+    feed(tracker, [(f"s{i}", True) for i in range(5_000)])
+    assert tracker.open_count == 5_000
+    tracker._open = CountingDict(tracker._open)
+    CountingDict.lookups = 0
+    events = feed(tracker, [("new", False), ("s7", False), ("new", False), ("s7", False)])
+    assert events == []
+    assert CountingDict.lookups == 2  # one per distinct sensor of the batch
+
+
+def test_incidents_of_evicted_sensors_resolve_as_evicted():
+    tracker = IncidentTracker(resolve_after=3)
+    feed(tracker, [("gone", True), ("kept", True)])
+    (event,) = tracker.resolve_evicted(["gone", "never-open"])
+    assert (event.state, event.incident.sensor_id) == ("resolved", "gone")
+    assert event.incident.resolve_reason == "evicted" and event.row is None
+    assert [i.sensor_id for i in tracker.open_incidents()] == ["kept"]
