@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from sentinel.errors import BatchConflict, InvalidArgument
+from sentinel.errors import REJECTED_BATCH_HEADER, BatchConflict, InvalidArgument
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub, SubscriberTooSlow
@@ -126,7 +126,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if session.error is not None:
             code = _code_of(session.error)
             self._pipeline.metrics.rejected.labels(code.name).inc()
-            await context.abort(code, str(session.error))
+            batch_id = session.error.batch_id
+            trailer = () if batch_id is None else ((REJECTED_BATCH_HEADER, str(batch_id)),)
+            await context.abort(code, str(session.error), trailing_metadata=trailer)
 
     async def Detect(self, request, context):  # noqa: N802
         if self._detect_active >= self._max_detect:

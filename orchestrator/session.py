@@ -144,6 +144,7 @@ class StreamSession:
                 try:
                     batch = decode_batch(request, self._options.limits)
                 except InvalidArgument as error:
+                    error.batch_id = request.batch_id
                     terminal = error
                     return
                 await self._ingest.put(batch)

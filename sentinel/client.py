@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import grpc
 
+from sentinel.errors import REJECTED_BATCH_HEADER
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,20 @@ def shard_target(partition: str, shards: Sequence[str]) -> str:
     return max(shards, key=weight)
 
 
+# Statuses that refuse one batch (named in the trailers) rather than the stream.
+_BATCH_REFUSALS = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS})
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedBatch:
+    """A batch the orchestrator refused (bad input, or a batch id reused with other readings):
+    handed back to the caller; resending it unchanged cannot succeed."""
+
+    batch: orchestrator_pb2.TelemetryBatch
+    code: grpc.StatusCode
+    details: str
+
+
 class StreamFailed(RuntimeError):
     """The orchestrator rejected the stream for a reason a resend cannot fix."""
 
@@ -87,6 +102,7 @@ class ClientStats:
     batches_acked: int = 0
     readings_acked: int = 0
     duplicates: int = 0
+    batches_rejected: int = 0  # refused by the orchestrator, handed back (see `rejected`)
     reconnects: int = 0
     alerts: int = 0
     verdicts: int = 0
@@ -132,6 +148,7 @@ class TelemetryClient:
         on_verdicts: Callable[[int, list[orchestrator_pb2.Verdict]], None] | None = None,
         on_alert: Callable[[orchestrator_pb2.Alert], None] | None = None,
         on_ack: Callable[[orchestrator_pb2.BatchAck], None] | None = None,
+        on_rejected: Callable[[RejectedBatch], None] | None = None,
         metadata: Iterable[tuple[str, str]] = (),
         channel_options: Iterable[tuple[str, object]] = (),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -154,6 +171,9 @@ class TelemetryClient:
         self._on_verdicts = on_verdicts
         self._on_alert = on_alert
         self._on_ack = on_ack
+        self._on_rejected = on_rejected
+        # Batches the orchestrator refused, oldest first (also given to `on_rejected`).
+        self.rejected: list[RejectedBatch] = []
         self._metadata = (
             (CLIENT_ID_HEADER, self.client_id),
             (PARTITION_HEADER, partition_header_value(self.partition)),
@@ -352,6 +372,8 @@ class TelemetryClient:
             details = error.details() or ""
             if error.code() in RETRYABLE and _TOO_LARGE not in details:
                 return "retry"
+            if error.code() in _BATCH_REFUSALS and self._reject(error):
+                return "hint"  # the rest goes on at once, on a new stream
             if error.code() == grpc.StatusCode.INTERNAL and details == _LOCAL_WRITE_FAILURE:
                 return "retry"
             raise StreamFailed(error.code(), error.details() or "") from error
@@ -360,6 +382,33 @@ class TelemetryClient:
         if hinted:
             return "hint"
         return "closed" if self._closing and not self._unacked else "retry"
+
+    def _reject(self, error: grpc.aio.AioRpcError) -> bool:
+        """Hand the batch named in the trailers back to the caller; False if none is named
+        (the refusal concerns the stream, e.g. a bad header: it fails the client)."""
+        named = dict(error.trailing_metadata() or ()).get(REJECTED_BATCH_HEADER)
+        if named is None or not str(named).isdigit():
+            return False
+        batch = self._unacked.pop(int(named), None)
+        if batch is None:
+            return False
+        self._room.release()
+        if not self._unacked:
+            self._all_acked.set()
+        rejected = RejectedBatch(batch, error.code(), error.details() or "")
+        self.rejected.append(rejected)
+        self.stats.batches_rejected += 1
+        log.warning(
+            "batch refused by the orchestrator; going on with the rest",
+            extra={
+                "batch_id": batch.batch_id,
+                "code": error.code().name,
+                "details": rejected.details,
+            },
+        )
+        if self._on_rejected is not None:
+            self._on_rejected(rejected)
+        return True
 
     def _acked(self, ack: orchestrator_pb2.BatchAck) -> None:
         if self._unacked.pop(ack.batch_id, None) is None:

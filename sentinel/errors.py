@@ -6,10 +6,11 @@ from __future__ import annotations
 class InvalidArgument(ValueError):
     """Bad client input; becomes INVALID_ARGUMENT with a message naming the field."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, batch_id: int | None = None) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
         self.problem = problem
+        self.batch_id = batch_id  # the refused batch of a stream, when known
 
 
 class Overloaded(RuntimeError):
@@ -27,3 +28,8 @@ class BatchConflict(ValueError):
         )
         self.batch_id = batch_id
         self.index = index  # position of the batch in the group that was being prepared
+
+
+# Trailing metadata of a stream ended because of one batch: that batch's id, so the client can
+# hand exactly that batch back to its caller and go on with the rest.
+REJECTED_BATCH_HEADER = "x-sentinel-rejected-batch-id"

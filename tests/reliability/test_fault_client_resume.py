@@ -94,13 +94,37 @@ def test_soak_verdict_flags_loss_and_double_scoring() -> None:
 
 
 async def test_send_raises_the_failure_instead_of_waiting_for_room_forever() -> None:
-    """A client whose stream failed for good (here: a batch the server refuses) must not leave
-    a producer blocked in send() waiting for acks that will never come."""
+    """A client whose stream failed for good (here: a client id the server refuses, a fault of
+    the stream, not of one batch) must not leave a producer blocked in send() waiting for acks
+    that will never come."""
     async with running_mesh(engines=("threshold",)) as mesh:
-        client = TelemetryClient(mesh.target, max_unacked=1)
+        client = TelemetryClient(mesh.target, client_id="c" * 1000, max_unacked=1)
         client.start()
-        await client.send([pb.Reading(sensor_id="nan", value=float("nan"))])
+        await client.send(_readings())
         with pytest.raises(StreamFailed) as failed:
             await asyncio.wait_for(client.send(_readings()), 10)  # used to wait forever
         assert failed.value.code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "readings[0].value" in failed.value.details
+        assert "x-sentinel-client-id" in failed.value.details
+
+
+async def test_a_refused_batch_is_handed_back_and_the_client_goes_on() -> None:
+    """Batch 5 of 10 holds a NaN: it is refused (INVALID_ARGUMENT naming the field), handed
+    back to the caller, and the other nine are delivered and scored."""
+    async with running_mesh(engines=("threshold",)) as mesh:
+        handed_back = []
+        client = TelemetryClient(mesh.target, on_rejected=handed_back.append, max_unacked=4)
+        async with client:
+            ids = []
+            for index in range(10):
+                readings = _readings()
+                if index == 4:
+                    readings[1].value = float("nan")
+                ids.append(await client.send(readings))
+            await asyncio.wait_for(client.flush(), 20)
+        (rejected,) = handed_back
+        assert client.rejected == handed_back
+        assert rejected.batch.batch_id == ids[4]
+        assert rejected.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "readings[1].value" in rejected.details
+        assert client.stats.batches_acked == 9 and client.stats.batches_rejected == 1
+        assert readings_received(mesh.orchestrator) == 9 * len(_readings())
