@@ -28,7 +28,7 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     """Log level (DEBUG, INFO, WARNING, ERROR)."""
     log_format: str = "json"
-    """Log line format: json (one object per line) or text."""
+    """Log line format: json (one object per line) or text (the message, then fields as k=v)."""
     drain_delay_seconds: float = Field(default=5.0, ge=0)
     """On SIGTERM: time between reporting NOT_SERVING and ending streams, so routers notice."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
