@@ -119,6 +119,7 @@ class OrchestratorProcess:
             max_batch_readings=settings.max_batch_readings,
             max_sensor_id_length=settings.max_sensor_id_length,
             max_future_seconds=settings.max_future_seconds,
+            min_timestamp_unix_nanos=settings.min_timestamp_unix_nanos,
         )
         self.servicer = OrchestratorServicer(
             self.pipeline,
