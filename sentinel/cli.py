@@ -102,6 +102,9 @@ def serve(
     console_spans: Annotated[bool, typer.Option(help="Print trace spans to the console.")] = False,
 ) -> None:
     """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
+    from sentinel.lifeline import die_with_parent
+
+    die_with_parent()  # started by another sentinel process: stop when it does
     common = _overrides(host=host, port=port, metrics_port=metrics_port)
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings

@@ -2,7 +2,9 @@
 
 Each specialist is its own process (as in a cluster), so the engines use every core and a
 crashed engine does not take the orchestrator down. Children bind port 0 and report the port
-through a ready file; the parent never guesses free ports.
+through a ready file; the parent never guesses free ports. The ready files live in a
+`sentinel-mesh-*` directory only while children start (it is removed once they reported), and
+every child dies with this process however it ends (`sentinel.lifeline`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sentinel.lifeline import child_env
 
 DEFAULT_ENGINES = ("threshold", "statistical", "model")
 
@@ -41,30 +45,33 @@ class LocalSpecialists:
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
     children: dict[str, SpecialistChild] = field(default_factory=dict)
-    _workdir: tempfile.TemporaryDirectory | None = None
 
     @property
     def targets(self) -> str:
         return ",".join(f"{c.name}={c.target}" for c in self.children.values())
 
     async def start(self, timeout: float = 30.0) -> None:
-        self._workdir = tempfile.TemporaryDirectory(prefix="sentinel-mesh-")
-        pending = {name: self._spawn(name) for name in self.engines}
-        deadline = time.monotonic() + timeout
-        for name, (process, ready) in pending.items():
-            port = await wait_ready(process, ready, deadline)
-            self.children[name] = SpecialistChild(name, process, port)
+        with tempfile.TemporaryDirectory(prefix="sentinel-mesh-") as workdir:
+            pending = {name: self._spawn(name, Path(workdir)) for name in self.engines}
+            deadline = time.monotonic() + timeout
+            try:
+                for name, (process, ready) in pending.items():
+                    port = await wait_ready(process, ready, deadline)
+                    self.children[name] = SpecialistChild(name, process, port)
+            except BaseException:
+                for process, _ in pending.values():
+                    _terminate(process)
+                raise
 
-    def _spawn(self, name: str, port: int = 0) -> tuple[subprocess.Popen, Path]:
-        assert self._workdir is not None
-        ready = Path(self._workdir.name) / f"{name}.port"
-        ready.unlink(missing_ok=True)
+    def _spawn(self, name: str, workdir: Path, port: int = 0) -> tuple[subprocess.Popen, Path]:
+        ready = workdir / f"{name}.port"
         env = {
             **os.environ,
             "SENTINEL_LOG_LEVEL": self.log_level,
             "SENTINEL_DRAIN_DELAY_SECONDS": "0",
             "SENTINEL_SHUTDOWN_GRACE_SECONDS": "1",
             **self.env,
+            **child_env(),
         }
         command = serve_command(name, ready, "--port", str(port), *self.extra_args.get(name, []))
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
@@ -73,8 +80,13 @@ class LocalSpecialists:
     async def restart(self, name: str, timeout: float = 30.0) -> SpecialistChild:
         """Start `name` again on its previous port (after it was killed)."""
         old = self.children[name]
-        process, ready = self._spawn(name, old.port)
-        port = await wait_ready(process, ready, time.monotonic() + timeout)
+        with tempfile.TemporaryDirectory(prefix="sentinel-mesh-") as workdir:
+            process, ready = self._spawn(name, Path(workdir), old.port)
+            try:
+                port = await wait_ready(process, ready, time.monotonic() + timeout)
+            except BaseException:
+                _terminate(process)
+                raise
         self.children[name] = SpecialistChild(name, process, port)
         return self.children[name]
 
@@ -95,8 +107,12 @@ class LocalSpecialists:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
-        if self._workdir is not None:
-            self._workdir.cleanup()
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def serve_command(role: str, ready: Path, *args: str) -> list[str]:

@@ -82,7 +82,9 @@ class GrpcServer:
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop` (the caller then drains); a second signal is left to default."""
+    """SIGTERM/SIGINT/SIGHUP set `stop` (the caller then drains and stops its children); a
+    second signal is left to default. SIGHUP (the terminal closed) would otherwise end the
+    process without its cleanup."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -90,7 +92,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         stop.set()
         loop.remove_signal_handler(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
@@ -155,7 +157,7 @@ class ServedProcess(Protocol):
 async def serve_until_signalled(
     process: ServedProcess, ready_file: str | None, on_exit: Callable[[], None]
 ) -> None:
-    """Start, announce the port, wait for SIGTERM/SIGINT, then drain and stop (the role's `serve`)."""
+    """Start, announce the port, wait for a stop signal, then drain and stop (a role's `serve`)."""
     stop = asyncio.Event()
     install_stop_signals(stop)
     port = await process.start()

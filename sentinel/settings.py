@@ -52,8 +52,8 @@ class ServerSettings(BaseSettings):
         if not self.tls_enabled and not self.allow_insecure and not is_loopback(self.host):
             raise ValueError(
                 f"refusing plaintext gRPC on {self.host!r}: configure TLS "
-                "(SENTINEL_TLS_CERT_FILE/SENTINEL_TLS_KEY_FILE) or set SENTINEL_ALLOW_INSECURE=true "
-                "(e.g. behind an Istio sidecar that does mTLS)"
+                "(SENTINEL_TLS_CERT_FILE/SENTINEL_TLS_KEY_FILE) or set "
+                "SENTINEL_ALLOW_INSECURE=true (e.g. behind an Istio sidecar that does mTLS)"
             )
         return self
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentinel.client import TelemetryClient
+from sentinel.lifeline import child_env
 from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
@@ -101,6 +102,7 @@ class OrchestratorChild:
             "SENTINEL_LOG_FORMAT": "json",
             "GRPC_VERBOSITY": "ERROR",
             **self.env,
+            **child_env(),
         }
         command = serve_command(
             "orchestrator", ready, "--port", str(self.port), "--metrics-port", "0"
