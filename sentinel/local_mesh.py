@@ -30,6 +30,7 @@ class SpecialistChild:
     name: str
     process: subprocess.Popen
     port: int
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -44,6 +45,8 @@ class LocalSpecialists:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Per engine, the /metrics port (0 = a free one); engines not named get no endpoint."""
     children: dict[str, SpecialistChild] = field(default_factory=dict)
 
     @property
@@ -56,8 +59,8 @@ class LocalSpecialists:
             deadline = time.monotonic() + timeout
             try:
                 for name, (process, ready) in pending.items():
-                    port = await wait_ready(process, ready, deadline)
-                    self.children[name] = SpecialistChild(name, process, port)
+                    ports = await wait_ready_ports(process, ready, deadline)
+                    self.children[name] = SpecialistChild(name, process, *ports)
             except BaseException:
                 for process, _ in pending.values():
                     _terminate(process)
@@ -73,7 +76,17 @@ class LocalSpecialists:
             **self.env,
             **child_env(),
         }
-        command = serve_command(name, ready, "--port", str(port), *self.extra_args.get(name, []))
+        metrics = self.metrics_ports.get(name)
+        if name in self.children and self.children[name].metrics_port is not None:
+            metrics = self.children[name].metrics_port  # a restart keeps its ports
+        command = serve_command(
+            name,
+            ready,
+            "--port",
+            str(port),
+            *(("--metrics-port", str(metrics)) if metrics is not None else ()),
+            *self.extra_args.get(name, []),
+        )
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         return process, ready
 
@@ -83,11 +96,11 @@ class LocalSpecialists:
         with tempfile.TemporaryDirectory(prefix="sentinel-mesh-") as workdir:
             process, ready = self._spawn(name, Path(workdir), old.port)
             try:
-                port = await wait_ready(process, ready, time.monotonic() + timeout)
+                ports = await wait_ready_ports(process, ready, time.monotonic() + timeout)
             except BaseException:
                 _terminate(process)
                 raise
-        self.children[name] = SpecialistChild(name, process, port)
+        self.children[name] = SpecialistChild(name, process, *ports)
         return self.children[name]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -126,9 +139,17 @@ def serve_command(role: str, ready: Path, *args: str) -> list[str]:
 
 async def wait_ready(process: subprocess.Popen, ready: Path, deadline: float) -> int:
     """The port a `serve_command` child wrote to `ready`; raises if it exits or times out."""
+    return (await wait_ready_ports(process, ready, deadline))[0]
+
+
+async def wait_ready_ports(
+    process: subprocess.Popen, ready: Path, deadline: float
+) -> tuple[int, int | None]:
+    """The gRPC port and the metrics port (None without an endpoint) a child reported."""
     while time.monotonic() < deadline:
         if ready.exists():
-            return int(ready.read_text(encoding="utf-8"))
+            lines = ready.read_text(encoding="utf-8").split()
+            return int(lines[0]), int(lines[1]) if len(lines) > 1 else None
         if process.poll() is not None:
             raise RuntimeError(f"{' '.join(process.args[3:5])} exited with {process.returncode}")
         await asyncio.sleep(0.05)

@@ -136,15 +136,16 @@ async def drain_and_stop(
     await server.stop(grace_seconds)
 
 
-def write_ready_file(path: str | None, port: int) -> None:
-    """Tell a supervising process which port we bound (written atomically)."""
+def write_ready_file(path: str | None, port: int, metrics_port: int | None = None) -> None:
+    """Tell a supervising process which port we bound (written atomically): the gRPC port on the
+    first line, the metrics port (when there is an endpoint) on the second."""
     if not path:
         return
     import os
 
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(str(port))
+        handle.write(str(port) if metrics_port is None else f"{port}\n{metrics_port}")
     os.replace(tmp, path)
 
 
@@ -161,7 +162,8 @@ async def serve_until_signalled(
     stop = asyncio.Event()
     install_stop_signals(stop)
     port = await process.start()
-    write_ready_file(ready_file, port)
+    endpoint = getattr(process, "metrics_endpoint", None)
+    write_ready_file(ready_file, port, endpoint.port if endpoint is not None else None)
     try:
         await stop.wait()
     finally:

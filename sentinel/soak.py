@@ -43,7 +43,7 @@ from pathlib import Path
 
 from sentinel.client import TelemetryClient
 from sentinel.lifeline import child_env
-from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready
+from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready_ports
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
@@ -116,13 +116,11 @@ class OrchestratorChild:
                 stderr=subprocess.STDOUT,
             )
         try:
-            self.port = await wait_ready(self.process, ready, time.monotonic() + timeout)
+            self.port, self.metrics_port = await wait_ready_ports(
+                self.process, ready, time.monotonic() + timeout
+            )
         except RuntimeError as error:
             raise RuntimeError(f"{error}:\n{log_path.read_text()[-2000:]}") from None
-        serving = next(
-            e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator serving"
-        )
-        self.metrics_port = serving.get("metrics_port")
         return self.port
 
     def log_events(self, incarnation: int = -1) -> list[dict]:
