@@ -76,6 +76,8 @@ class OrchestratorProcess:
             tracer=tracer,
             propagator=tracing.propagator,
         )
+        clients = {c.name: c for c in self.pool.clients}
+        self.metrics.bind_specialists(self.pool.names, lambda name: clients[name].up)
         self.incidents = IncidentTracker(
             settings.resolve_after,
             max_open=settings.max_sensors,
