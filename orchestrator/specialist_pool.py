@@ -402,9 +402,22 @@ class SpecialistPool:
                 **_window_fields(windows, length, compact),
             ).SerializeToString()
             calls.append(self._traced_score(client, shared + own, rows, metadata))
-        responses = await asyncio.gather(*calls)
+        # return_exceptions: an unexpected error in one specialist's call is logged and counted
+        # for that specialist (its votes are missing: degraded), not raised for the first one
+        # only while the others' are lost.
+        responses = await asyncio.gather(*calls, return_exceptions=True)
         votes = []
         for client, response in zip(ready, responses, strict=True):
+            if isinstance(response, BaseException) and not isinstance(response, Exception):
+                raise response  # cancellation, interpreter exit
+            if isinstance(response, Exception):
+                self._observe(client.name, client.engine_version, 0.0, "INTERNAL")
+                log.error(
+                    "specialist call raised; its votes are missing",
+                    exc_info=response,
+                    extra={"specialist": client.name},
+                )
+                continue
             if response is None:
                 continue
             votes.append(
