@@ -5,6 +5,9 @@ Handling of questionable input, as documented in the README:
   timestamps further in the future than `max_future_seconds`, and batches over
   `max_batch_readings` are rejected whole with InvalidArgument naming the field
   (`readings[17].value`).
+- Nonzero timestamps before `min_timestamp_unix_nanos` (default 1973-03-03) are rejected too:
+  as nanoseconds they are implausibly old, and they are what seconds, milliseconds or
+  microseconds look like (the message says which). 0 turns the check off.
 - timestamp 0 means "now": stamped with the arrival time.
 - Out-of-order timestamps are accepted: windows follow arrival order, which is the order the
   sensor produced them in on one stream.
@@ -31,6 +34,7 @@ class Limits:
     max_batch_readings: int = 10_000
     max_sensor_id_length: int = 256
     max_future_seconds: float = 86_400.0
+    min_timestamp_unix_nanos: int = 10**17
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,7 @@ def decode_batch(
         raise InvalidArgument(
             f"readings[{bad[0]}].timestamp_unix_nanos", "must be >= 0 (Unix nanoseconds; 0 = now)"
         )
+    _check_plausibly_nanoseconds(timestamps, limits.min_timestamp_unix_nanos)
     horizon = now_ns + int(limits.max_future_seconds * NANOS)
     bad = np.flatnonzero(timestamps > horizon)
     if bad.size:
@@ -109,6 +114,25 @@ def readings_digest(sensor_ids: list[str], values: np.ndarray, timestamps: np.nd
     digest.update(values.astype("<f8", copy=False).tobytes())
     digest.update(timestamps.astype("<i8", copy=False).tobytes())
     return digest.digest()
+
+
+# Unix time now is ~1.7e9 s, ~1.7e12 ms, ~1.7e15 us: each below 1e11 / 1e14 / 1e17 until
+# the year 5138. Nanoseconds below 1e17 are dates before March 1973.
+_UNITS = ((10**11, "seconds"), (10**14, "milliseconds"), (10**17, "microseconds"))
+
+
+def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
+    bad = np.flatnonzero((timestamps > 0) & (timestamps < minimum))
+    if not bad.size:
+        return
+    value = int(timestamps[bad[0]])
+    unit = next((name for bound, name in _UNITS if value < bound), None)
+    looks = f"looks like {unit}, " if unit else ""
+    raise InvalidArgument(
+        f"readings[{bad[0]}].timestamp_unix_nanos",
+        f"{value} is before {minimum} ({looks}expected Unix nanoseconds; "
+        "SENTINEL_MIN_TIMESTAMP_UNIX_NANOS=0 accepts old dates)",
+    )
 
 
 def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -76,6 +76,8 @@ class OrchestratorProcess:
             tracer=tracer,
             propagator=tracing.propagator,
         )
+        clients = {c.name: c for c in self.pool.clients}
+        self.metrics.bind_specialists(self.pool.names, lambda name: clients[name].up)
         self.incidents = IncidentTracker(
             settings.resolve_after,
             max_open=settings.max_sensors,
@@ -119,6 +121,7 @@ class OrchestratorProcess:
             max_batch_readings=settings.max_batch_readings,
             max_sensor_id_length=settings.max_sensor_id_length,
             max_future_seconds=settings.max_future_seconds,
+            min_timestamp_unix_nanos=settings.min_timestamp_unix_nanos,
         )
         self.servicer = OrchestratorServicer(
             self.pipeline,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -125,6 +125,13 @@ class OrchestratorMetrics:
         self.open_incidents = Gauge(
             "sentinel_orchestrator_open_incidents", "Incidents currently open.", registry=registry
         )
+        self.specialist_up = Gauge(
+            "sentinel_orchestrator_specialist_up",
+            "1 while the specialist answers (its last Describe or Score succeeded), 0 while it is "
+            "unreachable, failing or refused: its verdicts are then degraded.",
+            ("specialist",),
+            registry=registry,
+        )
 
     def bind_gauges(
         self,
@@ -138,6 +145,11 @@ class OrchestratorMetrics:
         self.active_streams.set_function(active_streams)
         self.sensors_tracked.set_function(sensors_tracked)
         self.open_incidents.set_function(open_incidents)
+
+    def bind_specialists(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
+        """One `specialist_up` series per configured specialist, read at scrape time."""
+        for name in names:
+            self.specialist_up.labels(name).set_function(lambda name=name: float(is_up(name)))
 
     def observe_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
         self.specialist_latency.labels(specialist, version or "unknown").observe(seconds)

@@ -54,6 +54,9 @@ class OrchestratorSettings(ServerSettings):
     """Longest sensor id accepted, in characters."""
     max_future_seconds: float = Field(default=86_400.0, ge=0)
     """How far in the future a reading's timestamp may be before it is rejected."""
+    min_timestamp_unix_nanos: int = Field(default=10**17, ge=0)
+    """Nonzero timestamps before this (default 1973-03-03) are rejected: in nanoseconds they are
+    implausibly old, and they are what seconds or milliseconds look like. 0 accepts them."""
     stream_queue_batches: int = Field(default=8, ge=1)
     """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
     stream_inflight_batches: int = Field(default=4, ge=1)

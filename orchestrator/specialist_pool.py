@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SPECIALIST_SERVICE = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_name
 SCORE_METHOD = f"/{SPECIALIST_SERVICE}/Score"
+WARN_EVERY_SECONDS = 60.0
+"""An unreachable specialist is logged as a warning at most this often (and when it is back)."""
 
 
 def channel_options(client_retries: bool, max_message_bytes: int) -> list[tuple[str, object]]:
@@ -179,6 +181,9 @@ class SpecialistClient:
         self.declaration: Declaration | None = None
         self.engine_version = ""
         self.engine = ""
+        self.up = False
+        """Whether the last Describe or Score succeeded (the `specialist_up` gauge)."""
+        self._warned_at: float | None = None
 
     @property
     def described(self) -> bool:
@@ -188,15 +193,22 @@ class SpecialistClient:
         try:
             info = await self._stub.Describe(specialist_pb2.DescribeRequest(), timeout=timeout)
         except grpc.aio.AioRpcError as error:
-            log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
+            self.up = False
+            self._warn_unreachable(error)
             return False
         try:
             declaration = parse_declaration(info)
         except DeclarationRefused as refused:
+            self.up = False
             self._log_refused(refused)
             return False
         if not self._fits(declaration):
+            self.up = False
             return False
+        if self._warned_at is not None:
+            log.warning("specialist reachable again", extra={"specialist": self.name})
+            self._warned_at = None
+        self.up = True
         changed = (declaration, info.engine_version) != (self.declaration, self.engine_version)
         self.declaration = declaration
         self.window_length = info.window_length
@@ -234,6 +246,23 @@ class SpecialistClient:
             return False
         return True
 
+    def _warn_unreachable(self, error: grpc.aio.AioRpcError) -> None:
+        # Retried every rediscovery tick: one warning per WARN_EVERY_SECONDS, not one per second.
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < WARN_EVERY_SECONDS:
+            log.debug("describe failed", extra={"specialist": self.name, "code": error.code().name})
+            return
+        self._warned_at = now
+        log.warning(
+            "specialist unreachable; its votes are missing and verdicts are degraded",
+            extra={
+                "specialist": self.name,
+                "target": self.target,
+                "code": error.code().name,
+                "detail": error.details(),
+            },
+        )
+
     def _log_refused(self, refused: DeclarationRefused) -> None:
         # Every sensor's history grows with what the engines ask for: refuse, stay missing.
         log.error(
@@ -257,6 +286,7 @@ class SpecialistClient:
             observe(
                 self.name, self.engine_version, time.perf_counter() - started, error.code().name
             )
+            self.up = False
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 # Possibly a different pod or version next time: learn it again.
                 self.window_length = None
@@ -272,6 +302,7 @@ class SpecialistClient:
         except asyncio.CancelledError:
             raise
         observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
+        self.up = True
         columns = (
             response.scores,
             response.anomalies,
@@ -371,9 +402,22 @@ class SpecialistPool:
                 **_window_fields(windows, length, compact),
             ).SerializeToString()
             calls.append(self._traced_score(client, shared + own, rows, metadata))
-        responses = await asyncio.gather(*calls)
+        # return_exceptions: an unexpected error in one specialist's call is logged and counted
+        # for that specialist (its votes are missing: degraded), not raised for the first one
+        # only while the others' are lost.
+        responses = await asyncio.gather(*calls, return_exceptions=True)
         votes = []
         for client, response in zip(ready, responses, strict=True):
+            if isinstance(response, BaseException) and not isinstance(response, Exception):
+                raise response  # cancellation, interpreter exit
+            if isinstance(response, Exception):
+                self._observe(client.name, client.engine_version, 0.0, "INTERNAL")
+                log.error(
+                    "specialist call raised; its votes are missing",
+                    exc_info=response,
+                    extra={"specialist": client.name},
+                )
+                continue
             if response is None:
                 continue
             votes.append(

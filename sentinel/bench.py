@@ -24,6 +24,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from sentinel.lifeline import child_env
 from sentinel.local_mesh import serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
@@ -189,7 +190,12 @@ async def drive(
 def start_mesh() -> tuple[subprocess.Popen, str, tempfile.TemporaryDirectory]:
     workdir = tempfile.TemporaryDirectory(prefix="sentinel-bench-")
     ready = Path(workdir.name) / "port"
-    env = {**os.environ, "SENTINEL_LOG_LEVEL": "WARNING", "SENTINEL_DRAIN_DELAY_SECONDS": "0"}
+    env = {
+        **os.environ,
+        "SENTINEL_LOG_LEVEL": "WARNING",
+        "SENTINEL_DRAIN_DELAY_SECONDS": "0",
+        **child_env(),
+    }
     process = subprocess.Popen(
         serve_command("all", ready, "--port", "0"), env=env, stdout=subprocess.DEVNULL
     )

@@ -1,9 +1,15 @@
-"""The `sentinel` command line: serve a role, run the demo, replay a CSV."""
+"""The `sentinel` command line: serve a role, run the demo, replay a CSV.
+
+Errors a person can fix (a bad CSV cell, a setting, a refused request) print one line naming
+the file, row and column or the setting, and exit 2; anything else prints one line and exits
+1. `--debug` (anywhere on the command line) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +21,34 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-class Role(str, enum.Enum):
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"sentinel-mesh {version('sentinel-mesh')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Sentinel Mesh: streaming anomaly detection as a gRPC service mesh."""
+
+
+class Role(enum.StrEnum):
     orchestrator = "orchestrator"
     threshold = "threshold"
     statistical = "statistical"
@@ -72,6 +102,9 @@ def serve(
     console_spans: Annotated[bool, typer.Option(help="Print trace spans to the console.")] = False,
 ) -> None:
     """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
+    from sentinel.lifeline import die_with_parent
+
+    die_with_parent()  # started by another sentinel process: stop when it does
     common = _overrides(host=host, port=port, metrics_port=metrics_port)
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings
@@ -119,7 +152,8 @@ def demo(
         bool, typer.Option(help="Print OpenTelemetry spans to the console.")
     ] = False,
 ) -> None:
-    """The whole mesh plus simulated sensors (spikes, drifts, level shifts): live alerts, then a summary."""
+    """The whole mesh plus simulated sensors (spikes, drifts, level shifts): live alerts, then a
+    summary."""
     import logging
 
     from sentinel.demo import run_demo
@@ -216,9 +250,9 @@ def bench(
 
     result = run(seconds, batch_size, sensors, producers, window, target)
     print(
-        f"{result.readings_per_second:,.0f} readings/s  ({result.batches} batches of {batch_size} "
-        f"in {result.seconds:.1f}s, {producers} streams)  ack latency p50 {result.ack_latency_p50_ms:.1f} ms "
-        f"p99 {result.ack_latency_p99_ms:.1f} ms"
+        f"{result.readings_per_second:,.0f} readings/s  ({result.batches} batches of "
+        f"{batch_size} in {result.seconds:.1f}s, {producers} streams)  ack latency p50 "
+        f"{result.ack_latency_p50_ms:.1f} ms p99 {result.ack_latency_p99_ms:.1f} ms"
     )
 
 
@@ -425,8 +459,48 @@ def evaluate(
     print(render(evaluation), flush=True)
 
 
-def main() -> None:
-    app()
+def describe_error(error: BaseException) -> tuple[str, int]:
+    """One line for a person, and the exit code: 2 for input and settings they can fix."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        problems = []
+        for item in error.errors():
+            message = str(item["msg"]).removeprefix("Value error, ")
+            if item["loc"]:
+                setting = ".".join(str(part) for part in item["loc"])
+                env = f"SENTINEL_{setting.upper()}"
+                problems.append(
+                    f"setting {setting} ({env} or --{setting.replace('_', '-')}): {message}"
+                )
+            else:
+                problems.append(f"settings: {message}")
+        return "; ".join(problems), 2
+    import grpc
+
+    if isinstance(error, grpc.aio.AioRpcError):
+        code = error.code()
+        user = code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+        return f"the orchestrator answered {code.name}: {error.details()}", 2 if user else 1
+    if isinstance(error, (ValueError, OSError)):
+        return str(error), 2
+    return f"{type(error).__name__}: {error} (run with --debug for the traceback)", 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="sentinel", standalone_mode=True)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:
+        if debug:
+            raise
+        line, code = describe_error(error)
+        print(f"sentinel: error: {line}", file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
 
 
 if __name__ == "__main__":

@@ -164,7 +164,15 @@ class Clock:
 
 
 def alert_line(alert: orchestrator_pb2.Alert, caught: str = "") -> str:
-    clock = time.strftime("%H:%M:%S", time.localtime(alert.last_timestamp_unix_nanos / NANOS))
+    # An opening is stamped with its last anomalous reading; a resolution with the moment it
+    # resolved (so the lines print in time order and "after" is how long the incident lasted).
+    resolved = alert.state == orchestrator_pb2.ALERT_STATE_RESOLVED
+    stamp = (
+        alert.resolved_timestamp_unix_nanos
+        if resolved and alert.resolved_timestamp_unix_nanos
+        else alert.last_timestamp_unix_nanos
+    )
+    clock = time.strftime("%H:%M:%S", time.localtime(stamp / NANOS))
     if alert.state == orchestrator_pb2.ALERT_STATE_OPEN:
         why = escape("; ".join(alert.reasons) or "anomalous")
         return (
@@ -172,7 +180,7 @@ def alert_line(alert: orchestrator_pb2.Alert, caught: str = "") -> str:
             f"score {alert.peak_score:.2f}  {why}  [dim]({alert.alert_id[:8]})[/]"
             + (f"\n                  [yellow]{caught}[/]" if caught else "")
         )
-    lasted = (alert.last_timestamp_unix_nanos - alert.first_timestamp_unix_nanos) / NANOS
+    lasted = (stamp - alert.first_timestamp_unix_nanos) / NANOS
     return (
         f"[bold green]{clock} RESOLVED[/] {alert.sensor_id}  after {lasted:.1f}s, "
         f"{alert.anomalous_readings} anomalous readings, peak {alert.peak_value:.1f} "

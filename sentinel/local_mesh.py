@@ -2,7 +2,9 @@
 
 Each specialist is its own process (as in a cluster), so the engines use every core and a
 crashed engine does not take the orchestrator down. Children bind port 0 and report the port
-through a ready file; the parent never guesses free ports.
+through a ready file; the parent never guesses free ports. The ready files live in a
+`sentinel-mesh-*` directory only while children start (it is removed once they reported), and
+every child dies with this process however it ends (`sentinel.lifeline`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sentinel.lifeline import child_env
+
 DEFAULT_ENGINES = ("threshold", "statistical", "model")
 
 
@@ -26,6 +30,7 @@ class SpecialistChild:
     name: str
     process: subprocess.Popen
     port: int
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -40,42 +45,62 @@ class LocalSpecialists:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Per engine, the /metrics port (0 = a free one); engines not named get no endpoint."""
     children: dict[str, SpecialistChild] = field(default_factory=dict)
-    _workdir: tempfile.TemporaryDirectory | None = None
 
     @property
     def targets(self) -> str:
         return ",".join(f"{c.name}={c.target}" for c in self.children.values())
 
     async def start(self, timeout: float = 30.0) -> None:
-        self._workdir = tempfile.TemporaryDirectory(prefix="sentinel-mesh-")
-        pending = {name: self._spawn(name) for name in self.engines}
-        deadline = time.monotonic() + timeout
-        for name, (process, ready) in pending.items():
-            port = await wait_ready(process, ready, deadline)
-            self.children[name] = SpecialistChild(name, process, port)
+        with tempfile.TemporaryDirectory(prefix="sentinel-mesh-") as workdir:
+            pending = {name: self._spawn(name, Path(workdir)) for name in self.engines}
+            deadline = time.monotonic() + timeout
+            try:
+                for name, (process, ready) in pending.items():
+                    ports = await wait_ready_ports(process, ready, deadline)
+                    self.children[name] = SpecialistChild(name, process, *ports)
+            except BaseException:
+                for process, _ in pending.values():
+                    _terminate(process)
+                raise
 
-    def _spawn(self, name: str, port: int = 0) -> tuple[subprocess.Popen, Path]:
-        assert self._workdir is not None
-        ready = Path(self._workdir.name) / f"{name}.port"
-        ready.unlink(missing_ok=True)
+    def _spawn(self, name: str, workdir: Path, port: int = 0) -> tuple[subprocess.Popen, Path]:
+        ready = workdir / f"{name}.port"
         env = {
             **os.environ,
             "SENTINEL_LOG_LEVEL": self.log_level,
             "SENTINEL_DRAIN_DELAY_SECONDS": "0",
             "SENTINEL_SHUTDOWN_GRACE_SECONDS": "1",
             **self.env,
+            **child_env(),
         }
-        command = serve_command(name, ready, "--port", str(port), *self.extra_args.get(name, []))
+        metrics = self.metrics_ports.get(name)
+        if name in self.children and self.children[name].metrics_port is not None:
+            metrics = self.children[name].metrics_port  # a restart keeps its ports
+        command = serve_command(
+            name,
+            ready,
+            "--port",
+            str(port),
+            *(("--metrics-port", str(metrics)) if metrics is not None else ()),
+            *self.extra_args.get(name, []),
+        )
         process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         return process, ready
 
     async def restart(self, name: str, timeout: float = 30.0) -> SpecialistChild:
         """Start `name` again on its previous port (after it was killed)."""
         old = self.children[name]
-        process, ready = self._spawn(name, old.port)
-        port = await wait_ready(process, ready, time.monotonic() + timeout)
-        self.children[name] = SpecialistChild(name, process, port)
+        with tempfile.TemporaryDirectory(prefix="sentinel-mesh-") as workdir:
+            process, ready = self._spawn(name, Path(workdir), old.port)
+            try:
+                ports = await wait_ready_ports(process, ready, time.monotonic() + timeout)
+            except BaseException:
+                _terminate(process)
+                raise
+        self.children[name] = SpecialistChild(name, process, *ports)
         return self.children[name]
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -95,8 +120,12 @@ class LocalSpecialists:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 child.process.wait()
-        if self._workdir is not None:
-            self._workdir.cleanup()
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def serve_command(role: str, ready: Path, *args: str) -> list[str]:
@@ -110,9 +139,17 @@ def serve_command(role: str, ready: Path, *args: str) -> list[str]:
 
 async def wait_ready(process: subprocess.Popen, ready: Path, deadline: float) -> int:
     """The port a `serve_command` child wrote to `ready`; raises if it exits or times out."""
+    return (await wait_ready_ports(process, ready, deadline))[0]
+
+
+async def wait_ready_ports(
+    process: subprocess.Popen, ready: Path, deadline: float
+) -> tuple[int, int | None]:
+    """The gRPC port and the metrics port (None without an endpoint) a child reported."""
     while time.monotonic() < deadline:
         if ready.exists():
-            return int(ready.read_text(encoding="utf-8"))
+            lines = ready.read_text(encoding="utf-8").split()
+            return int(lines[0]), int(lines[1]) if len(lines) > 1 else None
         if process.poll() is not None:
             raise RuntimeError(f"{' '.join(process.args[3:5])} exited with {process.returncode}")
         await asyncio.sleep(0.05)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,48 +27,126 @@ class Series:
     sensor_ids: list[str]
 
 
+class InputError(ValueError):
+    """A CSV the replay cannot use; the message names the file, row (its line) and column."""
+
+
 def parse_timestamp(text: str) -> int:
     """ISO-8601 (`2014-07-01 00:00:00`, optional zone; naive = UTC) or Unix seconds."""
     text = text.strip()
+    if not text:
+        raise ValueError("empty")
     try:
         number = float(text)
     except ValueError:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is neither an ISO-8601 date (2014-07-01 00:00:00) nor Unix seconds"
+            ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         return int(moment.timestamp()) * NANOS + moment.microsecond * 1000
     if not math.isfinite(number):
-        raise ValueError(f"timestamp {text!r} is not finite")
+        raise ValueError(f"{text!r} is not finite")
+    if abs(number) >= 2**63 / NANOS:
+        raise ValueError(f"{text} is out of range as Unix seconds ({_unit_hint(number)})")
     return int(number * NANOS)
 
 
-def read_series(path: Path) -> Series:
-    """Read `timestamp,value[,sensor_id]`; errors name the line.
+def _unit_hint(seconds: float) -> str:
+    """What a number read as Unix seconds probably was."""
+    now = time.time()
+    for factor, unit in ((1e3, "milliseconds"), (1e6, "microseconds"), (1e9, "nanoseconds")):
+        if now * factor / 100 < abs(seconds) < now * factor * 100:
+            return f"looks like {unit}"
+    return "numbers are read as Unix seconds"
 
-    The sensor id defaults to the file stem."""
+
+def check_timestamps(
+    timestamps: np.ndarray,
+    texts: Sequence[str],
+    where: Callable[[int], str],
+    max_future_seconds: float = 86_400.0,
+    min_unix_nanos: int | None = None,
+) -> None:
+    """The orchestrator's timestamp checks, made before sending: InputError naming the row."""
+    if min_unix_nanos is None:
+        min_unix_nanos = int(os.environ.get("SENTINEL_MIN_TIMESTAMP_UNIX_NANOS", 10**17))
+    horizon = time.time_ns() + int(max_future_seconds * NANOS)
+    late = np.flatnonzero(timestamps > horizon)
+    if late.size:
+        i = int(late[0])
+        raise InputError(
+            f"{where(i)}: {texts[i]!r} is more than {max_future_seconds:g}s in the future"
+            + (f" ({_unit_hint(float(texts[i]))})" if _is_number(texts[i]) else "")
+        )
+    early = np.flatnonzero(timestamps < min_unix_nanos)
+    if early.size:
+        i = int(early[0])
+        raise InputError(
+            f"{where(i)}: {texts[i]!r} is before "
+            f"{datetime.fromtimestamp(min_unix_nanos / NANOS, UTC):%Y-%m-%d}, which the "
+            "orchestrator refuses (SENTINEL_MIN_TIMESTAMP_UNIX_NANOS=0 accepts old dates)"
+        )
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _cell(path: Path, line: int, row: dict, fields: dict[str, str], column: str) -> str:
+    text = row.get(fields[column])
+    if text is None:
+        raise InputError(f"{path}, row {line}, column {column!r}: missing")
+    return text.strip()
+
+
+def read_series(path: Path) -> Series:
+    """Read `timestamp,value[,sensor_id]`; InputError names the file, row and column.
+
+    The sensor id defaults to the file stem. Rows are counted as lines (the header is row 1)."""
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        fields = {name.strip().lower(): name for name in reader.fieldnames or []}
+        fields = {name.strip().lower(): name for name in reader.fieldnames or [] if name}
         if "timestamp" not in fields or "value" not in fields:
-            raise ValueError(f"{path}: need columns timestamp,value (got {reader.fieldnames})")
-        stamps_text, stamps, values, sensors = [], [], [], []
-        for line, row in enumerate(reader, start=2):
-            try:
-                stamps_text.append(row[fields["timestamp"]].strip())
-                stamps.append(parse_timestamp(row[fields["timestamp"]]))
-                value = float(row[fields["value"]])
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{path}:{line}: {error}") from error
-            if not math.isfinite(value):
-                raise ValueError(f"{path}:{line}: value {value} is not finite")
-            values.append(value)
-            sensor = (
-                (row.get(fields.get("sensor_id", ""), "") or "").strip()
-                if "sensor_id" in fields
-                else ""
+            raise InputError(
+                f"{path}, row 1 (header): need columns timestamp,value[,sensor_id], "
+                f"got {','.join(reader.fieldnames or []) or 'nothing'}"
             )
+        stamps_text, stamps, values, sensors = [], [], [], []
+        lines: list[int] = []
+        for row in reader:
+            line = reader.line_num
+            text = _cell(path, line, row, fields, "timestamp")
+            try:
+                stamp = parse_timestamp(text)
+            except ValueError as error:
+                raise InputError(f"{path}, row {line}, column 'timestamp': {error}") from None
+            raw = _cell(path, line, row, fields, "value")
+            try:
+                value = float(raw) if raw else None
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value):
+                problem = "empty" if not raw else f"{raw!r} is not a finite number"
+                raise InputError(f"{path}, row {line}, column 'value': {problem}")
+            stamps_text.append(text)
+            stamps.append(min(stamp, 2**63 - 1))  # beyond int64: far in the future anyway
+            values.append(value)
+            lines.append(line)
+            sensor = (row.get(fields["sensor_id"]) or "").strip() if "sensor_id" in fields else ""
             sensors.append(sensor or path.stem)
-    return Series(stamps_text, np.array(stamps, dtype=np.int64), np.array(values), sensors)
+    timestamps = np.array(stamps, dtype=np.int64)
+    check_timestamps(
+        timestamps, stamps_text, lambda i: f"{path}, row {lines[i]}, column 'timestamp'"
+    )
+    return Series(stamps_text, timestamps, np.array(values), sensors)
 
 
 def default_partition(series: Series) -> str:

@@ -1,11 +1,14 @@
-"""`sentinel serve all`: the orchestrator on the given port plus local specialist processes."""
+"""`sentinel serve all`: the orchestrator on the given port plus local specialist processes.
+
+With `--metrics-port M` every role has a /metrics endpoint: the orchestrator on M, the
+specialists on M+1.. (see `specialist_metrics_ports`); the specialists' listen on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from sentinel.local_mesh import LocalSpecialists
+from sentinel.local_mesh import DEFAULT_ENGINES, LocalSpecialists
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.server import install_stop_signals, write_ready_file
@@ -19,7 +22,10 @@ async def serve_all(
 ) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specialists = LocalSpecialists(log_level=settings.log_level)
+    specialists = LocalSpecialists(
+        log_level=settings.log_level,
+        metrics_ports=specialist_metrics_ports(settings.metrics_port, DEFAULT_ENGINES),
+    )
     await specialists.start()
     tracing = configure_tracing("sentinel-orchestrator", console=console_spans)
     orchestrator = OrchestratorProcess(
@@ -27,13 +33,37 @@ async def serve_all(
     )
     try:
         port = await orchestrator.start()
-        write_ready_file(ready_file, port)
-        log.info("mesh serving", extra={"port": port, "specialists": specialists.targets})
+        endpoint = orchestrator.metrics_endpoint
+        write_ready_file(ready_file, port, endpoint.port if endpoint is not None else None)
+        metrics = {
+            "orchestrator": endpoint.port if endpoint is not None else None,
+            **{c.name: c.metrics_port for c in specialists.children.values()},
+        }
+        log.info(
+            "mesh serving",
+            extra={
+                "port": port,
+                "specialists": specialists.targets,
+                **(
+                    {"metrics": ",".join(f"{k}={v}" for k, v in metrics.items())}
+                    if endpoint is not None
+                    else {}
+                ),
+            },
+        )
         await stop.wait()
     finally:
         await orchestrator.stop()
         await specialists.stop()
         tracing.shutdown()
+
+
+def specialist_metrics_ports(base: int | None, engines: tuple[str, ...]) -> dict[str, int]:
+    """`serve all --metrics-port M`: the orchestrator on M, the specialists on M+1, M+2, ... in
+    engine order (threshold, statistical, model); M = 0 gives every role a free port."""
+    if base is None:
+        return {}
+    return {name: base + 1 + i if base else 0 for i, name in enumerate(engines)}
 
 
 def main(settings: OrchestratorSettings, ready_file: str | None, console_spans: bool) -> None:

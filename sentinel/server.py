@@ -82,7 +82,9 @@ class GrpcServer:
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop` (the caller then drains); a second signal is left to default."""
+    """SIGTERM/SIGINT/SIGHUP set `stop` (the caller then drains and stops its children); a
+    second signal is left to default. SIGHUP (the terminal closed) would otherwise end the
+    process without its cleanup."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -90,7 +92,7 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         stop.set()
         loop.remove_signal_handler(signum)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         try:
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
@@ -134,15 +136,16 @@ async def drain_and_stop(
     await server.stop(grace_seconds)
 
 
-def write_ready_file(path: str | None, port: int) -> None:
-    """Tell a supervising process which port we bound (written atomically)."""
+def write_ready_file(path: str | None, port: int, metrics_port: int | None = None) -> None:
+    """Tell a supervising process which port we bound (written atomically): the gRPC port on the
+    first line, the metrics port (when there is an endpoint) on the second."""
     if not path:
         return
     import os
 
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(str(port))
+        handle.write(str(port) if metrics_port is None else f"{port}\n{metrics_port}")
     os.replace(tmp, path)
 
 
@@ -155,11 +158,12 @@ class ServedProcess(Protocol):
 async def serve_until_signalled(
     process: ServedProcess, ready_file: str | None, on_exit: Callable[[], None]
 ) -> None:
-    """Start, announce the port, wait for SIGTERM/SIGINT, then drain and stop (the role's `serve`)."""
+    """Start, announce the port, wait for a stop signal, then drain and stop (a role's `serve`)."""
     stop = asyncio.Event()
     install_stop_signals(stop)
     port = await process.start()
-    write_ready_file(ready_file, port)
+    endpoint = getattr(process, "metrics_endpoint", None)
+    write_ready_file(ready_file, port, endpoint.port if endpoint is not None else None)
     try:
         await stop.wait()
     finally:

@@ -28,7 +28,7 @@ class ServerSettings(BaseSettings):
     log_level: str = "INFO"
     """Log level (DEBUG, INFO, WARNING, ERROR)."""
     log_format: str = "json"
-    """Log line format: json (one object per line) or text."""
+    """Log line format: json (one object per line) or text (the message, then fields as k=v)."""
     drain_delay_seconds: float = Field(default=5.0, ge=0)
     """On SIGTERM: time between reporting NOT_SERVING and ending streams, so routers notice."""
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
@@ -52,8 +52,8 @@ class ServerSettings(BaseSettings):
         if not self.tls_enabled and not self.allow_insecure and not is_loopback(self.host):
             raise ValueError(
                 f"refusing plaintext gRPC on {self.host!r}: configure TLS "
-                "(SENTINEL_TLS_CERT_FILE/SENTINEL_TLS_KEY_FILE) or set SENTINEL_ALLOW_INSECURE=true "
-                "(e.g. behind an Istio sidecar that does mTLS)"
+                "(SENTINEL_TLS_CERT_FILE/SENTINEL_TLS_KEY_FILE) or set "
+                "SENTINEL_ALLOW_INSECURE=true (e.g. behind an Istio sidecar that does mTLS)"
             )
         return self
 

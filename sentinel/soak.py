@@ -2,9 +2,10 @@
 
 Processes: three specialists (`sentinel serve threshold|statistical|model`, via LocalSpecialists)
 and one orchestrator (`sentinel serve orchestrator`), each its own OS process on loopback;
-producers are TelemetryClients in this process. While they stream, a seeded fault schedule
-SIGKILLs and restarts specialists, hangs them (SIGSTOP, then SIGCONT once their deadline has
-fired) and stops the orchestrator with SIGTERM and starts it again on the same port.
+producers are TelemetryClients in this process. While they stream, a fault schedule planned
+from the seed alone (`plan_faults`: a slow machine runs the same faults, later) SIGKILLs and
+restarts specialists, hangs them (SIGSTOP, then SIGCONT once their deadline has fired) and
+stops the orchestrator with SIGTERM and starts it again on the same port.
 
 Counting, so that a lost or double-scored reading is actually detected:
 - sent / acked: the producers (every batch must be acked, once per client);
@@ -41,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentinel.client import TelemetryClient
-from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready
+from sentinel.lifeline import child_env
+from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready_ports
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
@@ -100,6 +102,7 @@ class OrchestratorChild:
             "SENTINEL_LOG_FORMAT": "json",
             "GRPC_VERBOSITY": "ERROR",
             **self.env,
+            **child_env(),
         }
         command = serve_command(
             "orchestrator", ready, "--port", str(self.port), "--metrics-port", "0"
@@ -113,13 +116,11 @@ class OrchestratorChild:
                 stderr=subprocess.STDOUT,
             )
         try:
-            self.port = await wait_ready(self.process, ready, time.monotonic() + timeout)
+            self.port, self.metrics_port = await wait_ready_ports(
+                self.process, ready, time.monotonic() + timeout
+            )
         except RuntimeError as error:
             raise RuntimeError(f"{error}:\n{log_path.read_text()[-2000:]}") from None
-        serving = next(
-            e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator serving"
-        )
-        self.metrics_port = serving.get("metrics_port")
         return self.port
 
     def log_events(self, incarnation: int = -1) -> list[dict]:
@@ -371,6 +372,60 @@ class SoakReport:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Fault:
+    """One planned fault: after `gap` seconds, `kind` (kill / hang / orchestrator) on `target`
+    for `duration` seconds (specialist down / stopped)."""
+
+    gap: float
+    kind: str
+    target: str = "orchestrator"
+    duration: float = 0.0
+
+    def describe(self) -> str:
+        if self.kind == "kill":
+            return f"+{self.gap:.1f}s SIGKILL {self.target} for {self.duration:.1f}s"
+        if self.kind == "hang":
+            return f"+{self.gap:.1f}s SIGSTOP {self.target} for {self.duration:.1f}s"
+        return f"+{self.gap:.1f}s SIGTERM orchestrator"
+
+
+# What each fault is assumed to take when planning (a restart is a process start).
+PLANNED_RESTART_SECONDS = {"kill": 0.5, "hang": 0.0, "orchestrator": 2.0}
+
+
+def plan_faults(
+    seed: int, seconds: float, specialists: tuple[str, ...], specialist_timeout: float = 0.5
+) -> list[Fault]:
+    """The fault schedule of a soak: a function of the seed and the duration only, planned on
+    nominal fault durations, so a slow machine runs the same faults (later), never fewer.
+
+    The first fault is an orchestrator SIGTERM + restart and the second a specialist SIGKILL +
+    restart whenever the run is long enough for two faults: the two a short soak must show."""
+    rng = random.Random(seed)
+    faults: list[Fault] = []
+    elapsed = 0.0
+    while elapsed + 4.0 < seconds:
+        gap = rng.uniform(1.0, 3.0)
+        if elapsed + gap + 3.0 >= seconds:
+            break
+        if len(faults) < 2:
+            kind = ("orchestrator", "kill")[len(faults)]
+        else:
+            kind = rng.choices(["kill", "hang", "orchestrator"], weights=[4, 3, 2])[0]
+        if kind == "kill":
+            fault = Fault(gap, kind, rng.choice(specialists), rng.uniform(0.3, 2.0))
+        elif kind == "hang":
+            fault = Fault(
+                gap, kind, rng.choice(specialists), rng.uniform(specialist_timeout + 0.2, 2.5)
+            )
+        else:
+            fault = Fault(gap, kind)
+        faults.append(fault)
+        elapsed += gap + fault.duration + PLANNED_RESTART_SECONDS[kind]
+    return faults
+
+
 class MemorySampler:
     """Highest VmHWM seen per role (processes come and go; the last sample before a kill counts)."""
 
@@ -403,7 +458,6 @@ async def run_soak(
     progress: Callable[[str], None] = lambda line: None,
 ) -> SoakReport:
     """Run the mesh under faults for `seconds`, then drain and count. Never raises on a count."""
-    rng = random.Random(seed)
     report = SoakReport(seconds, sensors, seed)
     specialists = LocalSpecialists(log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"})
     orchestrator: OrchestratorChild | None = None
@@ -448,33 +502,33 @@ async def run_soak(
             producers_list.append(producer)
             tasks.append(asyncio.create_task(producer.run(stop_producing, interval, per_sensor)))
 
+        schedule = plan_faults(seed, seconds, tuple(specialists.children), specialist_timeout)
+        note("fault schedule: " + ("; ".join(f.describe() for f in schedule) or "none"))
         deadline = started + seconds
-        while time.monotonic() + 4.0 < deadline:
-            await asyncio.sleep(rng.uniform(1.0, 3.0))
-            if time.monotonic() + 3.0 >= deadline:
-                break
+        # Every planned fault runs, however long the previous ones took on a loaded machine:
+        # the run outlasts `seconds` rather than skip one (the schedule is the seed's alone).
+        for fault in schedule:
+            await asyncio.sleep(fault.gap)
             memory.sample()
-            kind = rng.choices(["kill", "hang", "orchestrator"], weights=[4, 3, 2])[0]
-            if kind == "kill":
-                name = rng.choice(list(specialists.children))
-                specialists.kill(name, signal.SIGKILL)
-                down = rng.uniform(0.3, 2.0)
-                await asyncio.sleep(down)
-                await specialists.restart(name)
+            if fault.kind == "kill":
+                specialists.kill(fault.target, signal.SIGKILL)
+                await asyncio.sleep(fault.duration)
+                await specialists.restart(fault.target)
                 report.faults["specialist SIGKILL+restart"] += 1
-                note(f"SIGKILL {name}; restarted on the same port after {down:.1f}s")
-            elif kind == "hang":
-                name = rng.choice(list(specialists.children))
-                child = specialists.children[name]
+                note(
+                    f"SIGKILL {fault.target}; restarted on the same port "
+                    f"after {fault.duration:.1f}s"
+                )
+            elif fault.kind == "hang":
+                child = specialists.children[fault.target]
                 child.process.send_signal(signal.SIGSTOP)
-                hung = rng.uniform(specialist_timeout + 0.2, 2.5)
                 try:
-                    await asyncio.sleep(hung)
+                    await asyncio.sleep(fault.duration)
                 finally:
                     child.process.send_signal(signal.SIGCONT)
                 report.faults["specialist hang (SIGSTOP/SIGCONT)"] += 1
                 note(
-                    f"SIGSTOP {name} for {hung:.1f}s "
+                    f"SIGSTOP {fault.target} for {fault.duration:.1f}s "
                     f"(deadline {specialist_timeout:g}s), then SIGCONT"
                 )
             else:
@@ -486,6 +540,7 @@ async def run_soak(
                 )
                 if code != 0:
                     report.errors.append(f"orchestrator exited with {code} after SIGTERM")
+        deadline = max(deadline, time.monotonic() + 1.0)
         while time.monotonic() < deadline:
             await asyncio.sleep(min(0.5, deadline - time.monotonic()))
 

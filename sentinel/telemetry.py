@@ -69,12 +69,39 @@ def _json_value(value: object) -> object:
     return str(value)
 
 
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message k=v k=v`: for people; the same fields as the JSON lines
+    (a value with spaces or quotes is quoted, lists as JSON)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields: list[str] = []
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            fields.append(f"trace_id={span_context.trace_id:032x}")
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                fields.append(f"{key}={_text_value(_json_value(value))}")
+        if not fields:
+            return line
+        head, newline, rest = line.partition("\n")  # a traceback stays below the fields
+        return f"{head} {' '.join(fields)}{newline}{rest}"
+
+
+def _text_value(value: object) -> str:
+    if isinstance(value, str):
+        if value and not any(c.isspace() or c == '"' for c in value):
+            return value
+        return json.dumps(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
 def configure_logging(level: str, fmt: str = "json", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stdout)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -33,6 +33,7 @@ def exported_metrics() -> dict[str, set[str]]:
     orchestrator.verdicts.labels("ok").inc()
     orchestrator.alerts.labels("open").inc()
     orchestrator.rejected.labels("INVALID_ARGUMENT").inc()
+    orchestrator.bind_specialists(["threshold"], lambda name: True)
     specialist = SpecialistMetrics(CollectorRegistry(), "threshold", "1.0.0")
     names: dict[str, set[str]] = {}
     for registry in (orchestrator.registry, specialist.registry):

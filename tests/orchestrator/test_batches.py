@@ -98,8 +98,8 @@ def test_far_future_timestamp_is_rejected():
 
 
 def test_zero_timestamp_means_now():
-    decoded = decode_batch(make(reading(ts=0), reading(ts=5)), LIMITS, now_ns=NOW)
-    assert decoded.timestamps.tolist() == [NOW, 5]
+    decoded = decode_batch(make(reading(ts=0), reading(ts=NOW - 5)), LIMITS, now_ns=NOW)
+    assert decoded.timestamps.tolist() == [NOW, NOW - 5]
 
 
 def test_zero_timestamp_without_explicit_now_uses_the_clock():
@@ -111,8 +111,9 @@ def test_zero_timestamp_without_explicit_now_uses_the_clock():
 
 
 def test_out_of_order_timestamps_are_accepted_in_arrival_order():
-    decoded = decode_batch(make(reading(ts=30), reading(ts=10), reading(ts=20)), LIMITS, now_ns=NOW)
-    assert decoded.timestamps.tolist() == [30, 10, 20]
+    stamps = [NOW - 10, NOW - 30, NOW - 20]
+    decoded = decode_batch(make(*(reading(ts=t) for t in stamps)), LIMITS, now_ns=NOW)
+    assert decoded.timestamps.tolist() == stamps
 
 
 def test_too_many_readings():
@@ -162,7 +163,7 @@ SENSOR_IDS = st.text(
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # What the orchestrator accepts: finite and within float32 range (history is float32).
 FINITE = st.floats(min_value=-FLOAT32_MAX, max_value=FLOAT32_MAX)
-TIMESTAMPS = st.integers(0, NOW + 86_400 * NANOS)
+TIMESTAMPS = st.one_of(st.just(0), st.integers(10**17, NOW + 86_400 * NANOS))
 READINGS = st.lists(st.tuples(SENSOR_IDS, FINITE, TIMESTAMPS), max_size=50)
 
 
@@ -190,3 +191,30 @@ def test_a_value_beyond_float32_range_is_refused_naming_it(value):
     batch = make(reading("a", 1.0, 0), reading("b", value, 0))
     with pytest.raises(InvalidArgument, match=r"readings\[1\]\.value.*float32"):
         decode_batch(batch, LIMITS, now_ns=NOW)
+
+
+@pytest.mark.parametrize(
+    ("stamp", "unit"),
+    [
+        (1_750_000_000, "seconds"),
+        (1_750_000_000_000, "milliseconds"),
+        (1_750_000_000_000_000, "microseconds"),
+        (1, "seconds"),
+    ],
+)
+def test_timestamps_in_coarser_units_are_refused_naming_the_unit(stamp, unit):
+    # They used to be accepted silently as dates in January 1970.
+    with pytest.raises(InvalidArgument) as caught:
+        decode_batch(make(reading(ts=NOW - NANOS), reading(ts=stamp)), LIMITS, now_ns=NOW)
+    assert caught.value.field == "readings[1].timestamp_unix_nanos"
+    assert f"looks like {unit}" in caught.value.problem
+    assert "SENTINEL_MIN_TIMESTAMP_UNIX_NANOS" in caught.value.problem
+
+
+def test_old_timestamps_are_accepted_when_the_setting_allows_them():
+    old = make(reading(ts=1_750_000_000_000), reading(ts=10**17 - 1))
+    decoded = decode_batch(old, Limits(min_timestamp_unix_nanos=0), now_ns=NOW)
+    assert decoded.timestamps.tolist() == [1_750_000_000_000, 10**17 - 1]
+    # The default boundary: March 1973 in nanoseconds is fine, and 0 still means now.
+    decoded = decode_batch(make(reading(ts=10**17), reading(ts=0)), LIMITS, now_ns=NOW)
+    assert decoded.timestamps.tolist() == [10**17, NOW]

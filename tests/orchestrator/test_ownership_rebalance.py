@@ -134,7 +134,9 @@ async def test_dedup_memory_stays_with_the_old_owner_so_a_resend_after_a_move_is
     async with two_orchestrators() as (a, b):
         metadata = ((CLIENT_ID_HEADER, "gateway-7"), (PARTITION_HEADER, "gateway-7"))
         batch = pb.TelemetryBatch(
-            batch_id=42, verdicts=pb.VERDICT_MODE_ALL, readings=readings([1.0, 2.0], NANOS)
+            batch_id=42,
+            verdicts=pb.VERDICT_MODE_ALL,
+            readings=readings([1.0, 2.0], 1_750_000_000 * NANOS),
         )
 
         async def send_once(replica: OrchestratorProcess) -> pb.BatchAck:

@@ -91,7 +91,9 @@ def problems(batch: pb.TelemetryBatch, now_ns: int) -> set[str]:
             found.add(f"readings[{i}].value")
         if not r.sensor_id or len(r.sensor_id) > 256 or not r.sensor_id.isprintable():
             found.add(f"readings[{i}].sensor_id")
-        if r.timestamp_unix_nanos < 0 or r.timestamp_unix_nanos > now_ns + MAX_FUTURE_S * NANOS:
+        stamp = r.timestamp_unix_nanos
+        # Negative, too far ahead, or so old it must be seconds/ms/us rather than nanoseconds.
+        if stamp < 0 or stamp > now_ns + MAX_FUTURE_S * NANOS or 0 < stamp < 10**17:
             found.add(f"readings[{i}].timestamp_unix_nanos")
     return found
 
@@ -110,6 +112,7 @@ timestamps = st.one_of(
     st.integers(NOW - 10 * 365 * 86_400 * NANOS, NOW + 3600 * NANOS),
     st.integers(-(2**63), 2**63 - 1),
     st.integers(HORIZON + 3600 * NANOS, HORIZON + 365 * 86_400 * NANOS),
+    st.integers(1, 2 * 10**17),  # seconds, milliseconds, microseconds, the 1970s
 ).filter(
     lambda t: abs(t - HORIZON) > 600 * NANOS
 )  # clocks of two processes never disagree by 10 min
@@ -345,7 +348,15 @@ def test_duplicates_timestamps_empty_and_undecodable_batches(orchestrator, stub)
         expected_scored += 4
 
         # Absurd timestamps: INVALID_ARGUMENT naming the reading.
-        for absurd in (-1, -(2**63), time.time_ns() + 2 * MAX_FUTURE_S * NANOS, 2**63 - 1):
+        seconds = time.time_ns() // NANOS
+        for absurd in (
+            -1,
+            -(2**63),
+            time.time_ns() + 2 * MAX_FUTURE_S * NANOS,
+            2**63 - 1,
+            seconds,
+            seconds * 1000,
+        ):
             acks, _, error = _events(
                 stub, [_batch(1, [1.0]), _batch(2, [1.0, 1.0], [0, absurd])], uuid.uuid4().hex
             )

@@ -7,6 +7,11 @@ import re
 import subprocess
 import sys
 
+import pytest
+
+from sentinel.local_mesh import DEFAULT_ENGINES
+from sentinel.soak import plan_faults
+
 
 def _soak(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -26,12 +31,16 @@ def test_soak_help() -> None:
 
 
 def test_short_soak_survives_its_faults_and_counts_every_reading() -> None:
-    # Seed 1 starts with an orchestrator SIGTERM + restart, then SIGKILLs a specialist.
+    # The schedule is the seed's: an orchestrator SIGTERM + restart, then a specialist SIGKILL,
+    # each run even when the machine is slow (the run then takes longer).
+    planned = plan_faults(1, 12, DEFAULT_ENGINES)
+    assert [f.kind for f in planned][:2] == ["orchestrator", "kill"]
     result = _soak("--seconds", "12", "--sensors", "8", "--seed", "1")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert "SIGTERM orchestrator (exit 0); started again on port" in out
-    assert re.search(r"SIGKILL \w+; restarted on the same port", out)
+    assert "fault schedule: " + "; ".join(f.describe() for f in planned) in out
+    assert out.count("SIGTERM orchestrator (exit 0); started again on port") == 1
+    assert re.search(rf"SIGKILL {planned[1].target}; restarted on the same port", out)
 
     def count(label: str) -> int:
         line = next(line for line in out.splitlines() if line.strip().startswith(label))
@@ -42,3 +51,16 @@ def test_short_soak_survives_its_faults_and_counts_every_reading() -> None:
     assert count("lost readings") == 0 and count("scored twice") == 0
     assert "peak memory (VmHWM)" in out and "orchestrator" in out
     assert "result                OK: no reading lost, none scored twice" in out
+
+
+@pytest.mark.parametrize("seed", range(1, 21))
+def test_a_short_soak_always_plans_an_orchestrator_restart_then_a_specialist_kill(seed) -> None:
+    # The schedule used to be drawn while the faults ran and cut off by the clock: under load
+    # the 12 s soak ran out of time before its SIGKILL. Now it is planned up front.
+    planned = plan_faults(seed, 12, DEFAULT_ENGINES)
+    assert [f.kind for f in planned][:2] == ["orchestrator", "kill"]
+    assert planned == plan_faults(seed, 12, DEFAULT_ENGINES)  # the seed's alone
+    assert planned[1].target in DEFAULT_ENGINES and 0.3 <= planned[1].duration <= 2.0
+    longer = plan_faults(seed, 45, DEFAULT_ENGINES)
+    assert len(longer) > len(planned) and longer[:2] == planned[:2]
+    assert {"kill", "hang", "orchestrator"} >= {f.kind for f in longer}

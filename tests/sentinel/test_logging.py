@@ -164,3 +164,36 @@ def test_a_served_role_logs_json_at_the_configured_level(tmp_path: Path) -> None
     serving = next(e for e in info if e["msg"] == "specialist serving")
     assert serving["engine"] == "threshold" and serving["level"] == "info"
     assert serve("WARNING") == []
+
+
+def test_text_format_keeps_every_event_field_as_key_value() -> None:
+    # SENTINEL_LOG_FORMAT=text used to print only the message: the port was invisible.
+    from sentinel.telemetry import TextFormatter
+
+    line = TextFormatter().format(
+        record(
+            "mesh serving",
+            (),
+            port=50051,
+            specialists="threshold=127.0.0.1:1,model=127.0.0.1:2",
+            detail="two words",
+            ratio=np.float64(0.5),
+            reasons=["a", "b"],
+        )
+    )
+    assert "\n" not in line
+    assert " INFO sentinel.test: mesh serving " in line
+    assert "port=50051" in line
+    assert "specialists=threshold=127.0.0.1:1,model=127.0.0.1:2" in line
+    assert 'detail="two words"' in line
+    assert "ratio=0.5" in line and 'reasons=["a","b"]' in line
+
+
+def test_text_format_is_what_configure_logging_installs() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", "text", stream=stream)
+    try:
+        logging.getLogger("sentinel.test").info("bound", extra={"port": 1234})
+    finally:
+        configure_logging("WARNING", "json")
+    assert stream.getvalue().rstrip().endswith("sentinel.test: bound port=1234")
