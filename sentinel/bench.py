@@ -30,6 +30,7 @@ import math
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -47,6 +48,7 @@ LOAD_GENERATOR = "load-generator"
 REAL = "real"
 PASS_THROUGH = "pass-through"
 PERCENTILES = (50.0, 99.0, 99.9)
+FAILED_CALL_LOG = "specialist call failed"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -175,6 +177,8 @@ class MeshResult:
     latencies: list[float] = field(default_factory=list)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
+    specialist_calls_failed: int | None = None
+    """Failed Score calls logged by a local orchestrator over the whole run (warm-up too)."""
 
     def add(self, segment: Segment) -> None:
         self.seconds += segment.seconds
@@ -223,6 +227,7 @@ class MeshResult:
             "mesh_cpu_ms_per_1000_readings": mesh_cpu,
             "cores_busy": sum(self.cpu_seconds.values()) / self.seconds if self.seconds else None,
             "peak_rss_bytes": dict(self.peak_rss_bytes),
+            "specialist_calls_failed": self.specialist_calls_failed,
         }
 
 
@@ -276,6 +281,11 @@ class BenchReport:
                     f"  CPU ms per 1000 readings: {parts}; mesh total "
                     f"{data['mesh_cpu_ms_per_1000_readings']:.2f} (all processes busy "
                     f"{data['cores_busy']:.2f} cores)"
+                )
+            if mesh.specialist_calls_failed:
+                lines.append(
+                    f"  WARNING: {mesh.specialist_calls_failed} specialist calls failed "
+                    "(deadline?): those rows got degraded verdicts, not scores"
                 )
             if mesh.peak_rss_bytes:
                 parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in mesh.peak_rss_bytes.items())
@@ -445,12 +455,16 @@ class LocalMesh:
     orchestrator: subprocess.Popen
     target: str
     workdir: tempfile.TemporaryDirectory
+    log_path: Path
 
     @classmethod
     async def start(cls, pass_through: bool) -> LocalMesh:
         flag = ["--pass-through"] if pass_through else []
+        # Children's logs go to stderr, never into the report on stdout (`--json | jq`).
         specialists = LocalSpecialists(
-            extra_args={name: flag for name in DEFAULT_ENGINES}, env=_CHILD_ENV
+            extra_args={name: flag for name in DEFAULT_ENGINES},
+            env=_CHILD_ENV,
+            stdout=sys.stderr.fileno(),
         )
         await specialists.start(timeout=60)
         workdir = tempfile.TemporaryDirectory(prefix="sentinel-bench-")
@@ -458,9 +472,16 @@ class LocalMesh:
         command = serve_command(
             "orchestrator", ready, "--port", "0", "--specialists", specialists.targets, *flag
         )
-        process = subprocess.Popen(
-            command, env={**os.environ, **_CHILD_ENV}, stdin=subprocess.DEVNULL
-        )
+        # The orchestrator's log is kept, to count the specialist calls that failed.
+        log_path = Path(workdir.name) / "orchestrator.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                command,
+                env={**os.environ, **_CHILD_ENV},
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         try:
             port = await wait_ready(process, ready, time.monotonic() + 60)
         except BaseException:
@@ -468,7 +489,13 @@ class LocalMesh:
             await specialists.stop()
             raise
         name = PASS_THROUGH if pass_through else REAL
-        return cls(name, specialists, process, f"127.0.0.1:{port}", workdir)
+        return cls(name, specialists, process, f"127.0.0.1:{port}", workdir, log_path)
+
+    def specialist_calls_failed(self) -> int:
+        """Score calls the orchestrator logged as failed (deadline, unavailable): the rows of
+        those rounds got degraded verdicts, so the mesh did less work than it should have."""
+        text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        return text.count(FAILED_CALL_LOG)
 
     def processes(self) -> dict[str, int]:
         """{process name: pid}, the load generator (this process) included."""
@@ -554,6 +581,9 @@ async def run_bench(config: BenchConfig) -> BenchReport:
                 if (rss := process_peak_rss_bytes(pid)) is not None
             }  # fmt: skip
     finally:
+        for name, mesh in meshes.items():
+            if name in results:
+                results[name].specialist_calls_failed = mesh.specialist_calls_failed()
         await asyncio.gather(*(mesh.stop() for mesh in meshes.values()))
     return BenchReport(
         config=config_json(config),

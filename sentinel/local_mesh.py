@@ -40,6 +40,8 @@ class LocalSpecialists:
     extra_args: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     log_level: str = "WARNING"
+    stdout: int | None = None
+    """Where the children's stdout (their logs) goes; None = this process's stdout."""
     children: dict[str, SpecialistChild] = field(default_factory=dict)
     _workdir: tempfile.TemporaryDirectory | None = None
 
@@ -67,7 +69,7 @@ class LocalSpecialists:
             **self.env,
         }
         command = serve_command(name, ready, "--port", str(port), *self.extra_args.get(name, []))
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout)
         return process, ready
 
     async def restart(self, name: str, timeout: float = 30.0) -> SpecialistChild:

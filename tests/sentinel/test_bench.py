@@ -38,6 +38,7 @@ MESH_FIELDS = {
     "readings_per_second", "seconds", "batches_sent", "batches_acked", "readings_sent",
     "readings_acked", "duplicate_acks", "verdicts", "latency_ms", "open_loop", "cpu_seconds",
     "cpu_ms_per_1000_readings", "mesh_cpu_ms_per_1000_readings", "cores_busy", "peak_rss_bytes",
+    "specialist_calls_failed",
 }  # fmt: skip
 
 
@@ -183,6 +184,7 @@ def test_bench_baseline_json_end_to_end() -> None:
         assert mesh["batches_sent"] == mesh["batches_acked"], name
         assert mesh["readings_acked"] == mesh["readings_sent"] == 1000 * mesh["batches_acked"]
         assert mesh["duplicate_acks"] == 0 and mesh["verdicts"] == 0, name
+        assert mesh["specialist_calls_failed"] >= 0, name
         assert mesh["latency_ms"]["samples"] == mesh["batches_acked"], name
         assert mesh["latency_ms"]["p50"] <= mesh["latency_ms"]["p99"] <= mesh["latency_ms"]["max"]
         assert set(mesh["cpu_ms_per_1000_readings"]) == PROCESSES, name
