@@ -245,6 +245,8 @@ class BenchReport:
     def ratio(self) -> float | None:
         """Real ÷ pass-through readings/s (closed loop: both at their maximum)."""
         real, base = self.meshes.get(REAL), self.meshes.get(PASS_THROUGH)
+        if self.config.get("rate") is not None:
+            return None  # open loop: both achieve what is offered, until one cannot
         if real is None or base is None or not base.readings_per_second:
             return None
         return real.readings_per_second / base.readings_per_second

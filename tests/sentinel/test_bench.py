@@ -154,6 +154,12 @@ def test_open_loop_report_says_how_much_of_the_offered_rate_was_achieved() -> No
     mesh = _mesh(REAL, 80_000)
     mesh.rate = 50_000.0
     assert mesh.to_json()["open_loop"]["achieved_fraction"] == pytest.approx(0.8)
+    report = BenchReport(
+        config={"rate": 50_000.0},
+        meshes={REAL: mesh, PASS_THROUGH: _mesh(PASS_THROUGH, 80_000)},
+        load_average={"start": [0.0] * 3, "end": [0.0] * 3},
+    )
+    assert report.to_json()["ratio_real_to_pass_through"] is None  # both got what was offered
 
 
 def test_pass_through_specialist_answers_one_row_per_reading() -> None:
