@@ -100,12 +100,22 @@ def serve(
         typer.Option(help="Write the bound port here once serving (for supervisors)."),
     ] = None,
     console_spans: Annotated[bool, typer.Option(help="Print trace spans to the console.")] = False,
+    pass_through: Annotated[
+        bool,
+        typer.Option(
+            hidden=True,
+            help="Internal (`bench --baseline`): serve ROLE's transport without its work.",
+        ),
+    ] = False,
 ) -> None:
     """Run one role of the mesh (or `all`) until SIGINT/SIGTERM, then drain and stop."""
     from sentinel.lifeline import die_with_parent
 
     die_with_parent()  # started by another sentinel process: stop when it does
     common = _overrides(host=host, port=port, metrics_port=metrics_port)
+    if pass_through:
+        _serve_pass_through(role, common, specialists, ready_file)
+        return
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings
 
@@ -133,6 +143,24 @@ def serve(
         ),
     )
     specialist_main(settings, ready_file, console_spans)
+
+
+def _serve_pass_through(
+    role: Role, common: dict, specialists: str | None, ready_file: str | None
+) -> None:
+    if role is Role.all:
+        raise typer.BadParameter("--pass-through serves one role, not `all`")
+    if role is Role.orchestrator:
+        from sentinel.orchestrator.passthrough import main as pass_through_orchestrator
+        from sentinel.orchestrator.settings import OrchestratorSettings
+
+        settings = OrchestratorSettings(**common, **_overrides(specialists=specialists))
+        pass_through_orchestrator(settings, ready_file)
+        return
+    from sentinel.specialists.passthrough import main as pass_through_specialist
+    from sentinel.specialists.settings import SpecialistSettings
+
+    pass_through_specialist(SpecialistSettings(engine=role.value, **common), ready_file)
 
 
 @app.command()
@@ -233,27 +261,66 @@ def replay(
 @app.command()
 def bench(
     seconds: Annotated[
-        float, typer.Option(min=1, help="Measured duration (after a 2 s warm-up).")
+        float,
+        typer.Option(min=1, help="Measured duration per mesh (after a warm-up of each)."),
     ] = 10.0,
     batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Readings per batch.")] = 1000,
     sensors: Annotated[
-        int, typer.Option(min=1, help="Distinct sensors the readings cycle through.")
+        int, typer.Option(min=1, max=100_000, help="Distinct sensors the readings cycle through.")
     ] = 100,
     producers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent streams.")] = 2,
-    window: Annotated[int, typer.Option(min=1, help="Unacked batches per stream.")] = 8,
+    window: Annotated[
+        int, typer.Option(min=1, help="Closed loop: unacked batches per stream.")
+    ] = 8,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Open loop: offer this many readings/s on a fixed schedule (latency from the "
+            "scheduled send time) instead of as many as the mesh takes.",
+        ),
+    ] = None,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure a pass-through mesh (same processes and transport, no "
+            "detection), alternating with the real one, and print real / pass-through."
+        ),
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object with every figure.")
+    ] = False,
+    warmup: Annotated[
+        float, typer.Option(min=0, help="Closed-loop warm-up of each mesh, seconds.")
+    ] = 2.0,
     target: Annotated[
         str | None, typer.Option(help="Benchmark this orchestrator instead of a local mesh.")
     ] = None,
 ) -> None:
-    """Measure mesh throughput: readings/s through orchestrator + all specialists, ack latency."""
-    from sentinel.bench import run
+    """Measure the mesh: readings/s through orchestrator + all specialists, ack latency
+    (p50/p99/p99.9), CPU per 1000 readings and peak RSS of every process."""
+    import json
 
-    result = run(seconds, batch_size, sensors, producers, window, target)
-    print(
-        f"{result.readings_per_second:,.0f} readings/s  ({result.batches} batches of "
-        f"{batch_size} in {result.seconds:.1f}s, {producers} streams)  ack latency p50 "
-        f"{result.ack_latency_p50_ms:.1f} ms p99 {result.ack_latency_p99_ms:.1f} ms"
+    from sentinel.bench import BenchConfig, run_bench
+
+    if baseline and target:
+        raise typer.BadParameter("--baseline starts local meshes; drop --target")
+    config = BenchConfig(
+        seconds=seconds,
+        batch_size=batch_size,
+        sensors=sensors,
+        producers=producers,
+        window=window,
+        rate=rate,
+        baseline=baseline,
+        target=target,
+        warmup_seconds=warmup,
     )
+    report = asyncio.run(run_bench(config))
+    if json_output:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.render())
 
 
 @app.command()

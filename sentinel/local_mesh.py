@@ -47,6 +47,8 @@ class LocalSpecialists:
     log_level: str = "WARNING"
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Per engine, the /metrics port (0 = a free one); engines not named get no endpoint."""
+    stdout: int | None = None
+    """Where the children's stdout (their logs) goes; None = this process's stdout."""
     children: dict[str, SpecialistChild] = field(default_factory=dict)
 
     @property
@@ -87,7 +89,7 @@ class LocalSpecialists:
             *(("--metrics-port", str(metrics)) if metrics is not None else ()),
             *self.extra_args.get(name, []),
         )
-        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=self.stdout)
         return process, ready
 
     async def restart(self, name: str, timeout: float = 30.0) -> SpecialistChild:
