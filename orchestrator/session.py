@@ -41,7 +41,7 @@ VERDICTS_PER_EVENT = 1000
 class StreamOptions:
     limits: Limits
     queue_batches: int = 8
-    inflight_batches: int = 4
+    inflight_batches: int = 2
     coalesce_max_readings: int = 4096
     heartbeat_seconds: float = 30.0
     max_age_seconds: float = 1800.0

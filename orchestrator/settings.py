@@ -59,7 +59,7 @@ class OrchestratorSettings(ServerSettings):
     implausibly old, and they are what seconds or milliseconds look like. 0 accepts them."""
     stream_queue_batches: int = Field(default=8, ge=1)
     """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
-    stream_inflight_batches: int = Field(default=4, ge=1)
+    stream_inflight_batches: int = Field(default=2, ge=1)
     """Scoring rounds of one stream in flight at once (pipelining of fan-out calls)."""
     coalesce_max_readings: int = Field(default=COALESCE_DEFAULT, ge=1)
     """Queued batches of one stream are scored together up to this many readings (at most

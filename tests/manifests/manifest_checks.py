@@ -11,7 +11,7 @@ Three layers, each returning a list of human-readable problems (empty = valid):
    (``SENTINEL_K8S_VERSION``, default :data:`DEFAULT_K8S_VERSION`).
 2. Custom resources (Istio, Flagger): the served version's ``openAPIV3Schema``
    from the CRD bundles in ``SENTINEL_SCHEMAS_DIR`` (default
-   ``<repo>/../shared/schemas``), made strict the way the API server's strict
+   ``tests/manifests/schemas``, pinned copies with their provenance), made strict the way the API server's strict
    field validation is (``additionalProperties: false`` wherever the schema does
    not say ``x-kubernetes-preserve-unknown-fields``), plus the CRDs'
    ``x-kubernetes-validations`` CEL rules evaluated with cel-python where it can
@@ -79,7 +79,7 @@ RETRY_ON_CONDITIONS = frozenset(
 def schemas_dir() -> Path:
     """Directory of the CRD bundles (Istio, Flagger); ``SENTINEL_SCHEMAS_DIR`` wins."""
     env = os.environ.get("SENTINEL_SCHEMAS_DIR")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "schemas"
+    return Path(env) if env else Path(__file__).resolve().parent / "schemas"
 
 
 def k8s_version() -> str:
