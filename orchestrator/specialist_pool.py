@@ -18,8 +18,8 @@ import grpc
 import numpy as np
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
-from sentinel.specialists.codec import encode_views, encode_windows
 
+from sentinel.tensors import encode_views, encode_windows
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
 
 from .combine import EngineVotes

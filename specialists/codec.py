@@ -5,46 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from sentinel.errors import InvalidArgument
+from sentinel.tensors import decode_windows
 from sentinel.v1 import specialist_pb2
 
 from .engine import ChannelSpec, RangeViewSpec, ScoreInput, ScoreOutput, ViewSpec
-
-_DTYPES = {
-    specialist_pb2.TENSOR_D_TYPE_FLOAT32: np.dtype("<f4"),
-    specialist_pb2.TENSOR_D_TYPE_FLOAT64: np.dtype("<f8"),
-}
-
-
-def encode_windows(windows: np.ndarray) -> specialist_pb2.Tensor:
-    """A [rows, length] float array as a little-endian tensor (float32 if given float32)."""
-    if windows.dtype == np.float32:
-        dtype, kind = np.dtype("<f4"), specialist_pb2.TENSOR_D_TYPE_FLOAT32
-    else:
-        dtype, kind = np.dtype("<f8"), specialist_pb2.TENSOR_D_TYPE_FLOAT64
-    data = np.ascontiguousarray(windows, dtype=dtype)
-    return specialist_pb2.Tensor(dtype=kind, shape=list(windows.shape), data=data.tobytes())
-
-
-def decode_windows(tensor: specialist_pb2.Tensor, rows: int, field: str = "windows") -> np.ndarray:
-    shape = tuple(tensor.shape)
-    if rows == 0 and not shape and not tensor.data:
-        # No rows and no tensor at all (an empty request): nothing to check.
-        return np.empty((0, 0), dtype=_DTYPES.get(tensor.dtype, np.dtype("<f8")))
-    dtype = _DTYPES.get(tensor.dtype)
-    if dtype is None:
-        raise InvalidArgument(f"{field}.dtype", f"unsupported tensor dtype {tensor.dtype}")
-    if len(shape) != 2 or shape[0] != rows:
-        raise InvalidArgument(f"{field}.shape", f"expected [{rows}, width], got {list(shape)}")
-    expected = shape[0] * shape[1] * dtype.itemsize
-    if len(tensor.data) != expected:
-        raise InvalidArgument(
-            f"{field}.data", f"{len(tensor.data)} bytes for shape {list(shape)} (want {expected})"
-        )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
-
-
-def encode_views(views: dict[str, np.ndarray]) -> list[specialist_pb2.View]:
-    return [specialist_pb2.View(name=n, values=encode_windows(v)) for n, v in views.items()]
 
 
 def encode_view_spec(spec: ViewSpec) -> specialist_pb2.ViewSpec:

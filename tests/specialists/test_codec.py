@@ -7,12 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from sentinel.specialists.codec import (
-    decode_score_request,
-    decode_windows,
-    encode_score_response,
-    encode_windows,
-)
+from sentinel.specialists.codec import decode_score_request, encode_score_response
+from sentinel.tensors import decode_windows, encode_windows
 from sentinel.specialists.engine import ScoreOutput
 
 from sentinel.errors import InvalidArgument

@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 from mesh_fixtures import start_specialist
-from sentinel.specialists.codec import encode_windows
+from sentinel.tensors import encode_windows
 from sentinel.specialists.statistical import ENGINE_VERSION, StatisticalParams
 
 from sentinel.v1 import specialist_pb2 as pb
