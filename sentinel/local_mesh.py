@@ -71,7 +71,9 @@ class LocalSpecialists:
     def _spawn(self, name: str, workdir: Path, port: int = 0) -> tuple[subprocess.Popen, Path]:
         ready = workdir / f"{name}.port"
         env = {
-            **os.environ,
+            # The parent's public-facing settings are not the children's: the internal hops
+            # are plaintext on loopback, each child picks its own ports.
+            **{k: v for k, v in os.environ.items() if k not in PARENT_ONLY_SETTINGS},
             "SENTINEL_LOG_LEVEL": self.log_level,
             "SENTINEL_DRAIN_DELAY_SECONDS": "0",
             "SENTINEL_SHUTDOWN_GRACE_SECONDS": "1",
@@ -128,6 +130,20 @@ def _terminate(process: subprocess.Popen) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+# Settings of the process that starts a local mesh which its children must not inherit.
+PARENT_ONLY_SETTINGS = frozenset(
+    {
+        "SENTINEL_HOST",
+        "SENTINEL_PORT",
+        "SENTINEL_METRICS_PORT",
+        "SENTINEL_TLS_CERT_FILE",
+        "SENTINEL_TLS_KEY_FILE",
+        "SENTINEL_TLS_CLIENT_CA_FILE",
+        "SENTINEL_ALLOW_INSECURE",
+    }
+)
 
 
 def serve_command(role: str, ready: Path, *args: str) -> list[str]:

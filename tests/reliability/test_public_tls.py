@@ -144,3 +144,32 @@ def test_serve_refuses_plaintext_on_a_public_address_with_a_clear_message() -> N
     )
     assert result.returncode != 0
     assert "refusing plaintext gRPC on '0.0.0.0'" in result.stdout + result.stderr
+
+
+async def test_serve_all_with_tls_from_the_environment_keeps_detection_on(pki, tmp_path) -> None:
+    """TLS and a metrics port set as variables are the public face of `serve all`: the local
+    specialists must not inherit them (they used to serve TLS to a plaintext orchestrator, so
+    every verdict was degraded, and collide on the metrics port)."""
+    from sentinel.local_mesh import serve_command, wait_ready
+
+    ready = tmp_path / "ready"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env |= {
+        "SENTINEL_TLS_CERT_FILE": str(pki["server.pem"]),
+        "SENTINEL_TLS_KEY_FILE": str(pki["server.key"]),
+        "SENTINEL_METRICS_PORT": "0",
+        "SENTINEL_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        serve_command("all", ready, "--port", "0"), env=env, stdin=subprocess.DEVNULL
+    )
+    try:
+        port = await wait_ready(process, ready, asyncio.get_running_loop().time() + 60)
+        response = await _detect(f"localhost:{port}", _credentials(pki))
+        assert len(response.verdicts) == 2
+        for verdict in response.verdicts:
+            assert verdict.status != pb.VERDICT_STATUS_DEGRADED, verdict
+            assert {v.specialist for v in verdict.votes} == {"threshold", "statistical", "model"}
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
