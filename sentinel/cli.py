@@ -177,8 +177,15 @@ def demo(
     ] = 20.0,
     port: Annotated[int, typer.Option(help="Orchestrator port (0 = any free port).")] = 0,
     console_spans: Annotated[
-        bool, typer.Option(help="Print OpenTelemetry spans to the console.")
+        bool,
+        typer.Option(
+            help="Write the orchestrator's OpenTelemetry spans, one JSON object per line, to "
+            "--spans-file (not between the alert lines)."
+        ),
     ] = False,
+    spans_file: Annotated[
+        str, typer.Option(help="Where --console-spans writes ('-' for stderr).")
+    ] = "sentinel-demo-spans.jsonl",
 ) -> None:
     """The whole mesh plus simulated sensors (spikes, drifts, level shifts): live alerts, then a
     summary."""
@@ -189,7 +196,11 @@ def demo(
 
     configure_logging("WARNING", "text")
     logging.getLogger("sentinel.orchestrator.specialist_pool").setLevel(logging.ERROR)
-    asyncio.run(run_demo(seconds, sensors, rate, port=port, console_spans=console_spans))
+    asyncio.run(
+        run_demo(
+            seconds, sensors, rate, port=port, console_spans=console_spans, spans_file=spans_file
+        )
+    )
 
 
 @app.command()

@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import statistics
+import sys
 import time
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -65,6 +67,8 @@ def history_ticks_for(sensors: int) -> int:
     return max(MIN_HISTORY_TICKS, min(MAX_HISTORY_TICKS, HISTORY_BUDGET_READINGS // sensors))
 
 
+SPANS_FILE = "sentinel-demo-spans.jsonl"
+"""Where `--console-spans` writes the spans (in the working directory)."""
 RULES_FILE = "demo_rules.toml"
 RULE_REASON = "above high limit"
 SEED_RULE_REASON = "above high limit 90 (rule 'sensor-*')"
@@ -174,18 +178,36 @@ def alert_line(alert: orchestrator_pb2.Alert, caught: str = "") -> str:
     )
     clock = time.strftime("%H:%M:%S", time.localtime(stamp / NANOS))
     if alert.state == orchestrator_pb2.ALERT_STATE_OPEN:
-        why = escape("; ".join(alert.reasons) or "anomalous")
+        # Line 1: what and why (the first reason, without its specialist's restated value);
+        # line 2: which injected event it caught, and the alert's (and trace's) id.
+        why = escape(_short_reason(alert.reasons[0]) if alert.reasons else "anomalous")
+        more = f" (+{len(alert.reasons) - 1})" if len(alert.reasons) > 1 else ""
         return (
-            f"[bold red]{clock} OPEN    [/] {alert.sensor_id}  value {alert.peak_value:.1f} "
-            f"score {alert.peak_score:.2f}  {why}  [dim]({alert.alert_id[:8]})[/]"
-            + (f"\n                  [yellow]{caught}[/]" if caught else "")
+            f"[bold red]{clock} OPEN    [/] {alert.sensor_id}  value {alert.peak_value:.1f}  "
+            f"{why}{more}\n{INDENT}[dim]{alert.alert_id[:8]}[/]"
+            + (f" [yellow]{escape(caught)}[/]" if caught else "")
+            + (f" [dim]trace {alert.trace_id[:8]}[/]" if alert.trace_id else "")
         )
     lasted = (stamp - alert.first_timestamp_unix_nanos) / NANOS
     return (
         f"[bold green]{clock} RESOLVED[/] {alert.sensor_id}  after {lasted:.1f}s, "
-        f"{alert.anomalous_readings} anomalous readings, peak {alert.peak_value:.1f} "
+        f"{alert.anomalous_readings} anomalous, peak {alert.peak_value:.1f}  "
         f"[dim]({alert.alert_id[:8]})[/]"
     )
+
+
+INDENT = " " * 9
+"""Continuation lines start under the state (OPEN)."""
+
+
+def _short_reason(reason: str) -> str:
+    """'threshold: value 117.356 above high limit 90 (rule 'sensor-*')' ->
+    'threshold: above high limit 90 (rule 'sensor-*')' (the value is on the line already)."""
+    engine, sep, rest = reason.partition(": ")
+    if sep and rest.startswith("value "):
+        _, _, rest = rest[len("value ") :].partition(" ")
+        return f"{engine}: {rest}"
+    return reason
 
 
 def rules_path() -> str:
@@ -205,21 +227,27 @@ async def run_demo(
     paced: bool = True,
     seed: int = 7,
     history_ticks: int | None = None,
+    spans_file: str = SPANS_FILE,
 ) -> DemoTally:
     """Run the demo for `seconds` (or `ticks` live readings per sensor, or until a stop signal).
     `paced=False` sends as fast as the mesh takes it (timestamps still `rate` apart);
-    `history_ticks` defaults to `history_ticks_for(sensors)`."""
+    `history_ticks` defaults to `history_ticks_for(sensors)`. With `console_spans`, the
+    orchestrator's spans go to `spans_file` (one JSON object per line; "-" for stderr), not
+    between the alert lines: thousands a second would bury them."""
     if history_ticks is None:
         history_ticks = history_ticks_for(sensors)
     console = console or Console()
     stop = asyncio.Event()
     install_stop_signals(stop)
     specialists = LocalSpecialists(extra_args={"threshold": ["--rules", rules_path()]})
-    tracing = configure_tracing("sentinel-demo", console=console_spans)
+    spans_out: typing.TextIO | None = None
+    if console_spans:
+        spans_out = sys.stderr if spans_file == "-" else open(spans_file, "w")  # noqa: SIM115
+    tracing = configure_tracing("sentinel-demo", console=console_spans, console_out=spans_out)
     tally = DemoTally()
     console.print(
-        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)} "
-        f"(threshold rules: {RULES_FILE}, high limit 90 for sensor-*) ..."
+        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)}\n"
+        f"  (threshold rules: {RULES_FILE}, high limit 90 for sensor-*) ..."
     )
     await specialists.start()
     orchestrator: OrchestratorProcess | None = None
@@ -240,12 +268,17 @@ async def run_demo(
             if seconds is not None
             else f"running {ticks} readings per sensor"
         )
+        console.print(f"orchestrator on 127.0.0.1:{orchestrator.port}")
+        for target in specialists.targets.split(","):
+            console.print(f"  specialist {target.replace('=', ' on ')}")
         console.print(
-            f"orchestrator on 127.0.0.1:{orchestrator.port}; specialists: {specialists.targets}\n"
-            f"{sensors} simulated sensors with random events, plus {SEED_SENSOR_ID} (the seed's "
-            f"pattern: a spike on every {SEED_SPIKE_EVERY}th reading), at {rate:g} readings/s "
-            f"each; {until}"
+            f"{sensors} simulated sensors with random events, plus {SEED_SENSOR_ID}\n"
+            f"  (the seed's pattern: a spike on every {SEED_SPIKE_EVERY}th reading),\n"
+            f"  at {rate:g} readings/s each; {until}"
         )
+        if spans_out is not None:
+            where = "stderr" if spans_file == "-" else spans_file
+            console.print(f"trace spans: one JSON object per line to {where}")
 
         simulator = SensorSimulator(sensors, seed=seed)
         tally.events = simulator.events
@@ -264,11 +297,13 @@ async def run_demo(
                 tally.open_alerts.pop(alert.sensor_id, None)
             if clock.tick(alert.first_timestamp_unix_nanos) >= 0:
                 # Alerts on the warm-up history are counted in the summary, not shown live.
-                console.print(alert_line(alert, caught), highlight=False)
+                console.print(
+                    alert_line(alert, caught), highlight=False, no_wrap=True, overflow="ellipsis"
+                )
 
         def on_verdicts(batch_id: int, verdicts: list[orchestrator_pb2.Verdict]) -> None:
             for line in _on_verdicts(tally, batch_id, verdicts, simulator, clock, index):
-                console.print(line, highlight=False)
+                console.print(line, highlight=False, no_wrap=True, overflow="ellipsis")
 
         client = TelemetryClient(
             f"127.0.0.1:{orchestrator.port}",
@@ -281,17 +316,23 @@ async def run_demo(
         async with client:
             if history_ticks:
                 console.print(
-                    f"warming up: {history_ticks} readings of normal history per sensor "
-                    f"(level window, likelihood calibration, adaptive ranges) ..."
+                    f"warming up: {history_ticks} readings of normal history per sensor\n"
+                    f"  (level window, likelihood calibration, adaptive ranges) ..."
                 )
                 await _send_history(client, simulator, clock, history_ticks, tally)
             await _stream_live(client, simulator, clock, seconds, ticks, rate, paced, stop, tally)
-        _print_summary(console, tally, client, simulator)
     finally:
         if orchestrator is not None:
             await orchestrator.stop(drain_delay=0, grace=1)
         await specialists.stop()
         tracing.shutdown()
+        if spans_out is not None and spans_out is not sys.stderr:
+            spans_out.close()
+    _print_summary(console, tally, client, simulator)
+    if spans_out is not None and spans_file != "-":
+        with open(spans_file) as written:
+            spans = sum(1 for _ in written)
+        console.print(f"trace spans: {spans} in {spans_file} (the orchestrator's)")
     return tally
 
 
@@ -337,8 +378,8 @@ def _on_verdicts(
             lines.append(
                 f"[bold red]{clock_text} FLAGGED [/] {verdict.sensor_id}  value "
                 f"{verdict.value:.1f} inside open alert [dim]({open_alert[:8]})[/]\n"
-                f"                  [yellow]caught: {event.describe()} "
-                f"{_when(delay)} (the alert was already open)[/]"
+                f"{INDENT}[yellow]caught: {event.describe()} {_when(delay)} "
+                f"(already open)[/]"
             )
     return lines
 
@@ -358,10 +399,7 @@ def _credit(alert, tally: DemoTally, simulator, clock: Clock, index: dict[str, i
             return ""
         if spike is None:
             return "seed pattern: no spike at this reading"
-        return (
-            f"seed pattern: spike to {spike.value:.1f} on reading {tick + 1} "
-            f"(every {SEED_SPIKE_EVERY}th) alerted at its own reading"
-        )
+        return f"seed spike on reading {tick + 1}: alerted at once"
     event = simulator.event_at(sensor, tick) if tick >= 0 else None
     tally.opened.append(OpenedAlert(tick, sensor, event, tuple(alert.reasons)))
     if tick < 0:
@@ -460,10 +498,11 @@ def _readings_after(delays: list[int]) -> str:
 
 
 def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, simulator) -> None:
+    history = tally.history_ticks * simulator.sensors
+    live = tally.readings_sent - history
     table = Table(title="Sentinel demo summary", show_header=False)
-    table.add_row("readings sent", str(tally.readings_sent))
+    table.add_row("readings sent", f"{tally.readings_sent} ({history} warm-up + {live} live)")
     table.add_row("readings acked", str(client.stats.readings_acked))
-    table.add_row("  of which warm-up history", str(tally.history_ticks * simulator.sensors))
     table.add_row("verdicts (live readings)", str(sum(tally.verdicts.values())))
     for status, count in sorted(tally.verdicts.items()):
         table.add_row(f"  {status.removeprefix('VERDICT_STATUS_').lower()}", str(count))
@@ -490,6 +529,47 @@ def _print_summary(console: Console, tally: DemoTally, client: TelemetryClient, 
     if tally.seed_index is not None:
         table.add_row(*_seed_row(tally))
     console.print(table)
+    if history:
+        console.print(
+            f"Readings vs verdicts: each sensor first sent {tally.history_ticks} readings of "
+            f"normal history ({history} in all) without asking for verdicts, so that the "
+            f"engines had their windows and calibration before the live part; each of the "
+            f"{live} live readings got one verdict."
+            + (
+                f" The {warm} alerts opened on that history (engines still learning) are "
+                f"counted above, not shown."
+                if warm
+                else ""
+            )
+        )
+    for line in event_lines(tally, simulator):
+        console.print(line, highlight=False)
+
+
+MAX_EVENT_LINES = 12
+
+
+def event_lines(tally: DemoTally, simulator: SensorSimulator) -> list[str]:
+    """One line per injected event (the first `MAX_EVENT_LINES`): caught how soon, missed, or
+    too recent to judge."""
+    events = sorted(simulator.events, key=lambda e: (e.start_tick, e.sensor))
+    if not events:
+        return []
+    lines = ["Injected events (live reading numbers):"]
+    for event in events[:MAX_EVENT_LINES]:
+        if event in tally.caught:
+            outcome = f"caught {_when(tally.caught[event])}"
+        elif tally.live_ticks - event.start_tick >= event.length + SETTLE_TICKS:
+            outcome = "[bold]missed[/]"
+        else:
+            outcome = "too recent to judge"
+        lines.append(
+            f"  {simulator.ids[event.sensor]} {event.describe()} at reading "
+            f"{event.start_tick + 1}: {outcome}"
+        )
+    if len(events) > MAX_EVENT_LINES:
+        lines.append(f"  ... and {len(events) - MAX_EVENT_LINES} more (counted in the table)")
+    return lines
 
 
 def _seed_row(tally: DemoTally) -> tuple[str, str]:

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import typing
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -178,8 +179,13 @@ def tracing_requested(console: bool = False) -> bool:
     )
 
 
-def configure_tracing(service_name: str, console: bool = False) -> Tracing:
+def configure_tracing(
+    service_name: str, console: bool = False, console_out: typing.TextIO | None = None
+) -> Tracing:
     """An SDK provider exporting over OTLP/gRPC when OTEL_* asks for it; otherwise a no-op.
+
+    `console` adds a ConsoleSpanExporter: indented JSON on stdout, or, with `console_out`, one
+    JSON object per line on that stream (the demo's spans file, away from its alert lines).
 
     The batch processor exports from a background thread with a bounded queue, so a collector
     that is down drops spans instead of slowing or stopping the service.
@@ -205,7 +211,14 @@ def configure_tracing(service_name: str, console: bool = False) -> Tracing:
 
         exporters.append(OTLPSpanExporter())
     if console:
-        exporters.append(ConsoleSpanExporter())
+        if console_out is None:
+            exporters.append(ConsoleSpanExporter())
+        else:
+            exporters.append(
+                ConsoleSpanExporter(
+                    out=console_out, formatter=lambda span: span.to_json(indent=None) + "\n"
+                )
+            )
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return Tracing(provider, propagator, tuple(exporters))

@@ -165,3 +165,33 @@ def test_prod_patches_reach_the_statefulset(rendered):
     zone = pod["topologySpreadConstraints"][0]
     assert zone["topologyKey"] == "topology.kubernetes.io/zone"
     assert zone["whenUnsatisfiable"] == "DoNotSchedule"
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_trace_service_names_match_the_processes_defaults(rendered, overlay):
+    """OTEL_SERVICE_NAME in the pods is the name each role uses by default outside Kubernetes
+    (`sentinel-orchestrator`, `sentinel-<engine>`), so traces look the same everywhere."""
+    workloads = [o for o in rendered[overlay] if o["kind"] in ("Deployment", "StatefulSet")]
+    assert workloads
+    for workload in workloads:
+        template = workload["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["SENTINEL_APP"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "metadata.labels['app']"
+        )
+        assert env["OTEL_SERVICE_NAME"]["value"] == "sentinel-$(SENTINEL_APP)"
+        names = [e["name"] for e in container["env"]]
+        assert names.index("SENTINEL_APP") < names.index("OTEL_SERVICE_NAME")  # $() order
+        role = container["args"][1]  # serve <role>
+        assert template["metadata"]["labels"]["app"] == role, workload["metadata"]["name"]
+
+
+def test_dev_overlay_uses_a_local_image_not_the_placeholder(rendered):
+    images = {
+        c["image"]
+        for o in rendered["dev"]
+        if o["kind"] in ("Deployment", "StatefulSet")
+        for c in o["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"sentinel-mesh/sentinel:dev"}

@@ -53,10 +53,14 @@ def test_demo_prints_alerts_opening_and_resolving_and_a_summary() -> None:
     def cell(label: str) -> str:
         return next(line for line in out.splitlines() if label in line).split("│")[2].strip()
 
-    assert int(cell("readings sent")) == int(cell("readings acked")) > 0
+    sent, _, split = cell("readings sent").partition(" ")
+    assert int(sent) == int(cell("readings acked")) > 0
+    warm, _, live = split.strip("()").removesuffix(" live").partition(" warm-up + ")
+    assert int(warm) + int(live) == int(sent)
+    assert int(cell("verdicts (live readings)")) == int(live)
     assert cell("spikes caught (rule: high 90)").startswith("1 of 1, after 0 readings")
     # The seed's pattern: sensor-seed spikes on every 20th reading, each alerted by the rule 90.
-    assert "seed pattern: spike to" in out
+    assert "seed spike on reading 20: alerted at once" in out
     alerted, _, rest = cell("seed pattern (spike every 20th reading on sensor-seed)").partition(
         " of "
     )

@@ -30,3 +30,31 @@ def test_resolved_line_is_stamped_with_the_resolution_time() -> None:
     # Without a resolution time (an older orchestrator): the last anomalous reading, as before.
     alert.resolved_timestamp_unix_nanos = 0
     assert "after 0.0s" in alert_line(alert)
+
+
+def test_the_demo_fits_80_columns_and_explains_its_summary() -> None:
+    """A real (unpaced, seeded) run on an 80-column console: no line is longer, the summary
+    says why there are fewer verdicts than readings (the warm-up history asks for none), and
+    lists each injected event with what became of it."""
+    import asyncio
+    import io
+
+    from rich.console import Console
+
+    from sentinel.demo import run_demo
+
+    console = Console(file=io.StringIO(), width=80, color_system=None)
+    tally = asyncio.run(run_demo(None, 3, 20.0, console=console, ticks=600, paced=False, seed=7))
+    out = console.file.getvalue()
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+    history = tally.history_ticks * 4  # 3 sensors + sensor-seed
+    live = tally.readings_sent - history
+    assert sum(tally.verdicts.values()) == live
+    assert f"{tally.readings_sent} ({history} warm-up + {live} live)" in out
+    assert "Readings vs verdicts:" in " ".join(out.split())
+    assert tally.events, "seed 7 injected no event in 600 readings"
+    listed = out[out.index("Injected events (live reading numbers):") :]
+    shown = sorted(tally.events, key=lambda e: (e.start_tick, e.sensor))[:12]
+    for event in shown:
+        assert f"at reading {event.start_tick + 1}:" in listed
+    assert listed.count(": caught ") == sum(e in tally.caught for e in shown)
