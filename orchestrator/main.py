@@ -142,6 +142,7 @@ class OrchestratorProcess:
             max_client_id_length=settings.max_client_id_length,
             max_anonymous_streams=settings.max_anonymous_streams,
             max_detect_readings=settings.max_detect_readings,
+            write_timeout_seconds=settings.stream_write_timeout_seconds,
         )
         self.metrics.bind_gauges(
             queue_depth=lambda: self.servicer.queue_depth,

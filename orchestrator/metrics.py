@@ -26,6 +26,11 @@ class OrchestratorMetrics:
             "Resent batches acked again without scoring.",
             registry=registry,
         )
+        self.stalled_streams = Counter(
+            "sentinel_orchestrator_stalled_streams",
+            "Streams ended because their client stopped reading (stream_write_timeout_seconds).",
+            registry=registry,
+        )
         self.internal_errors = Counter(
             "sentinel_orchestrator_internal_errors",
             "Scoring rounds that failed unexpectedly (their stream or call ended with INTERNAL).",

@@ -44,6 +44,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         max_client_id_length: int = 128,
         max_anonymous_streams: int = 64,
         max_detect_readings: int = 2_000,
+        write_timeout_seconds: float = 30.0,
     ) -> None:
         self._pipeline = pipeline
         self._hub = hub
@@ -61,6 +62,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._streams_by_client: Tally[str] = Tally()
         self._detect_active = 0
         self._closing = False
+        self._write_timeout = write_timeout_seconds
 
     # -- state read by metrics -------------------------------------------------------------
     @property
@@ -110,9 +112,26 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         )
         self.sessions.add(session)
         self._streams_by_client[principal] += 1
+        handler = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def give_up() -> None:
+            # The client has taken no event for `write_timeout` seconds (it stopped reading):
+            # cancel the call, so that it stops pinning memory and the queue-depth signal.
+            self._pipeline.metrics.stalled_streams.inc()
+            log.warning(
+                "stream ended: the client stopped reading",
+                extra={"client_id": identity.scope, "write_timeout_s": self._write_timeout},
+            )
+            handler.cancel()
+
         try:
             async for event in session.events(request_iterator):
-                yield event
+                deadline = loop.call_later(self._write_timeout, give_up)
+                try:
+                    yield event
+                finally:
+                    deadline.cancel()
         finally:
             self.sessions.discard(session)
             self._streams_by_client[principal] -= 1

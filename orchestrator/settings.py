@@ -57,6 +57,8 @@ class OrchestratorSettings(ServerSettings):
     min_timestamp_unix_nanos: int = Field(default=10**17, ge=0)
     """Nonzero timestamps before this (default 1973-03-03) are rejected: in nanoseconds they are
     implausibly old, and they are what seconds or milliseconds look like. 0 accepts them."""
+    stream_write_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A stream whose client takes no event for this long (it stopped reading) is ended."""
     stream_queue_batches: int = Field(default=8, ge=1)
     """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
     stream_inflight_batches: int = Field(default=2, ge=1)

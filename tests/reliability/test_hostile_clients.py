@@ -300,3 +300,34 @@ async def test_sensor_ids_of_only_spaces_or_combining_marks_are_refused() -> Non
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert refused.value.details().startswith("readings[0].sensor_id: must not be blank")
         assert len((await mesh.stub.Detect(fixed(0, [1.0], sensor=" a "))).verdicts) == 1
+
+
+async def test_a_client_that_stops_reading_is_ended_and_stops_counting_as_queue_depth() -> None:
+    """A stalled reader used to pin its queues (and the autoscaler's queue-depth signal) for
+    good: max stream age is checked between events, and it never got its next event out."""
+    async with running_mesh(
+        engines=("threshold",), stream_write_timeout_seconds=1.0, heartbeat_seconds=0.2
+    ) as mesh:
+        servicer = mesh.orchestrator.servicer
+
+        async def requests():
+            for index in range(1, 10_000):
+                # Every verdict comes back: the client's receive window fills quickly.
+                yield batch(index, [1.0] * 1000, sensor=f"stall-{index % 50}")
+                await asyncio.sleep(0)
+
+        call = mesh.stub.StreamTelemetry(requests(), metadata=((CLIENT_ID_HEADER, "stalls"),))
+        deadline = time.monotonic() + 20
+        while servicer.active_streams == 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert servicer.active_streams == 1
+        # Never read from `call`. Within the write timeout (plus the time to fill the window)
+        # the orchestrator ends the stream, forgets its queues and counts it.
+        while servicer.active_streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert servicer.active_streams == 0 and servicer.queue_depth == 0
+        stalled = mesh.orchestrator.registry.get_sample_value(
+            "sentinel_orchestrator_stalled_streams_total"
+        )
+        assert stalled == 1
+        call.cancel()
