@@ -16,7 +16,7 @@ from sentinel.server import (
     server_credentials,
 )
 from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, configure_tracing
-from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from sentinel.v1 import orchestrator_pb2
 
 from .alert_hub import AlertHub
 from .alertmanager import AlertmanagerOptions, AlertmanagerSender
@@ -29,7 +29,7 @@ from .history import History, HistoryLimits
 from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
 from .pipeline import ScoringPipeline
-from .servicer import OrchestratorServicer
+from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
 from .settings import OrchestratorSettings
 from .specialist_pool import SpecialistClient, SpecialistPool, channel_options, parse_targets
@@ -153,9 +153,7 @@ class OrchestratorProcess:
         self.server = GrpcServer(
             bind_address=parse_bind(settings.host, settings.port),
             service_names=(SERVICE_NAME,),
-            add_servicers=lambda s: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-                self.servicer, s
-            ),
+            add_servicers=lambda s: add_to_server(self.servicer, s),
             max_message_bytes=settings.max_message_bytes,
             server_credentials=server_credentials(
                 settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file

@@ -8,6 +8,7 @@ from collections import Counter as Tally
 from collections.abc import Sequence
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from sentinel.errors import REJECTED_BATCH_HEADER, BatchConflict, InvalidArgument
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
@@ -159,6 +160,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         metadata = tuple(context.invocation_metadata() or ())
         identity = await self._identify(context, metadata)
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidArgument("request", f"not a valid TelemetryBatch: {request.error}")
             # The response carries a verdict per reading: refused up front, not after scoring.
             count = len(request.readings)
             if self._limits.max_batch_readings >= count > self._max_detect_readings:
@@ -259,3 +262,53 @@ def _code_of(error: Exception) -> grpc.StatusCode:
     if isinstance(error, BatchConflict):
         return grpc.StatusCode.ALREADY_EXISTS
     return grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Undecodable:
+    """A request whose bytes are not a valid message: handed to the RPC, which refuses it with
+    INVALID_ARGUMENT and counts it (instead of gRPC logging a traceback for each one)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _lenient(parse):
+    def parse_or_mark(data: bytes):
+        try:
+            return parse(data)
+        except DecodeError as error:
+            return Undecodable(str(error))
+
+    return parse_or_mark
+
+
+def add_to_server(servicer: OrchestratorServicer, server) -> None:
+    """`add_OrchestratorServicer_to_server`, with TelemetryBatch requests decoded leniently."""
+    pb = orchestrator_pb2
+    batch = _lenient(pb.TelemetryBatch.FromString)
+    handlers = {
+        "StreamTelemetry": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamTelemetry,
+            request_deserializer=batch,
+            response_serializer=pb.StreamEvent.SerializeToString,
+        ),
+        "Detect": grpc.unary_unary_rpc_method_handler(
+            servicer.Detect,
+            request_deserializer=batch,
+            response_serializer=pb.DetectResponse.SerializeToString,
+        ),
+        "WatchAlerts": grpc.unary_stream_rpc_method_handler(
+            servicer.WatchAlerts,
+            request_deserializer=pb.WatchAlertsRequest.FromString,
+            response_serializer=pb.Alert.SerializeToString,
+        ),
+        "ListAlerts": grpc.unary_unary_rpc_method_handler(
+            servicer.ListAlerts,
+            request_deserializer=pb.ListAlertsRequest.FromString,
+            response_serializer=pb.ListAlertsResponse.SerializeToString,
+        ),
+    }
+    service = pb.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+    assert set(handlers) == set(pb.DESCRIPTOR.services_by_name["Orchestrator"].methods_by_name)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)

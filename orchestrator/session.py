@@ -141,6 +141,12 @@ class StreamSession:
         terminal: object = _END
         try:
             async for request in requests:
+                if not isinstance(request, orchestrator_pb2.TelemetryBatch):
+                    # Bytes that are not a TelemetryBatch (see servicer.Undecodable).
+                    terminal = InvalidArgument(
+                        "request", f"not a valid TelemetryBatch: {getattr(request, 'error', '')}"
+                    )
+                    return
                 try:
                     batch = decode_batch(request, self._options.limits)
                 except InvalidArgument as error:

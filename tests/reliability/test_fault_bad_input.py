@@ -13,8 +13,8 @@ Handling, as documented in orchestrator/batches.py and the README:
 - a message over max_message_bytes: RESOURCE_EXHAUSTED from gRPC ("Received message larger
   than max (N vs. M)"), before any of it is decoded.
 - strings that are not UTF-8 (only non-protobuf or hand-made clients can send them): a stream
-  ends with INVALID_ARGUMENT "request: not a valid TelemetryBatch"; unary Detect answers
-  UNKNOWN (grpcio fails to deserialize before the servicer runs).
+  ends with INVALID_ARGUMENT "request: not a valid TelemetryBatch", and so does unary Detect
+  (the orchestrator decodes leniently and refuses, counted, instead of gRPC logging a traceback).
 - timestamp 0 = now; out-of-order timestamps are accepted (windows follow arrival order).
 - duplicate batch id under the same x-sentinel-client-id: acked again with duplicate=true and
   the first readings_accepted, not scored again; without a client id every batch is scored.
@@ -373,7 +373,7 @@ def test_duplicates_timestamps_empty_and_undecodable_batches(orchestrator, stub)
             and not verdicts
         )
 
-        # Not UTF-8 (a hand-made client): the stream ends with INVALID_ARGUMENT; Detect: UNKNOWN.
+        # Not UTF-8 (a hand-made client): the stream and Detect end with INVALID_ARGUMENT.
         reading = b"\x0a\x02\xff\xfe" + b"\x11" + struct.pack("<d", 1.0)  # sensor_id b"\xff\xfe"
         bad = b"\x08\x05" + b"\x12" + bytes([len(reading)]) + reading
         with grpc.insecure_channel(orchestrator.target) as channel:
@@ -391,9 +391,19 @@ def test_duplicates_timestamps_empty_and_undecodable_batches(orchestrator, stub)
                 request_serializer=lambda raw: raw,
                 response_deserializer=pb.DetectResponse.FromString,
             )
+            rejected = orchestrator.scrape(
+                "sentinel_orchestrator_batches_rejected_total", {"code": "INVALID_ARGUMENT"}
+            )
             with pytest.raises(grpc.RpcError) as refused:
                 raw_detect(bad, timeout=10)
-            assert refused.value.code() == grpc.StatusCode.UNKNOWN
+            assert (
+                orchestrator.scrape(
+                    "sentinel_orchestrator_batches_rejected_total", {"code": "INVALID_ARGUMENT"}
+                )
+                == (rejected or 0) + 1
+            )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith("request: not a valid TelemetryBatch")
             assert "UTF-8" in refused.value.details()
         producer = steady.finish()
     assert producer.acked_readings == producer.sent_readings > 0
