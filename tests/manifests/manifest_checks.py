@@ -10,8 +10,8 @@ Three layers, each returning a list of human-readable problems (empty = valid):
    ``kubernetes-validate`` against a pinned Kubernetes version
    (``SENTINEL_K8S_VERSION``, default :data:`DEFAULT_K8S_VERSION`).
 2. Custom resources (Istio, Flagger): the served version's ``openAPIV3Schema``
-   from the CRD bundles in ``SENTINEL_SCHEMAS_DIR`` (default
-   ``tests/manifests/schemas``, pinned copies with their provenance), made strict the way the API server's strict
+   from the CRD bundles in ``SENTINEL_SCHEMAS_DIR`` (default ``tests/manifests/schemas``,
+   pinned copies with their provenance), made strict the way the API server's strict
    field validation is (``additionalProperties: false`` wherever the schema does
    not say ``x-kubernetes-preserve-unknown-fields``), plus the CRDs'
    ``x-kubernetes-validations`` CEL rules evaluated with cel-python where it can

@@ -40,7 +40,7 @@ def start(hub: AlertHub, prefix: str = "", gate: asyncio.Event | None = None):
 
 async def test_every_subscriber_gets_every_alert_in_order():
     hub = AlertHub()
-    (t1, r1), (t2, r2) = start(hub), start(hub)
+    (t1, _), (t2, _) = start(hub), start(hub)
     await settle()
     assert hub.subscribers == 2
     sent = [alert("s", n) for n in range(10)]

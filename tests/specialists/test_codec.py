@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from sentinel.specialists.codec import decode_score_request, encode_score_response
-from sentinel.tensors import decode_windows, encode_windows
 from sentinel.specialists.engine import ScoreOutput
 
 from sentinel.errors import InvalidArgument
+from sentinel.tensors import decode_windows, encode_windows
 from sentinel.v1 import specialist_pb2 as pb
 
 

@@ -6,9 +6,9 @@ import grpc
 import numpy as np
 import pytest
 from mesh_fixtures import start_specialist
-from sentinel.tensors import encode_windows
 from sentinel.specialists.statistical import ENGINE_VERSION, StatisticalParams
 
+from sentinel.tensors import encode_windows
 from sentinel.v1 import specialist_pb2 as pb
 from sentinel.v1 import specialist_pb2_grpc
 
