@@ -150,27 +150,24 @@ def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 
 def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
-    # Checks run once per distinct id; batches usually repeat a few sensors many times.
-    seen: set[str] = set()
-    for index, sensor_id in enumerate(sensor_ids):
-        if sensor_id in seen:
-            continue
-        if not sensor_id:
-            raise InvalidArgument(f"readings[{index}].sensor_id", "must not be empty")
-        if len(sensor_id) > limits.max_sensor_id_length:
-            raise InvalidArgument(
-                f"readings[{index}].sensor_id",
-                f"{len(sensor_id)} characters exceeds the limit of {limits.max_sensor_id_length}",
-            )
-        if not sensor_id.isprintable():
-            raise InvalidArgument(
-                f"readings[{index}].sensor_id", "must contain only printable characters"
-            )
-        if _blank(sensor_id):
-            raise InvalidArgument(
-                f"readings[{index}].sensor_id", "must not be blank (only spaces or combining marks)"
-            )
-        seen.add(sensor_id)
+    # Checks run once per distinct id (batches usually repeat a few sensors many times); the
+    # index of an offending id is looked up only to name it.
+    for sensor_id in dict.fromkeys(sensor_ids):
+        problem = _id_problem(sensor_id, limits)
+        if problem is not None:
+            raise InvalidArgument(f"readings[{sensor_ids.index(sensor_id)}].sensor_id", problem)
+
+
+def _id_problem(sensor_id: str, limits: Limits) -> str | None:
+    if not sensor_id:
+        return "must not be empty"
+    if len(sensor_id) > limits.max_sensor_id_length:
+        return f"{len(sensor_id)} characters exceeds the limit of {limits.max_sensor_id_length}"
+    if not sensor_id.isprintable():
+        return "must contain only printable characters"
+    if _blank(sensor_id):
+        return "must not be blank (only spaces or combining marks)"
+    return None
 
 
 def _blank(sensor_id: str) -> bool:
