@@ -5,9 +5,12 @@
 # Build:  docker build -t sentinel:dev .
 
 ARG PYTHON_VERSION=3.12
+# The base of both stages: any Debian-based image with python3, python3-venv and pip (a mirror,
+# or an image built from Debian's packages for air-gapped builds; see docs/deploy.md).
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
 # ---- builder: build the wheel, install it with its dependencies into a venv ----
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -26,7 +29,7 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/sentinel --help > /dev/null
 
 # ---- runtime: slim Python + the venv, no build tools, non-root ----
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+FROM ${BASE_IMAGE} AS runtime
 
 LABEL org.opencontainers.image.title="sentinel-mesh" \
       org.opencontainers.image.description="Streaming anomaly detection as a gRPC service mesh" \

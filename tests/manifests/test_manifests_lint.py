@@ -41,6 +41,17 @@ def test_dockerfile_is_multi_stage(repo_root):
     assert "COPY --from=builder /opt/venv /opt/venv" in text
 
 
+def test_both_stages_build_from_the_base_image_argument(repo_root):
+    """CI, mirrors and air-gapped users pass `--build-arg BASE_IMAGE=...`; the default is the
+    official slim Python image."""
+    lines = (repo_root / "Dockerfile").read_text().splitlines()
+    froms = [line.split()[1] for line in lines if line.upper().startswith("FROM ")]
+    assert froms == ["${BASE_IMAGE}", "${BASE_IMAGE}"]
+    default = next(line for line in lines if line.startswith("ARG BASE_IMAGE="))
+    assert default == "ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm"
+    assert lines.index(default) < next(i for i, line in enumerate(lines) if line.startswith("FROM"))
+
+
 def test_final_stage_runs_as_the_uid_the_pods_use(final_stage, rendered):
     assert mc.dockerfile_uid() == 10001
     for dep in (o for o in rendered["prod"] if o["kind"] in mc.WORKLOAD_KINDS):
