@@ -106,6 +106,9 @@ def configure_logging(level: str, fmt: str = "json", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Python warnings (numpy's RuntimeWarnings among them) become log records (logger
+    # "py.warnings") in the same format, instead of free text on stderr.
+    logging.captureWarnings(True)
 
 
 DEFAULT_PROPAGATORS = "tracecontext,b3multi"

@@ -117,6 +117,27 @@ def test_configure_logging_sets_level_and_json_lines(root_logger) -> None:
     assert not isinstance(root_logger.handlers[0].formatter, JsonFormatter)
 
 
+def test_numpy_warnings_are_json_log_lines_not_stderr_text(root_logger, capfd) -> None:
+    import warnings
+
+    import numpy as np
+
+    stream = io.StringIO()
+    # Earlier tests configured logging while pytest's own warning capture was installed.
+    logging.captureWarnings(False)
+    configure_logging("warning", "json", stream=stream)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            np.mean(np.array([]))  # numpy's "Mean of empty slice" RuntimeWarning
+    finally:
+        logging.captureWarnings(False)
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert records and all(r["logger"] == "py.warnings" for r in records)
+    assert any("Mean of empty slice" in r["msg"] for r in records)
+    assert "Mean of empty slice" not in capfd.readouterr().err
+
+
 def test_importing_the_roles_configures_no_logging() -> None:
     code = (
         "import logging, orchestrator.main, specialists.main, sentinel.cli, sentinel.serve_all;"
