@@ -20,7 +20,6 @@ from sentinel.v1 import orchestrator_pb2
 
 from .alert_hub import AlertHub
 from .alertmanager import AlertmanagerOptions, AlertmanagerSender
-from .batches import Limits
 from .calibration import CalibrationParams
 from .checkpointer import Checkpointer
 from .combine import Combiner
@@ -117,12 +116,7 @@ class OrchestratorProcess:
                 AlertmanagerOptions.from_settings(settings), self.incidents, self.registry
             )
             self.pipeline.sinks.append(self.alertmanager)
-        limits = Limits(
-            max_batch_readings=settings.max_batch_readings,
-            max_sensor_id_length=settings.max_sensor_id_length,
-            max_future_seconds=settings.max_future_seconds,
-            min_timestamp_unix_nanos=settings.min_timestamp_unix_nanos,
-        )
+        limits = settings.ingest_limits()
         self.servicer = OrchestratorServicer(
             self.pipeline,
             self.hub,

@@ -111,11 +111,7 @@ class PassThroughOrchestratorProcess:
         }
         servicer = PassThroughServicer(
             self.channels,
-            Limits(
-                max_batch_readings=settings.max_batch_readings,
-                max_sensor_id_length=settings.max_sensor_id_length,
-                max_future_seconds=settings.max_future_seconds,
-            ),
+            settings.ingest_limits(),
             settings.stream_inflight_batches,
             settings.specialist_timeout_seconds,
         )

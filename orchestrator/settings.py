@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from sentinel.settings import ServerSettings
 
 from .alertmanager import check_url, parse_labels
+from .batches import Limits
 from .combine import Policy
 from .specialist_pool import parse_targets
 
@@ -168,6 +169,15 @@ class OrchestratorSettings(ServerSettings):
         if self.resolve_after == 0 and self.resolve_after_seconds == 0:
             raise ValueError("resolve_after or resolve_after_seconds must be set")
         return self
+
+    def ingest_limits(self) -> Limits:
+        """What a client batch must satisfy (decode_batch), for every servicer that decodes."""
+        return Limits(
+            max_batch_readings=self.max_batch_readings,
+            max_sensor_id_length=self.max_sensor_id_length,
+            max_future_seconds=self.max_future_seconds,
+            min_timestamp_unix_nanos=self.min_timestamp_unix_nanos,
+        )
 
     def thresholds(self) -> dict[str, float]:
         return parse_thresholds(self.likelihood_thresholds)
