@@ -95,6 +95,10 @@ def _scatter(
                 target[slots, new] = saved[:, old]
 
 
+def _view_of(spec: RangeSpec | SeasonalSpec) -> RangeView | SeasonalView:
+    return RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
+
+
 def _spec_of(fields: Mapping[str, object]) -> RangeSpec | SeasonalSpec:
     fields = dict(fields)
     kind = fields.pop("kind")
@@ -206,11 +210,7 @@ class History:
             # Reuse a view with the same spec (this engine's, or another's): its history stays.
             internal = next((k for k, v in self.views.views.items() if v.spec == spec), None)
             if internal is None:
-                internal = f"{specialist}/{name}/{self._next_view}"
-                self._next_view += 1
-                view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
-                self.windows.attach(view)
-                self.views.views[internal] = view
+                internal = self._add_view(f"{specialist}/{name}", spec)
             names[name] = internal
         self._view_names[specialist] = names
         # Views no engine reads any more (a re-described engine changed its spec) are freed.
@@ -229,6 +229,15 @@ class History:
             if existing.standardize != channel.standardize:
                 self.bank.clear_channel(existing.index, channel.standardize)
                 existing.standardize = channel.standardize
+
+    def _add_view(self, label: str, spec: RangeSpec | SeasonalSpec) -> str:
+        """Start keeping a new view (attached to the window store); returns its internal name."""
+        internal = f"{label}/{self._next_view}"
+        self._next_view += 1
+        view = _view_of(spec)
+        self.windows.attach(view)
+        self.views.views[internal] = view
+        return internal
 
     # -- checkpoints ------------------------------------------------------------------------
     def snapshot(self) -> HistorySnapshot:
@@ -280,9 +289,7 @@ class History:
             bank.add_channel(bool(channel["standardize"]))
         expected: dict[str, object] = {"window": WindowStore(length, 1), "calibration": bank}
         for name, spec in specs.items():
-            expected[f"view/{name}"] = (
-                RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
-            )
+            expected[f"view/{name}"] = _view_of(spec)
         for prefix, state in expected.items():
             if not isinstance(state, WindowStore):  # a store has its slots already
                 state.grow(1)
@@ -309,12 +316,7 @@ class History:
         self.windows.grow_length(int(meta["window_length"]))
         internal_names: dict[str, str] = {}
         for saved, spec in specs.items():
-            internal = f"restored/{self._next_view}"
-            self._next_view += 1
-            view = RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
-            self.windows.attach(view)
-            self.views.views[internal] = view
-            internal_names[saved] = internal
+            internal_names[saved] = self._add_view("restored", spec)
         self._view_names = {
             specialist: {name: internal_names[saved] for name, saved in names.items()}
             for specialist, names in meta["view_names"].items()
