@@ -107,10 +107,7 @@ class IncidentTracker:
         events = []
         for sensor, incident in list(self._open.items()):
             if incident.last_seen <= cutoff:
-                del self._open[sensor]
-                incident.resolved_timestamp = int(now * 1e9)
-                incident.resolve_reason = "stale"
-                events.append(AlertEvent("resolved", incident))
+                events.append(self._resolve(sensor, int(now * 1e9), "stale"))
         return events
 
     def update(
@@ -168,10 +165,7 @@ class IncidentTracker:
                 by_count = self.resolve_after and incident.quiet_streak >= self.resolve_after
                 by_time = self._quiet_nanos and stamp - incident.last_timestamp >= self._quiet_nanos
                 if by_count or by_time:
-                    del self._open[sensor]
-                    incident.resolved_timestamp = stamp
-                    incident.resolve_reason = "quiet"
-                    events.append(AlertEvent("resolved", incident, row))
+                    events.append(self._resolve(sensor, stamp, "quiet", row))
         return events
 
     def _hot_rows(
@@ -201,12 +195,18 @@ class IncidentTracker:
         now = self._clock()
         events = []
         for sensor in sensor_ids:
-            incident = self._open.pop(sensor, None)
-            if incident is not None:
-                incident.resolved_timestamp = int(now * 1e9)
-                incident.resolve_reason = "evicted"
-                events.append(AlertEvent("resolved", incident))
+            if sensor in self._open:
+                events.append(self._resolve(sensor, int(now * 1e9), "evicted"))
         return events
+
+    def _resolve(
+        self, sensor: str, timestamp: int, reason: str, row: int | None = None
+    ) -> AlertEvent:
+        """Close the sensor's open incident: when (`resolved_timestamp`) and why."""
+        incident = self._open.pop(sensor)
+        incident.resolved_timestamp = timestamp
+        incident.resolve_reason = reason
+        return AlertEvent("resolved", incident, row)
 
     def _remember(self, incident: Incident) -> None:
         self._open[incident.sensor_id] = incident
