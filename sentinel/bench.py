@@ -36,6 +36,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -43,6 +44,8 @@ import numpy as np
 from sentinel.lifeline import child_env
 from sentinel.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
+
+T = TypeVar("T")
 
 STREAM_METHOD = "/sentinel.v1.Orchestrator/StreamTelemetry"
 LOAD_GENERATOR = "load-generator"
@@ -74,17 +77,17 @@ def parse_vmhwm_bytes(status: str) -> int | None:
 
 def process_cpu_seconds(pid: int) -> float | None:
     """utime + stime of a live process, in seconds (None if unreadable)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return parse_stat_cpu_seconds(handle.read())
-    except OSError:
-        return None
+    return _read_proc(pid, "stat", parse_stat_cpu_seconds)
 
 
 def process_peak_rss_bytes(pid: int) -> int | None:
+    return _read_proc(pid, "status", parse_vmhwm_bytes)
+
+
+def _read_proc(pid: int, name: str, parse: Callable[[str], T]) -> T | None:
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
-            return parse_vmhwm_bytes(handle.read())
+        with open(f"/proc/{pid}/{name}", encoding="ascii", errors="replace") as handle:
+            return parse(handle.read())
     except OSError:
         return None
 
