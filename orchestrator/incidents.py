@@ -9,11 +9,13 @@ nothing for `stale_after_seconds` of wall-clock time (it went silent, or its rea
 to another orchestrator replica) resolves as `stale` at the next `sweep_stale`, so no incident
 dangles. Only rows of sensors that are in an
 incident or anomalous in this batch are visited, so the common all-normal batch costs a couple
-of numpy calls.
+of numpy calls. Open incidents are bounded in number (`max_open`) and in bytes (`max_bytes`):
+beyond either, the oldest resolves with reason `evicted`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -21,6 +23,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+# An open incident beside its strings: the object, its two lists (up to 16 items each), the
+# numbers and the tracker's OrderedDict entry (measured with tracemalloc: ~380 bytes).
+INCIDENT_BYTES = 512
 
 
 @dataclass(slots=True)
@@ -43,10 +49,19 @@ class Incident:
     def snapshot(self) -> Incident:
         return replace(self, reasons=list(self.reasons), engine_versions=list(self.engine_versions))
 
-    def note(self, items: Sequence[str], into: list[str], cap: int = 16) -> None:
+    def note(self, items: Sequence[str], into: list[str], cap: int = 16) -> int:
+        """Add the items `into` lacks, up to `cap`; returns the bytes added."""
+        added = 0
         for item in items:
             if item not in into and len(into) < cap:
                 into.append(item)
+                added += sys.getsizeof(item)
+        return added
+
+    def footprint(self) -> int:
+        """Bytes this incident holds, as its tracker counts them (INCIDENT_BYTES + strings)."""
+        strings = (self.alert_id, self.sensor_id, self.trace_id, *self.reasons)
+        return INCIDENT_BYTES + sum(map(sys.getsizeof, (*strings, *self.engine_versions)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +84,7 @@ class IncidentTracker:
         max_open: int = 100_000,
         resolve_after_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        max_bytes: int | None = None,
     ) -> None:
         if resolve_after < 0 or resolve_after_seconds < 0:
             raise ValueError("resolve_after and resolve_after_seconds must be >= 0")
@@ -77,9 +93,11 @@ class IncidentTracker:
         self.resolve_after = resolve_after
         self._quiet_nanos = int(resolve_after_seconds * 1e9) if resolve_after_seconds else 0
         self.max_open = max_open
+        self.max_bytes = max_bytes
+        self.bytes = 0  # held by the open incidents (Incident.footprint)
         self._open: OrderedDict[str, Incident] = OrderedDict()
         self._clock = clock
-        self.dropped = 0
+        self.dropped = 0  # evicted while restoring a checkpoint (no alert can go out then)
 
     @property
     def open_count(self) -> int:
@@ -97,7 +115,7 @@ class IncidentTracker:
     def restore(self, incidents: Sequence[Incident]) -> None:
         """Take over incidents that were open in a checkpoint (oldest first)."""
         for incident in incidents:
-            self._remember(incident)
+            self.dropped += len(self._remember(incident))
 
     def sweep_stale(self, stale_after_seconds: float) -> list[AlertEvent]:
         """Resolve (reason `stale`) the open incidents whose sensor has sent nothing for
@@ -146,8 +164,8 @@ class IncidentTracker:
                     )
                     incident.note(reasons, incident.reasons)
                     incident.note(versions, incident.engine_versions)
-                    self._remember(incident)
                     events.append(AlertEvent("open", incident.snapshot(), row))
+                    events += self._remember(incident)
                     continue
                 incident.last_seen = now
                 incident.quiet_streak = 0
@@ -156,8 +174,8 @@ class IncidentTracker:
                 if score[row] > incident.peak_score:
                     incident.peak_score = float(score[row])
                     incident.peak_value = float(values[row])
-                incident.note(reasons, incident.reasons)
-                incident.note(versions, incident.engine_versions)
+                self.bytes += incident.note(reasons, incident.reasons)
+                self.bytes += incident.note(versions, incident.engine_versions)
             elif incident is not None:
                 incident.last_seen = now
                 incident.quiet_streak += 1
@@ -166,7 +184,7 @@ class IncidentTracker:
                 by_time = self._quiet_nanos and stamp - incident.last_timestamp >= self._quiet_nanos
                 if by_count or by_time:
                     events.append(self._resolve(sensor, stamp, "quiet", row))
-        return events
+        return events + self._evict_over_budget()
 
     def _hot_rows(
         self, sensor_ids: Sequence[str], anomaly: np.ndarray, group: np.ndarray | None
@@ -204,15 +222,26 @@ class IncidentTracker:
     ) -> AlertEvent:
         """Close the sensor's open incident: when (`resolved_timestamp`) and why."""
         incident = self._open.pop(sensor)
+        self.bytes -= incident.footprint()
         incident.resolved_timestamp = timestamp
         incident.resolve_reason = reason
         return AlertEvent("resolved", incident, row)
 
-    def _remember(self, incident: Incident) -> None:
+    def _remember(self, incident: Incident) -> list[AlertEvent]:
         self._open[incident.sensor_id] = incident
-        while len(self._open) > self.max_open:
-            # Bounded memory: the oldest open incident is forgotten without a resolve alert
-            # (`dropped`, exported by the orchestrator's metrics). Evicted sensors' incidents
-            # resolve first (resolve_evicted), so this needs more open incidents than sensors.
-            self._open.popitem(last=False)
-            self.dropped += 1
+        self.bytes += incident.footprint()
+        return self._evict_over_budget()
+
+    def _evict_over_budget(self) -> list[AlertEvent]:
+        """Bounded memory: beyond `max_open` or `max_bytes` the oldest open incidents resolve
+        (reason `evicted`). Evicted sensors' incidents resolve first (resolve_evicted), so the
+        count bound needs more open incidents than sensors; the byte bound, long ids and many
+        reasons per incident."""
+        events = []
+        while len(self._open) > 1 and (
+            len(self._open) > self.max_open
+            or (self.max_bytes is not None and self.bytes > self.max_bytes)
+        ):
+            oldest = next(iter(self._open))
+            events.append(self._resolve(oldest, int(self._clock() * 1e9), "evicted"))
+        return events

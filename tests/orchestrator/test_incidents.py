@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -136,16 +137,48 @@ def test_explain_is_not_called_for_normal_rows():
     assert calls == [1]
 
 
-def test_max_open_forgets_the_oldest_incident():
+def test_beyond_max_open_the_oldest_incident_resolves_as_evicted():
     tracker = IncidentTracker(resolve_after=1, max_open=2)
     events = feed(tracker, [("a", True), ("b", True), ("c", True)])
-    assert states(events) == [("open", "a"), ("open", "b"), ("open", "c")]
+    assert states(events) == [("open", "a"), ("open", "b"), ("open", "c"), ("resolved", "a")]
+    assert events[-1].incident.resolve_reason == "evicted"
     assert tracker.open_count == 2
-    assert tracker.dropped == 1
     assert tracker.open_incident("a") is None
-    assert feed(tracker, [("a", False)]) == []  # forgotten: no resolve alert
-    assert states(feed(tracker, [("a", True)])) == [("open", "a")]
-    assert tracker.dropped == 2
+    assert feed(tracker, [("a", False)]) == []  # resolved already: nothing more for it
+    assert states(feed(tracker, [("a", True)])) == [("open", "a"), ("resolved", "b")]
+
+
+def test_open_incidents_are_bounded_in_bytes_long_ids_and_reasons_included():
+    long_id = "\U0001f525" * 256  # 1,100 bytes as a Python str
+    reasons = {0: [f"statistical: level z={i}.5 beyond the reference" for i in range(16)]}
+    budget = 20_000
+    tracker = IncidentTracker(resolve_after=1, max_bytes=budget)
+    events = []
+    for i in range(40):
+        events += feed(tracker, [(f"{i:03d}{long_id}", True)], reasons=reasons)
+        assert tracker.bytes <= budget
+    opened = sum(e.state == "open" for e in events)
+    evicted = [e for e in events if e.state == "resolved"]
+    assert opened == 40 and 0 < tracker.open_count < 40
+    assert len(evicted) == 40 - tracker.open_count  # every eviction is an alert, none silent
+    assert {e.incident.resolve_reason for e in evicted} == {"evicted"}
+    # The count kept is what the budget holds: each incident is ~3.3 KB here.
+    each = tracker.bytes / tracker.open_count
+    assert 3_000 < each < 4_000 and budget - each < tracker.bytes
+    # Resolving gives it all back.
+    for i in range(40 - tracker.open_count, 40):
+        feed(tracker, [(f"{i:03d}{long_id}", False)])
+    assert tracker.open_count == 0 and tracker.bytes == 0
+
+
+def test_an_open_incident_that_collects_reasons_counts_its_growth():
+    tracker = IncidentTracker(resolve_after=1)
+    feed(tracker, [("x", True)], reasons={0: ["first"]})
+    opened = tracker.bytes
+    more = ["second reason, longer than the first", "third"]
+    feed(tracker, [("x", True)], reasons={0: ["first", *more]})
+    assert tracker.bytes == opened + sum(sys.getsizeof(r) for r in more)
+    assert tracker.bytes == tracker.open_incident("x").footprint()
 
 
 def test_empty_and_all_normal_batches():
