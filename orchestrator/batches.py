@@ -12,21 +12,38 @@ Handling of questionable input, as documented in the README:
 - Out-of-order timestamps are accepted: windows follow arrival order, which is the order the
   sensor produced them in on one stream.
 - An empty batch is valid and acked with 0 readings.
+
+Size before content: gRPC refuses a message larger than `largest_batch_bytes` (the widest
+batch these limits accept) before any of it is read, and `parse_batch` counts the readings of a
+big message before parsing it: parsing makes an object of every reading however small it is on
+the wire (~64 bytes per 2-byte empty reading), so 10 MB of empty readings would take ~330 MB
+before the reading limit could be checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
+MAX_TRACEPARENT = 128  # characters (a W3C traceparent is 55)
+# Messages up to this size are parsed without counting their readings first: even if all of
+# them were empty, parsing costs at most ~16 MiB, once at a time (deserializing runs on the
+# event loop). Larger ones are counted first (a loop bounded by the reading limit).
+COUNT_FIRST_BYTES = 512 * 1024
+# Memory of a decoded reading beside its sensor-id string: a list slot, a float64, an int64.
+READING_COLUMNS_BYTES = 24
+# A CPython str object's header and allocator rounding (the payload is counted apart).
+STR_OBJECT_BYTES = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +63,7 @@ class DecodedBatch:
     verdict_mode: int  # orchestrator_pb2.VerdictMode, UNSPECIFIED resolved to ANOMALIES
     traceparent: str
     digest: bytes = b""  # of the readings as sent (see readings_digest)
+    nbytes: int = 0  # memory of the columns and id strings (estimate, see decode_batch)
 
     @property
     def rows(self) -> int:
@@ -53,6 +71,118 @@ class DecodedBatch:
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def largest_batch_bytes(limits: Limits) -> int:
+    """Wire size of the largest batch `limits` accept: `max_batch_readings` readings, each with
+    the longest sensor id in 4-byte UTF-8 characters, a value and a 10-byte timestamp varint,
+    plus the longest traceparent and the widest batch id and verdict mode. No valid batch is
+    larger, so a server that refuses larger messages refuses only invalid ones."""
+    id_bytes = 4 * limits.max_sensor_id_length
+    reading = (1 + _varint_size(id_bytes) + id_bytes) + (1 + 8) + (1 + 10)
+    trace = 4 * MAX_TRACEPARENT
+    header = (1 + 10) + (1 + 10) + (1 + _varint_size(trace) + trace)
+    return limits.max_batch_readings * (1 + _varint_size(reading) + reading) + header
+
+
+@dataclass(frozen=True, slots=True)
+class WireCount:
+    """What `count_readings` read of a serialized TelemetryBatch without parsing it."""
+
+    readings: int  # counted up to one past the limit
+    batch_id: int | None = None
+    verdict_mode: int = 0  # as sent (0 = unspecified: anomalies)
+
+
+def parse_batch(
+    data: bytes, limits: Limits, now_ns: int | None = None, counted: WireCount | None = None
+) -> DecodedBatch:
+    """A serialized TelemetryBatch → DecodedBatch (InvalidArgument carries its batch id).
+
+    A message big enough to hold more readings than allowed has them counted before it is
+    parsed (`counted`, if the caller did it already), so one with too many is refused at the
+    cost of that count, not of a parse."""
+    if counted is None and len(data) > COUNT_FIRST_BYTES:
+        counted = count_readings(data, limits.max_batch_readings)
+    if counted is not None and counted.readings > limits.max_batch_readings:
+        raise InvalidArgument(
+            "readings",
+            f"more than {limits.max_batch_readings} readings; the limit is "
+            f"{limits.max_batch_readings} per batch",
+            counted.batch_id,
+        )
+    try:
+        message = orchestrator_pb2.TelemetryBatch.FromString(data)
+    except DecodeError as error:  # e.g. a string field that is not valid UTF-8
+        raise InvalidArgument("request", f"not a valid TelemetryBatch: {error}") from None
+    try:
+        return decode_batch(message, limits, now_ns)
+    except InvalidArgument as error:
+        error.batch_id = message.batch_id
+        raise
+
+
+def count_readings(data: bytes, stop_after: int) -> WireCount:
+    """Readings, batch id and verdict mode of a serialized TelemetryBatch, read from the wire
+    format without parsing the readings; stops once more than `stop_after` readings are found.
+    ~0.1 µs per reading (each is skipped by its length prefix)."""
+    position, end, count, batch_id, mode = 0, len(data), 0, None, 0
+    try:
+        while position < end:
+            key = data[position]
+            if key == 0x12:  # field 2 (readings), length-delimited: the common case inline
+                size = data[position + 1]
+                if size < 0x80:
+                    position += 2 + size
+                elif data[position + 2] < 0x80:  # readings of 128 bytes to 16 KiB
+                    position += 3 + (size & 0x7F) + (data[position + 2] << 7)
+                else:
+                    size, position = _varint(data, position + 1)
+                    position += size
+                count += 1
+                if count > stop_after:
+                    return WireCount(count, batch_id, mode)
+                continue
+            key, position = _varint(data, position)
+            field, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                value, position = _varint(data, position)
+                if field == 1:
+                    batch_id = value
+                elif field == 3:
+                    mode = value
+            elif wire_type == 2:
+                size, position = _varint(data, position)
+                position += size
+            elif wire_type == 1:
+                position += 8
+            elif wire_type == 5:
+                position += 4
+            else:  # groups (3, 4) are no field of a TelemetryBatch; 6 and 7 do not exist
+                raise InvalidArgument(
+                    "request", f"not a valid TelemetryBatch: wire type {wire_type}", batch_id
+                )
+    except IndexError:
+        position = end + 1
+    if position > end:
+        raise InvalidArgument("request", "not a valid TelemetryBatch: truncated", batch_id)
+    return WireCount(count, batch_id, mode)
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    """The varint at `position` and the position after it (IndexError past the end)."""
+    value = shift = 0
+    for index in range(position, position + 10):
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, index + 1
+        shift += 7
+    raise InvalidArgument("request", "not a valid TelemetryBatch: malformed varint")
+
+
+def _varint_size(value: int) -> int:
+    return max(1, (value.bit_length() + 6) // 7)
 
 
 def decode_batch(
@@ -68,7 +198,8 @@ def decode_batch(
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
     sensor_ids, values, timestamps = _columns(readings)
-    digest = readings_digest(sensor_ids, values, timestamps)
+    joined_ids = "\0".join(sensor_ids)
+    digest = readings_digest(sensor_ids, values, timestamps, joined_ids)
 
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
@@ -97,20 +228,27 @@ def decode_batch(
         )
     timestamps = np.where(timestamps == 0, now_ns, timestamps)
     mode = batch.verdicts or orchestrator_pb2.VERDICT_MODE_ANOMALIES
-    if batch.traceparent and len(batch.traceparent) > 128:
-        raise InvalidArgument("traceparent", "longer than 128 characters")
+    if batch.traceparent and len(batch.traceparent) > MAX_TRACEPARENT:
+        raise InvalidArgument("traceparent", f"longer than {MAX_TRACEPARENT} characters")
+    # Each id is its own str (parsing makes one per reading); the joined ids have the widest
+    # character size of them, so this is an upper bound without a loop over the ids.
+    nbytes = count * (READING_COLUMNS_BYTES + STR_OBJECT_BYTES) + sys.getsizeof(joined_ids)
     return DecodedBatch(
-        batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest
+        batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest, nbytes
     )
 
 
-def readings_digest(sensor_ids: list[str], values: np.ndarray, timestamps: np.ndarray) -> bytes:
+def readings_digest(
+    sensor_ids: list[str], values: np.ndarray, timestamps: np.ndarray, joined_ids: str = ""
+) -> bytes:
     """16-byte BLAKE2b of a batch's readings as sent (timestamp 0 stays 0): a resend has the
     same digest, a batch id reused for other readings does not. Costs ~0.3 ms per 10,000
-    readings. Sensor ids are printable, so NUL separates them unambiguously."""
+    readings. Sensor ids are printable, so NUL separates them unambiguously (`joined_ids`:
+    the ids joined so, when the caller has them)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(len(sensor_ids).to_bytes(8, "little"))
-    digest.update("\0".join(sensor_ids).encode("utf-8", "surrogatepass"))
+    joined = joined_ids or "\0".join(sensor_ids)
+    digest.update(joined.encode("utf-8", "surrogatepass"))
     digest.update(values.astype("<f8", copy=False).tobytes())
     digest.update(timestamps.astype("<i8", copy=False).tobytes())
     return digest.digest()
@@ -138,12 +276,17 @@ def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
 def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
     # One pass over the repeated field: each pass materialises a wrapper per reading, which
     # costs more than the three field reads together.
+    # Each read of `sensor_id` makes a new str: a batch keeps one per distinct id (`first`), so
+    # 10,000 readings of a few sensors hold a few strings, not 10,000 copies.
     sensor_ids: list[str] = []
     values: list[float] = []
     timestamps: list[int] = []
+    first: dict[str, str] = {}
     add_id, add_value, add_timestamp = sensor_ids.append, values.append, timestamps.append
+    keep = first.setdefault
     for reading in readings:
-        add_id(reading.sensor_id)
+        sensor_id = reading.sensor_id
+        add_id(keep(sensor_id, sensor_id))
         add_value(reading.value)
         add_timestamp(reading.timestamp_unix_nanos)
     return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)

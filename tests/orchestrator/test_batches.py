@@ -1,14 +1,25 @@
-"""decode_batch: TelemetryBatch protobuf → validated numpy columns."""
+"""decode_batch: TelemetryBatch protobuf → validated numpy columns; parse_batch and the wire
+size bounds that come before it."""
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sentinel.orchestrator.batches import NANOS, Limits, decode_batch
+from sentinel.orchestrator.batches import (
+    COUNT_FIRST_BYTES,
+    NANOS,
+    Limits,
+    WireCount,
+    count_readings,
+    decode_batch,
+    largest_batch_bytes,
+    parse_batch,
+)
 
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import orchestrator_pb2 as pb
@@ -218,3 +229,91 @@ def test_old_timestamps_are_accepted_when_the_setting_allows_them():
     # The default boundary: March 1973 in nanoseconds is fine, and 0 still means now.
     decoded = decode_batch(make(reading(ts=10**17), reading(ts=0)), LIMITS, now_ns=NOW)
     assert decoded.timestamps.tolist() == [10**17, NOW]
+
+
+# -- sizes before content (issue 13: bytes, not counts) ---------------------------------------
+
+LONGEST = "\U0001f525" * 256  # 256 characters of 4 UTF-8 bytes: the widest id the limits accept
+
+
+def test_the_largest_valid_batch_fits_the_receive_bound_and_is_accepted():
+    limits = Limits(max_batch_readings=50)
+    widest = make(
+        *(reading(chr(0x1F300 + i) + LONGEST[1:], value=-3e38, ts=2**62) for i in range(50)),
+        batch_id=2**64 - 1,
+        verdicts=pb.VERDICT_MODE_ALL,
+        traceparent=LONGEST[:128],
+    )
+    data = widest.SerializeToString()
+    bound = largest_batch_bytes(limits)
+    # The bound allows a 10-byte timestamp varint and an 11-byte verdict mode, which a valid
+    # batch does not use: within a few bytes per reading of the widest real batch, never below.
+    assert len(data) <= bound <= len(data) + 50 * 2 + 10
+    assert parse_batch(data, limits, now_ns=2**62).rows == 50
+    one_more = make(*widest.readings, reading(sensor=LONGEST), batch_id=1)
+    assert one_more.ByteSize() > bound - 1000  # what gRPC refuses is not far above it
+
+
+def test_readings_are_counted_on_the_wire_as_protobuf_parses_them():
+    batch = make(reading("a"), reading(LONGEST), reading("b" * 200), batch_id=99, verdicts=1)
+    data = batch.SerializeToString()
+    assert count_readings(data, 10) == WireCount(3, 99, 1)
+    assert count_readings(data, 1) == WireCount(2, 99, 0)  # stops past the limit
+    # Unknown fields and field order do not matter (a hand-made or newer client).
+    shuffled = (
+        b"\x1a\x00" + b"\x20\x05" + pb.TelemetryBatch(readings=batch.readings).SerializeToString()
+    )
+    assert count_readings(shuffled + b"\x08\x07", 10).readings == 3
+    with pytest.raises(InvalidArgument, match="truncated"):
+        count_readings(data[:-3], 10)
+    with pytest.raises(InvalidArgument, match="wire type 3"):
+        count_readings(b"\x0b" + data, 10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.text(min_size=1, max_size=40), max_size=30),
+    st.integers(0, 2**64 - 1),
+    st.sampled_from([0, 1, 2, 3]),
+)
+def test_counting_agrees_with_parsing(ids, batch_id, mode):
+    batch = make(*(reading(sensor_id) for sensor_id in ids), batch_id=batch_id, verdicts=mode)
+    counted = count_readings(batch.SerializeToString(), 1_000)
+    assert counted == WireCount(len(ids), batch_id or None, mode)
+
+
+def test_a_big_message_of_too_many_readings_is_refused_without_being_parsed():
+    empty = b"\x12\x00" * 300_000  # 600 KB of empty readings: 300,000 of them
+    not_utf8 = b"\x12\x03\x0a\x01\xff"  # a reading protobuf refuses to parse
+    data = b"\x08\x2a" + empty + not_utf8
+    assert len(data) > COUNT_FIRST_BYTES
+    with pytest.raises(InvalidArgument) as refused:
+        parse_batch(data, LIMITS)
+    # Parsed, it would have been refused as not valid (and cost ~20 MB first); counted, it is
+    # refused for its count before the parser gets to it.
+    assert str(refused.value) == "readings: more than 10000 readings; the limit is 10000 per batch"
+    assert refused.value.batch_id == 42
+
+
+def test_small_messages_are_parsed_at_once_and_refusals_carry_the_batch_id():
+    data = make(*[reading()] * 3, batch_id=5).SerializeToString()
+    assert len(data) < COUNT_FIRST_BYTES
+    assert parse_batch(data, LIMITS, now_ns=NOW).rows == 3
+    with pytest.raises(InvalidArgument) as refused:
+        parse_batch(data, Limits(max_batch_readings=2), now_ns=NOW)
+    assert refused.value.batch_id == 5 and refused.value.field == "readings"
+    with pytest.raises(InvalidArgument, match="not a valid TelemetryBatch"):
+        parse_batch(b"\x12\x03\x0a\x01\xff", LIMITS)  # a sensor id that is not UTF-8
+
+
+def test_a_batch_keeps_one_string_per_distinct_sensor_id():
+    decoded = decode_batch(make(*[reading("pump-7")] * 1000), LIMITS, now_ns=NOW)
+    assert len({id(s) for s in decoded.sensor_ids}) == 1
+
+
+def test_decoded_size_is_an_upper_bound_of_the_columns_and_ids():
+    for sensor in ("a", "x" * 256, LONGEST):
+        ids = [f"{i:04d}{sensor}"[:256] for i in range(2_000)]
+        decoded = decode_batch(make(*(reading(s) for s in ids)), LIMITS, now_ns=NOW)
+        held = sum(map(sys.getsizeof, decoded.sensor_ids)) + 2 * 8 * 2_000 + 8 * 2_000
+        assert held <= decoded.nbytes <= 1.3 * held + 100_000
