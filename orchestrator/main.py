@@ -20,6 +20,7 @@ from sentinel.v1 import orchestrator_pb2
 
 from .alert_hub import AlertHub
 from .alertmanager import AlertmanagerOptions, AlertmanagerSender
+from .budget import SENSOR_INDEX_BYTES, InflightBudget
 from .calibration import CalibrationParams
 from .checkpointer import Checkpointer
 from .combine import Combiner
@@ -37,6 +38,12 @@ from .windows import WindowStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+# HTTP/2 flow control of client streams: a fixed 1 MiB window instead of one grown by BDP
+# probing. gRPC reads a stream ahead of the orchestrator up to its window, outside any budget:
+# measured on loopback, grown windows let 12 streams of 10 MB batches add ~30 MiB each while
+# they waited to be read (+535 MiB in all), 1 MiB ones +183 MiB in all. Batches up to 1 MiB
+# are written whole before a refusal can cut them off, as with the grown windows.
+STREAM_WINDOW_OPTIONS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024 * 1024))
 
 
 class OrchestratorProcess:
@@ -81,11 +88,12 @@ class OrchestratorProcess:
             settings.resolve_after,
             max_open=settings.max_sensors,
             resolve_after_seconds=settings.resolve_after_seconds,
+            max_bytes=settings.incident_budget_bytes,
         )
         self.hub = AlertHub(
             settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
         )
-        dedup = DedupWindow(settings.dedup_batches)
+        self.dedup = dedup = DedupWindow(settings.dedup_batches, settings.dedup_budget_bytes)
         self.pipeline = ScoringPipeline(
             history=self.history,
             pool=self.pool,
@@ -117,6 +125,8 @@ class OrchestratorProcess:
             )
             self.pipeline.sinks.append(self.alertmanager)
         limits = settings.ingest_limits()
+        self.inflight = InflightBudget(settings.inflight_budget_bytes, limits)
+        self.scoring = settings.scoring_budget()
         self.servicer = OrchestratorServicer(
             self.pipeline,
             self.hub,
@@ -127,6 +137,7 @@ class OrchestratorProcess:
                 coalesce_max_readings=settings.coalesce_max_readings,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 max_age_seconds=settings.max_stream_age_seconds,
+                budget_bytes=settings.stream_budget_bytes,
             ),
             max_streams=settings.max_streams,
             max_streams_per_client=settings.max_streams_per_client,
@@ -137,6 +148,8 @@ class OrchestratorProcess:
             max_anonymous_streams=settings.max_anonymous_streams,
             max_detect_readings=settings.max_detect_readings,
             write_timeout_seconds=settings.stream_write_timeout_seconds,
+            inflight=self.inflight,
+            scoring=self.scoring,
         )
         self.metrics.bind_gauges(
             queue_depth=lambda: self.servicer.queue_depth,
@@ -144,11 +157,23 @@ class OrchestratorProcess:
             sensors_tracked=lambda: self.windows.sensors,
             open_incidents=lambda: self.incidents.open_count,
         )
+        self.metrics.bind_memory(
+            {
+                "histories": self._history_bytes,
+                "incidents": lambda: self.incidents.bytes,
+                "dedup": lambda: self.dedup.bytes,
+                "inflight": lambda: self.inflight.used,
+                "scoring": lambda: self.scoring.used,
+            },
+            {**settings.memory_plan().parts(), "total": settings.memory_budget_bytes},
+        )
         self.server = GrpcServer(
             bind_address=parse_bind(settings.host, settings.port),
             service_names=(SERVICE_NAME,),
             add_servicers=lambda s: add_to_server(self.servicer, s),
             max_message_bytes=settings.max_message_bytes,
+            max_receive_bytes=settings.max_receive_message_bytes(),
+            extra_options=STREAM_WINDOW_OPTIONS,
             server_credentials=server_credentials(
                 settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
             ),
@@ -159,6 +184,15 @@ class OrchestratorProcess:
     @property
     def port(self) -> int:
         return self.server.port
+
+    def _history_bytes(self) -> int:
+        """Memory of the window store and what is kept beside it (views, calibration)."""
+        windows = self.windows
+        return (
+            windows.capacity * self.history.bytes_per_sensor()
+            + windows.sensors * SENSOR_INDEX_BYTES
+            + windows.id_bytes
+        )
 
     async def start(self) -> int:
         if self.checkpointer is not None:
@@ -183,6 +217,9 @@ class OrchestratorProcess:
                 "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint else None,
                 "specialists": ",".join(self.pool.names),
                 "window": self.windows.length,
+                "memory_plan": self.settings.memory_plan().describe(),
+                "memory_budget_mib": self.settings.memory_budget_bytes // 2**20,
+                "max_receive_message_bytes": self.settings.max_receive_message_bytes(),
             },
         )
         return port

@@ -38,7 +38,8 @@ class OrchestratorMetrics:
         )
         self.incidents_evicted = Counter(
             "sentinel_orchestrator_incidents_evicted",
-            "Open incidents resolved (reason evicted) because max_sensors evicted their sensor.",
+            "Open incidents resolved (reason evicted): max_sensors evicted their sensor, or the "
+            "incident budget (count or bytes) was full.",
             registry=registry,
         )
         self.checkpoints = Counter(
@@ -130,6 +131,20 @@ class OrchestratorMetrics:
         self.open_incidents = Gauge(
             "sentinel_orchestrator_open_incidents", "Incidents currently open.", registry=registry
         )
+        self.memory_used = Gauge(
+            "sentinel_orchestrator_memory_used_bytes",
+            "Estimated bytes held by each part of the memory budget: histories, incidents, "
+            "dedup, inflight (batches being received, scored or answered).",
+            ("part",),
+            registry=registry,
+        )
+        self.memory_budget = Gauge(
+            "sentinel_orchestrator_memory_budget_bytes",
+            "Most each part may hold (histories: max_sensors at the worst case per sensor; "
+            "checkpoint_copy: while a checkpoint copies them), and the total budget.",
+            ("part",),
+            registry=registry,
+        )
         self.specialist_up = Gauge(
             "sentinel_orchestrator_specialist_up",
             "1 while the specialist answers (its last Describe or Score succeeded), 0 while it is "
@@ -150,6 +165,13 @@ class OrchestratorMetrics:
         self.active_streams.set_function(active_streams)
         self.sensors_tracked.set_function(sensors_tracked)
         self.open_incidents.set_function(open_incidents)
+
+    def bind_memory(self, used: dict[str, Callable[[], float]], budgets: dict[str, int]) -> None:
+        """Bytes in use per part of the memory plan (read at scrape time), and the budgets."""
+        for part, read in used.items():
+            self.memory_used.labels(part).set_function(read)
+        for part, budget in budgets.items():
+            self.memory_budget.labels(part).set(budget)
 
     def bind_specialists(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
         """One `specialist_up` series per configured specialist, read at scrape time."""

@@ -288,7 +288,6 @@ class ScoringPipeline:
         trace_id = _trace_id(span)
         # Incidents of sensors evicted to make room for this round resolve before it counts.
         events = self.incidents.resolve_evicted(prepared.stored.evicted_ids)
-        self.metrics.incidents_evicted.inc(len(events))
         events += self.incidents.update(
             prepared.sensor_ids,
             prepared.timestamps,
@@ -299,6 +298,9 @@ class ScoringPipeline:
             trace_id=trace_id,
             group=prepared.stored.group,
         )
+        # ... and so do the oldest incidents beyond the incident budget (update).
+        evicted = sum(e.incident.resolve_reason == "evicted" for e in events)
+        self.metrics.incidents_evicted.inc(evicted)
         alerts = [
             encode_alert(e) if e.row is None else encode_alert(e, *prepared.reading_of(e.row))
             for e in events

@@ -6,19 +6,20 @@ import asyncio
 import logging
 from collections import Counter as Tally
 from collections.abc import Sequence
+from typing import NoReturn
 
 import grpc
-from google.protobuf.message import DecodeError
 
-from sentinel.errors import REJECTED_BATCH_HEADER, BatchConflict, InvalidArgument
+from sentinel.errors import REJECTED_BATCH_HEADER, BatchConflict, InvalidArgument, Overloaded
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub, SubscriberTooSlow
-from .batches import Limits, decode_batch
+from .batches import COUNT_FIRST_BYTES, DecodedBatch, Limits, count_readings, parse_batch
+from .budget import InflightBudget, ScoringBudget
 from .encode import encode_open_incident
 from .identity import CLIENT_ID_HEADER, ClientIdentity, Unauthenticated, resolve
 from .pipeline import ScoringPipeline
-from .session import StreamOptions, StreamSession
+from .session import Refused, StreamOptions, StreamSession
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         max_anonymous_streams: int = 64,
         max_detect_readings: int = 2_000,
         write_timeout_seconds: float = 30.0,
+        inflight: InflightBudget | None = None,
+        scoring: ScoringBudget | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._hub = hub
@@ -64,6 +67,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self._detect_active = 0
         self._closing = False
         self._write_timeout = write_timeout_seconds
+        self.inflight = inflight or InflightBudget.unlimited()
+        self.scoring = scoring or ScoringBudget.unlimited()
 
     # -- state read by metrics -------------------------------------------------------------
     @property
@@ -110,6 +115,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             identity.scope,
             forwarded_headers(metadata),
             self._propagator.extract(dict(metadata)),
+            self.inflight,
+            self.scoring,
         )
         self.sessions.add(session)
         self._streams_by_client[principal] += 1
@@ -146,35 +153,48 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if session.error is not None:
             code = _code_of(session.error)
             self._pipeline.metrics.rejected.labels(code.name).inc()
-            batch_id = session.error.batch_id
+            batch_id = getattr(session.error, "batch_id", None)  # a refused batch, if one
             trailer = () if batch_id is None else ((REJECTED_BATCH_HEADER, str(batch_id)),)
             await context.abort(code, str(session.error), trailing_metadata=trailer)
 
-    async def Detect(self, request, context):  # noqa: N802
+    async def Detect(self, request: DecodedBatch | Refused, context):  # noqa: N802
         if self._detect_active >= self._max_detect:
-            self._pipeline.metrics.rejected.labels("RESOURCE_EXHAUSTED").inc()
-            await context.abort(
+            await self._refuse(
+                context,
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"too many Detect calls (limit {self._max_detect})",
             )
         metadata = tuple(context.invocation_metadata() or ())
         identity = await self._identify(context, metadata)
+        if isinstance(request, Refused):
+            await self._refuse(context, _code_of(request.error), str(request.error))
+        # The response carries a verdict per reading: refused up front, not after scoring.
+        if request.rows > self._max_detect_readings:
+            await self._refuse(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"readings: {request.rows} readings exceeds the limit of "
+                f"{self._max_detect_readings} per Detect call (its response has a verdict "
+                "per reading); send larger batches with StreamTelemetry",
+            )
+        cost = self.inflight.cost(request)
+        if not self.inflight.try_take(cost):
+            await self._refuse(
+                context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(self.inflight.refusal(cost))
+            )
+        working = self.scoring.cost(request.rows)
         try:
-            if isinstance(request, Undecodable):
-                raise InvalidArgument("request", f"not a valid TelemetryBatch: {request.error}")
-            # The response carries a verdict per reading: refused up front, not after scoring.
-            count = len(request.readings)
-            if self._limits.max_batch_readings >= count > self._max_detect_readings:
-                raise InvalidArgument(
-                    "readings",
-                    f"{count} readings exceeds the limit of "
-                    f"{self._max_detect_readings} per Detect call (its response has a verdict "
-                    "per reading); send larger batches with StreamTelemetry",
-                )
-            batch = decode_batch(request, self._limits)
-        except InvalidArgument as error:
-            self._pipeline.metrics.rejected.labels("INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            await self.scoring.take(working)
+            try:
+                return await self._detect(request, identity, metadata, context)
+            finally:
+                self.scoring.give(working)
+        finally:
+            self.inflight.give(cost)
+
+    async def _detect(
+        self, batch: DecodedBatch, identity: ClientIdentity, metadata, context
+    ) -> orchestrator_pb2.DetectResponse:
         parent = (
             self._pipeline.parent_from_traceparent(batch.traceparent)
             if batch.traceparent
@@ -244,6 +264,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 timeout=wait_seconds,
             )
 
+    def parse_request(self, data: bytes) -> DecodedBatch | Refused:
+        """gRPC's request deserializer of both ingest RPCs: bytes → DecodedBatch, or a Refused
+        that the RPC turns into its status and counts (never gRPC's UNKNOWN and a logged
+        traceback). The protobuf message lives only in here, and a message is not parsed
+        while the in-flight budget has no room for the least a batch of its size costs."""
+        try:
+            counted = None
+            if len(data) > COUNT_FIRST_BYTES:
+                counted = count_readings(data, self._limits.max_batch_readings)
+            least = self.inflight.least_cost(len(data), counted)
+            if not self.inflight.has_room(least):
+                return Refused(self.inflight.refusal(least))
+            return parse_batch(data, self._limits, counted=counted)
+        except InvalidArgument as error:
+            return Refused(error)
+
+    async def _refuse(self, context, code: grpc.StatusCode, details: str) -> NoReturn:
+        self._pipeline.metrics.rejected.labels(code.name).inc()
+        await context.abort(code, details)
+        raise AssertionError("unreachable: abort raises")
+
     async def _identify(self, context, metadata) -> ClientIdentity:
         """The caller's identity (see identity.py), or the call ends with a clear status."""
         try:
@@ -261,31 +302,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 def _code_of(error: Exception) -> grpc.StatusCode:
     if isinstance(error, BatchConflict):
         return grpc.StatusCode.ALREADY_EXISTS
+    if isinstance(error, Overloaded):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-class Undecodable:
-    """A request whose bytes are not a valid message: handed to the RPC, which refuses it with
-    INVALID_ARGUMENT and counts it (instead of gRPC logging a traceback for each one)."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _lenient(parse):
-    def parse_or_mark(data: bytes):
-        try:
-            return parse(data)
-        except DecodeError as error:
-            return Undecodable(str(error))
-
-    return parse_or_mark
-
-
 def add_to_server(servicer: OrchestratorServicer, server) -> None:
-    """`add_OrchestratorServicer_to_server`, with TelemetryBatch requests decoded leniently."""
+    """`add_OrchestratorServicer_to_server`, with TelemetryBatch requests decoded as they are
+    received (see `OrchestratorServicer.parse_request`)."""
     pb = orchestrator_pb2
-    batch = _lenient(pb.TelemetryBatch.FromString)
+    batch = servicer.parse_request
     handlers = {
         "StreamTelemetry": grpc.stream_stream_rpc_method_handler(
             servicer.StreamTelemetry,

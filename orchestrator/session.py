@@ -3,11 +3,20 @@
     reader ──ingest queue (bounded)──▶ processor ──in-flight queue (bounded)──▶ finisher ──▶ events
             window update + fan-out start         await votes, combine, incidents
 
-Every queue is bounded, so a slow mesh stops the reader, and HTTP/2 flow control then slows
-the producer (nothing is buffered without limit). The processor coalesces queued batches into
-one scoring round; acks still go out one per batch, in order. A batch that reached the window
-store is always finished (incidents and alerts), even if its client disconnects; batches that
-were only queued are dropped unacked, so the client resends them.
+Every queue is bounded (the events in bytes, see below), so a slow mesh stops the reader, and
+HTTP/2 flow control then slows the producer (nothing is buffered without limit). The processor
+coalesces queued batches into one scoring round; acks still go out one per batch, in order. A
+batch that reached the window store is always finished (incidents and alerts), even if its
+client disconnects; batches that were only queued are dropped unacked, so the client resends
+them.
+
+Bounded in bytes (budget.py): a batch takes its cost (columns, ids, verdicts) from the
+process's in-flight budget when it is read and gives it back once its last event is sent (or it
+is dropped); a stream holding `stream_budget_bytes` is not read further until some of it is
+answered; a batch the in-flight budget cannot take ends the stream with RESOURCE_EXHAUSTED after
+the batches before it are acked (the client backs off and resends from there). A round waits
+for room in the process's scoring budget for its working memory, and gives it back as soon as
+it is finished, whatever the client's reading speed.
 """
 
 from __future__ import annotations
@@ -18,14 +27,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from sentinel.errors import BatchConflict, InvalidArgument
+from sentinel.errors import BatchConflict, InvalidArgument, Overloaded
 from sentinel.v1 import orchestrator_pb2
 
-from .batches import DecodedBatch, Limits, decode_batch
+from .batches import DecodedBatch, Limits
+from .budget import MIB, InflightBudget, ScoringBudget
 from .pipeline import BatchResult, ScoringPipeline
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,22 @@ class StreamOptions:
     coalesce_max_readings: int = 4096
     heartbeat_seconds: float = 30.0
     max_age_seconds: float = 1800.0
+    budget_bytes: int = 16 * MIB  # received bytes after which the stream is not read further
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request refused as it was received (servicer.parse_request): the RPC ends with the
+    error's status once the batches before it are answered."""
+
+    error: InvalidArgument | Overloaded
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    """Queued after a round's events: once the events before it are sent, give back `size`."""
+
+    size: int
 
 
 class StreamSession:
@@ -55,9 +80,16 @@ class StreamSession:
         client_id: str,
         forwarded: Sequence[tuple[str, str]],
         stream_context: otel_context.Context | None,
+        inflight: InflightBudget | None = None,
+        scoring: ScoringBudget | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._options = options
+        self._budget = inflight or InflightBudget.unlimited()
+        self._scoring = scoring or ScoringBudget.unlimited()
+        self.held_bytes = 0  # taken from the in-flight budget and not yet given back
+        self._room = asyncio.Event()  # set while held_bytes is below the stream's budget
+        self._room.set()
         self._client_id = client_id
         self._forwarded = tuple(forwarded)
         stream_span = trace.get_current_span(stream_context) if stream_context else None
@@ -65,13 +97,17 @@ class StreamSession:
         self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
         self._ingest: asyncio.Queue = asyncio.Queue(options.queue_batches)
         self._inflight: asyncio.Queue = asyncio.Queue(options.inflight_batches)
-        self._events: asyncio.Queue = asyncio.Queue(2 * options.inflight_batches + 8)
+        # Not bounded in count but in bytes: every verdict in it was reserved with its batch
+        # (InflightBudget.cost), and a stream holding its budget is not read further. So a
+        # client that reads slowly never keeps a finished round's working memory (the
+        # process's scoring budget) from being given back.
+        self._events: asyncio.Queue = asyncio.Queue()
         self._reader: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self._detached = False
-        # Bad input from the client: the stream ends with INVALID_ARGUMENT / ALREADY_EXISTS
-        # once the batches before it are acked.
-        self.error: InvalidArgument | BatchConflict | None = None
+        # Bad input from the client, or no room for its batch: the stream ends with
+        # INVALID_ARGUMENT / ALREADY_EXISTS / RESOURCE_EXHAUSTED once the batches before are acked.
+        self.error: InvalidArgument | BatchConflict | Overloaded | None = None
         self._refusal: BatchConflict | None = None
         self.failure: Exception | None = None  # unexpected: the stream ends with INTERNAL
         self.end_reason: str | None = None
@@ -119,6 +155,9 @@ class StreamSession:
                     continue
                 if item is _DONE:
                     break
+                if isinstance(item, _Release):
+                    self._give(item.size)  # the events before it have been sent
+                    continue
                 yield item
             if self.error is None and self.failure is None and self.end_reason is not None:
                 yield orchestrator_pb2.StreamEvent(
@@ -129,35 +168,60 @@ class StreamSession:
             # window store finish in the background without emitting events.
             self._detached = True
             self._stop_reader()
-            while not self._events.empty():  # unblock a finisher waiting for room
-                self._events.get_nowait()
+            while not self._events.empty():  # events nobody will read
+                item = self._events.get_nowait()
+                if isinstance(item, _Release):
+                    self._give(item.size)
             asyncio.get_running_loop().create_task(self._wait_tasks())
 
     async def _wait_tasks(self) -> None:
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Whatever is still held (a batch the reader had not queued, a release queued after
+        # the client left) is given back once nothing of this stream runs any more.
+        self._give(self.held_bytes)
         self.done.set()
 
-    async def _read(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]) -> None:
+    def _take(self, size: int) -> bool:
+        if not self._budget.try_take(size):
+            return False
+        self.held_bytes += size
+        if self.held_bytes >= self._options.budget_bytes:
+            self._room.clear()
+        return True
+
+    def _give(self, size: int) -> None:
+        if size <= 0:
+            return
+        self._budget.give(size)
+        self.held_bytes -= size
+        if self.held_bytes < self._options.budget_bytes:
+            self._room.set()
+
+    def _cost(self, batches: Sequence[DecodedBatch]) -> int:
+        return sum(self._budget.cost(b) for b in batches)
+
+    async def _read(self, requests: AsyncIterator[DecodedBatch | Refused]) -> None:
         terminal: object = _END
+        incoming = aiter(requests)
         try:
-            async for request in requests:
-                if not isinstance(request, orchestrator_pb2.TelemetryBatch):
-                    # Bytes that are not a TelemetryBatch (see servicer.Undecodable).
-                    terminal = InvalidArgument(
-                        "request", f"not a valid TelemetryBatch: {getattr(request, 'error', '')}"
-                    )
-                    return
+            while True:
+                # Not read further while this stream holds its budget: HTTP/2 flow control
+                # then holds the client back.
+                await self._room.wait()
                 try:
-                    batch = decode_batch(request, self._options.limits)
-                except InvalidArgument as error:
-                    error.batch_id = request.batch_id
-                    terminal = error
+                    request = await anext(incoming)
+                except StopAsyncIteration:
                     return
-                await self._ingest.put(batch)
+                if isinstance(request, Refused):
+                    terminal = request.error
+                    return
+                cost = self._budget.cost(request)
+                if not self._take(cost):
+                    terminal = self._budget.refusal(cost)
+                    return
+                await self._ingest.put(request)
         except asyncio.CancelledError:
             pass
-        except DecodeError as error:  # e.g. a string field that is not valid UTF-8
-            terminal = InvalidArgument("request", f"not a valid TelemetryBatch: {error}")
         except Exception as error:  # the transport failed: treat like a disconnect
             log.info("stream read ended", extra={"error": repr(error)})
         finally:
@@ -189,6 +253,7 @@ class StreamSession:
                 batches.append(more)
                 readings += more.rows
             if self._detached or self.failure is not None or self._refusal is not None:
+                self._give(self._cost(batches))
                 continue  # never acked: the client resends these after reconnecting
             try:
                 try:
@@ -198,9 +263,12 @@ class StreamSession:
                     # then ends with ALREADY_EXISTS naming the batch id (later ones unacked).
                     self._refusal = conflict
                     self._stop_reader()
-                    if conflict.index:
-                        await self._start_round(batches[: conflict.index])
+                    self._give(self._cost(batches[conflict.index :]))
+                    batches = batches[: conflict.index]
+                    if batches:
+                        await self._start_round(batches)
             except Exception as error:
+                self._give(self._cost(batches))  # no round took them
                 self._fail(batches, error)
         await self._inflight.put(self._refusal or terminal)
 
@@ -208,32 +276,54 @@ class StreamSession:
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
-        await self._pipeline.admit()
-        prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
+        working = self._scoring.cost(sum(b.rows for b in batches))
+        # Room for the round's working memory first (waiting here holds this stream's queue
+        # back), then at once into the window store: no checkpoint may start in between.
+        await self._scoring.take(working)
+        try:
+            await self._pipeline.admit()
+            prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
+        except BaseException:
+            self._scoring.give(working)
+            raise
         scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
-        await self._inflight.put((prepared, scoring))
+        await self._inflight.put((prepared, scoring, self._cost(batches), working))
 
     async def _finish(self) -> None:
         while True:
             item = await self._inflight.get()
             if isinstance(item, tuple):
-                prepared, scoring = item
+                prepared, scoring, cost, working = item
                 if self.failure is not None:
                     # The stream is failing: later rounds are not acked, so they are resent.
                     scoring.cancel()
                     self._pipeline.abandon(prepared)
+                    self._scoring.give(working)
+                    self._give(cost)
                     continue
                 try:
                     results = self._pipeline.finish(await scoring)
                 except Exception as error:
                     self._pipeline.abandon(prepared)
+                    self._scoring.give(working)
+                    self._give(cost)
                     self._fail(prepared.batches, error)
                     continue
+                del item, prepared, scoring  # the round's windows and votes: verdicts are left
+                self._scoring.give(working)
                 for result in results:
                     for event in _events_of(result):
                         await self._emit(event)
+                del results
+                if self._detached:
+                    self._give(cost)
+                else:
+                    await self._events.put(_Release(cost))
                 continue
-            if isinstance(item, InvalidArgument | BatchConflict) and self.failure is None:
+            if (
+                isinstance(item, InvalidArgument | BatchConflict | Overloaded)
+                and self.failure is None
+            ):
                 self.error = item
             await self._emit(_DONE)
             return

@@ -10,7 +10,15 @@ from pydantic import Field, field_validator, model_validator
 from sentinel.settings import ServerSettings
 
 from .alertmanager import check_url, parse_labels
-from .batches import Limits
+from .batches import Limits, largest_batch_bytes
+from .budget import (
+    MIB,
+    SENSOR_INDEX_BYTES,
+    MemoryPlan,
+    ScoringBudget,
+    largest_batch_cost,
+    str_bytes,
+)
 from .combine import Policy
 from .specialist_pool import parse_targets
 
@@ -92,6 +100,23 @@ class OrchestratorSettings(ServerSettings):
     """Streams are ended with a reconnect hint after this long, so load rebalances."""
     dedup_batches: int = Field(default=100_000, ge=0)
     """Recent (client id, batch id) pairs remembered so resent batches are not scored twice."""
+    memory_budget_bytes: int = Field(default=768 * MIB, ge=16 * MIB)
+    """Memory planned for what clients can make the orchestrator hold: histories (and their
+    copy while a checkpoint is taken), incidents, dedup memory, batches in flight. Startup
+    refuses limits whose worst case exceeds it. Leave ~1/4 of the container limit spare."""
+    inflight_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
+    """Batches received and not yet answered (columns and ids while queued, then verdicts until
+    sent), all streams and Detect calls together; one that does not fit: RESOURCE_EXHAUSTED."""
+    stream_budget_bytes: int = Field(default=16 * MIB, ge=MIB)
+    """Received bytes after which one stream is not read further until some are answered
+    (backpressure); a stream holding nothing may always take one batch."""
+    scoring_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
+    """Working memory of scoring rounds (each row's copy of its sensor's history, the votes);
+    a round waits for room, holding back its own stream (backpressure, queue depth rises)."""
+    dedup_budget_bytes: int = Field(default=32 * MIB, ge=0)
+    """Memory of remembered batch ids; beyond it (or dedup_batches) the oldest are forgotten."""
+    incident_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
+    """Memory of open incidents; beyond it the oldest one resolves with reason `evicted`."""
     alert_watch_queue: int = Field(default=1_000, ge=1)
     """Alerts buffered per WatchAlerts subscriber before it is ended as too slow."""
     alertmanager_url: str = ""
@@ -160,6 +185,7 @@ class OrchestratorSettings(ServerSettings):
                 f"max_sensors ({self.max_sensors}) must be at least coalesce_max_readings "
                 f"({self.coalesce_max_readings}): a coalesced round may name that many sensors"
             )
+        self._check_memory()
         if self.client_identity == "mtls" and not self.tls_client_ca_file:
             raise ValueError(
                 "client_identity=mtls needs tls_client_ca_file (client certificates to verify)"
@@ -169,6 +195,63 @@ class OrchestratorSettings(ServerSettings):
         if self.resolve_after == 0 and self.resolve_after_seconds == 0:
             raise ValueError("resolve_after or resolve_after_seconds must be set")
         return self
+
+    def _check_memory(self) -> None:
+        largest = largest_batch_cost(self.ingest_limits())
+        if largest > self.inflight_budget_bytes:
+            raise ValueError(
+                f"inflight_budget_bytes ({self.inflight_budget_bytes:,}) must hold the largest "
+                f"batch ({largest:,} bytes: max_batch_readings {self.max_batch_readings:,} "
+                f"with sensor ids of max_sensor_id_length {self.max_sensor_id_length}, and "
+                "their verdicts)"
+            )
+        rows = max(self.max_batch_readings, self.coalesce_max_readings)
+        largest = self.scoring_budget().cost(rows)
+        if largest > self.scoring_budget_bytes:
+            raise ValueError(
+                f"scoring_budget_bytes ({self.scoring_budget_bytes:,}) must hold the largest "
+                f"round ({largest:,} bytes: {rows:,} readings, the most of max_batch_readings "
+                "and coalesce_max_readings, with up to max_history_bytes_per_sensor "
+                f"({self.max_history_bytes_per_sensor:,}) of history each)"
+            )
+        plan = self.memory_plan()
+        if plan.total > self.memory_budget_bytes:
+            per_sensor = plan.histories // self.max_sensors + (
+                self.max_history_bytes_per_sensor if self.state_dir else 0
+            )
+            room = self.memory_budget_bytes - plan.total + plan.histories + plan.checkpoint_copy
+            raise ValueError(
+                f"the memory plan ({plan.describe()}: {plan.total / MIB:,.0f} MiB) exceeds "
+                f"memory_budget_bytes ({self.memory_budget_bytes / MIB:,.0f} MiB); at most "
+                f"{max(room, 0) // per_sensor:,} sensors fit (max_sensors), or raise the budget "
+                "with the container's memory limit"
+            )
+
+    def memory_plan(self) -> MemoryPlan:
+        """The most each part of the client-driven state may take (bytes), from these limits."""
+        per_sensor = (
+            self.max_history_bytes_per_sensor
+            + SENSOR_INDEX_BYTES
+            + str_bytes(self.max_sensor_id_length)
+        )
+        copy = self.max_sensors * self.max_history_bytes_per_sensor if self.state_dir else 0
+        return MemoryPlan(
+            histories=self.max_sensors * per_sensor,
+            checkpoint_copy=copy,
+            incidents=self.incident_budget_bytes,
+            dedup=self.dedup_budget_bytes,
+            inflight=self.inflight_budget_bytes,
+            scoring=self.scoring_budget_bytes,
+        )
+
+    def scoring_budget(self) -> ScoringBudget:
+        """The budget of scoring rounds: a row copies at most max_history_bytes_per_sensor."""
+        return ScoringBudget(self.scoring_budget_bytes, self.max_history_bytes_per_sensor)
+
+    def max_receive_message_bytes(self) -> int:
+        """gRPC's receive limit: no larger than the largest valid batch, so a bigger message is
+        refused by gRPC before anything of it is parsed (and no larger than max_message_bytes)."""
+        return min(self.max_message_bytes, largest_batch_bytes(self.ingest_limits()))
 
     def ingest_limits(self) -> Limits:
         """What a client batch must satisfy (decode_batch), for every servicer that decodes."""

@@ -8,6 +8,7 @@ lookup is numpy over the whole batch.
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ class WindowStore:
         self._slots: OrderedDict[str, int] = OrderedDict()
         self._free: list[int] = list(range(capacity - 1, -1, -1))
         self._states: list[SlotState] = []
+        self.id_bytes = 0  # of the sensor-id strings the index keeps (for the memory gauge)
 
     @property
     def capacity(self) -> int:
@@ -134,6 +136,7 @@ class WindowStore:
         self._fill[slots] = np.minimum(fill, width)
         self._generation[slots] += 1
         self._slots.update(zip(sensor_ids, slots.tolist(), strict=True))
+        self.id_bytes = sum(map(sys.getsizeof, self._slots))
         return slots
 
     def history(self, sensor_id: str) -> np.ndarray:
@@ -231,11 +234,13 @@ class WindowStore:
                     victim, slot = next(iter(present.items()))
                     del present[victim]
                     evicted.append(victim)
+                    self.id_bytes -= sys.getsizeof(victim)
                 else:
                     slot = self._free.pop()
                 self._values[slot] = np.nan
                 self._fill[slot] = 0
                 present[sensor_id] = slot
+                self.id_bytes += sys.getsizeof(sensor_id)
                 fresh.append(slot)
             slots[index] = slot
         return slots, evicted, np.asarray(fresh, dtype=np.int64)

@@ -45,7 +45,10 @@ _TOO_LARGE = "larger than max"
 # What grpc.aio reports (as INTERNAL) when writing to a stream whose connection just broke:
 # a transport failure like UNAVAILABLE, not a server's verdict, so it is retried too.
 _LOCAL_WRITE_FAILURE = "Internal error from Core"
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# The orchestrator's default receive limit: the largest valid batch (10,000 readings with
+# 256-character sensor ids; OrchestratorSettings.max_receive_message_bytes). No valid batch is
+# larger, and a larger one is refused before the orchestrator reads it.
+DEFAULT_MAX_MESSAGE_BYTES = 10_500_537
 
 
 def partition_header_value(partition: str) -> str:
@@ -206,8 +209,9 @@ class TelemetryClient:
         """Queue one batch; waits while `max_unacked` batches are unacknowledged.
 
         `verdicts` overrides the client's verdict mode for this batch (e.g. NONE for history).
-        A batch larger than `max_message_bytes` (the server's limit, default 16 MiB) raises
-        ValueError: the server would refuse it with RESOURCE_EXHAUSTED on every resend.
+        A batch larger than `max_message_bytes` (the server's receive limit; by default the
+        orchestrator's, 10.5 MB) raises ValueError: the server would refuse it with
+        RESOURCE_EXHAUSTED on every resend.
         """
         self._raise_if_failed()
         batch = orchestrator_pb2.TelemetryBatch(

@@ -38,6 +38,9 @@ class GrpcServer:
     service_names: tuple[str, ...]
     add_servicers: Callable[[grpc.aio.Server], None]
     max_message_bytes: int = 16 * 1024 * 1024
+    # Largest message received, if lower than max_message_bytes (gRPC refuses a larger one
+    # with RESOURCE_EXHAUSTED before the service sees it).
+    max_receive_bytes: int | None = None
     server_credentials: grpc.ServerCredentials | None = None
     interceptors: Iterable[grpc.aio.ServerInterceptor] = ()
     extra_options: tuple[tuple[str, int | str], ...] = ()
@@ -48,7 +51,7 @@ class GrpcServer:
     async def start(self) -> int:
         options = (
             *BASE_SERVER_OPTIONS,
-            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_receive_bytes or self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
             *self.extra_options,
         )

@@ -26,6 +26,9 @@ CLIENT = (("x-sentinel-client-id", "gateway-1"),)
 START = 1_750_000_000 * NANOS
 SENSORS = ("pump-1", "pump-2", "fan-1")
 PER_BATCH = 50
+# With checkpoints the memory plan counts the histories twice (a checkpoint copies them):
+# the default 100,000 sensors do not fit the default budget, and startup refuses them.
+MAX_SENSORS = 10_000
 
 
 def _series(sensor: int, n: int) -> np.ndarray:
@@ -78,7 +81,7 @@ async def test_a_restarted_orchestrator_carries_on_exactly_where_it_stopped(tmp_
     reference_after = reference["verdicts"][-len(after) * PER_BATCH :]
 
     state = str(tmp_path / "state")
-    async with running_mesh(resolve_after=20, state_dir=state) as mesh:
+    async with running_mesh(resolve_after=20, state_dir=state, max_sensors=MAX_SENSORS) as mesh:
         first = await _stream(mesh, before)
     assert (tmp_path / "state" / CURRENT).exists()
     resolved_before = {a.alert_id for a in first["alert"] if a.state == pb.ALERT_STATE_RESOLVED}
@@ -89,7 +92,7 @@ async def test_a_restarted_orchestrator_carries_on_exactly_where_it_stopped(tmp_
     ]
     assert {a.sensor_id for a in opened} == set(SENSORS)  # open when it stopped
 
-    async with running_mesh(resolve_after=20, state_dir=state) as mesh:
+    async with running_mesh(resolve_after=20, state_dir=state, max_sensors=MAX_SENSORS) as mesh:
         still_open = (await mesh.stub.ListAlerts(pb.ListAlertsRequest())).alerts
         assert {a.alert_id for a in still_open} == {a.alert_id for a in opened}
         resent = await _stream(mesh, before[-3:])  # resends after a restart: duplicates
@@ -105,7 +108,7 @@ async def test_a_restarted_orchestrator_carries_on_exactly_where_it_stopped(tmp_
 
 async def _two_checkpoints(tmp_path) -> str:
     state = str(tmp_path / "state")
-    async with running_mesh(state_dir=state) as mesh:
+    async with running_mesh(state_dir=state, max_sensors=MAX_SENSORS) as mesh:
         await _stream(mesh, _batches(1, 3))
         await mesh.orchestrator.checkpointer.save()  # becomes the previous one on stop
         await _stream(mesh, _batches(4, 6))
@@ -139,7 +142,7 @@ async def test_corrupt_checkpoints_leave_an_empty_orchestrator_that_works(tmp_pa
             file.seek(200)
             file.write(b"\xff" * 64)  # flipped bytes inside the first array: CRC mismatch
     assert load_latest(state) is None
-    async with running_mesh(state_dir=state) as mesh:
+    async with running_mesh(state_dir=state, max_sensors=MAX_SENSORS) as mesh:
         assert mesh.orchestrator.windows.sensors == 0
         events = await _stream(mesh, _batches(1, 3))
         assert [a.readings_accepted for a in events["ack"]] == [PER_BATCH] * 3
@@ -171,7 +174,7 @@ async def test_a_crash_mid_write_leaves_the_last_good_checkpoint(tmp_path, monke
 async def test_a_failed_write_is_logged_and_counted_and_the_mesh_carries_on(tmp_path) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the state directory should be")
-    async with running_mesh(state_dir=str(blocked)) as mesh:
+    async with running_mesh(state_dir=str(blocked), max_sensors=MAX_SENSORS) as mesh:
         checkpointer: Checkpointer = mesh.orchestrator.checkpointer
         assert await checkpointer.save() is False
         failed = mesh.orchestrator.registry.get_sample_value(
@@ -199,7 +202,7 @@ async def test_a_checkpoint_that_does_not_fit_is_refused_whole_not_half_loaded(
     )
     write_checkpoint(state, broken)  # now current; `good` is the previous one
     with caplog.at_level(logging.ERROR, logger="sentinel.orchestrator.checkpoint"):
-        async with running_mesh(state_dir=state) as mesh:
+        async with running_mesh(state_dir=state, max_sensors=MAX_SENSORS) as mesh:
             refused = [r for r in caplog.records if r.msg == "checkpoint refused"]
             assert len(refused) == 1 and "calibration/_ring" in refused[0].reason
             # Loaded from the previous file, whole: each sensor's 2 x 50 readings.

@@ -98,3 +98,35 @@ def test_xfcc_uri_is_taken_from_the_nearest_hop_outside_quotes():
     assert xfcc_uri(value) == "spiffe://cluster.local/ns/y/sa/near"
     assert xfcc_uri("By=spiffe://b;Hash=1") == ""
     assert xfcc_uri("") == ""
+
+
+def test_memory_is_bounded_in_bytes_however_long_the_client_ids():
+    """Client ids of 7.6 KB (e.g. a long authenticated identity and sub-client) made entries
+    cost ~8 KB each while the bound counted entries: 100,000 of them were ~800 MB."""
+    budget = 2 * 1024 * 1024
+    dedup = DedupWindow(capacity=100_000, max_bytes=budget)
+    for client in range(2_000):
+        long_id = f"{client:05d}" + "x" * 7_600
+        for batch_id in range(3):
+            dedup.remember(long_id, batch_id, 10)
+        assert dedup.bytes <= budget
+    kept = sum(1 for c in range(2_000) if dedup.seen(f"{c:05d}" + "x" * 7_600, 2) == 10)
+    assert 100 < kept < 2_000  # the most recent clients, as many as the bytes allow
+    assert dedup.seen("01999" + "x" * 7_600, 0) == 10
+
+
+def test_a_client_id_shared_by_many_entries_is_kept_and_counted_once():
+    dedup = DedupWindow(max_bytes=10**9)
+    client = "gateway-" + "y" * 1_000
+    for batch_id in range(1_000):
+        dedup.remember("".join(client), batch_id, 1)  # a new str each time, as per stream
+    assert dedup.bytes < 1_000 * DedupWindow.ENTRY_BYTES + 2 * len(client)
+    # In-flight entries count too, and a forgotten round gives its bytes back.
+    before = dedup.bytes
+    dedup.begin("other-client", 1, 5)
+    assert dedup.bytes > before
+    dedup.abandon("other-client", 1)
+    assert dedup.bytes == before
+    dedup.begin("other-client", 2, 5)
+    dedup.commit("other-client", 2)
+    assert dedup.seen("other-client", 2) == 5 and dedup.bytes > before

@@ -187,3 +187,49 @@ def test_bad_likelihood_thresholds_are_rejected(spec):
 def test_a_zero_threshold_switches_a_channel_off():
     settings = OrchestratorSettings(likelihood_thresholds="statistical.level=0")
     assert settings.thresholds() == {"statistical.level": 0.0}
+
+
+# -- the memory budget (issue 13) ---------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def test_the_default_memory_plan_fits_the_default_budget_and_the_receive_limit_follows_batches():
+    settings = OrchestratorSettings()
+    plan = settings.memory_plan()
+    assert plan.total <= settings.memory_budget_bytes == 768 * MIB
+    assert plan.checkpoint_copy == 0
+    # 100,000 sensors at most 4,096 bytes of history plus a 256-character id of 4-byte characters.
+    assert plan.histories == 100_000 * (4_096 + 136 + 76 + 4 * 256)
+    # 10,000 readings of the widest kind (1,050 bytes each on the wire) plus the batch fields.
+    assert settings.max_receive_message_bytes() == 10_000 * 1_050 + 537
+    assert OrchestratorSettings(max_batch_readings=100).max_receive_message_bytes() == 105_537
+    assert OrchestratorSettings(max_message_bytes=4096).max_receive_message_bytes() == 4096
+
+
+@pytest.mark.parametrize(
+    ("fields", "complaint"),
+    [
+        # A single batch of the largest kind could never be admitted.
+        ({"inflight_budget_bytes": 16 * MIB}, r"inflight_budget_bytes \(16,777,216\) must hold"),
+        # ... nor a round of the largest batch be scored.
+        ({"scoring_budget_bytes": 32 * MIB}, r"scoring_budget_bytes \(33,554,432\) must hold"),
+        # The parts add up to more than the total.
+        ({"max_sensors": 200_000}, r"exceeds memory_budget_bytes \(768 MiB\); at most 10\d,\d{3}"),
+        # A checkpoint copies the histories: 100,000 sensors and their copy do not fit 768 MiB.
+        ({"state_dir": "/tmp/state"}, r"checkpoint copy 391 MiB.*at most 6\d,\d{3} sensors"),
+    ],
+)
+def test_budgets_that_contradict_each_other_are_refused_at_startup(fields, complaint):
+    with pytest.raises(ValidationError, match=complaint):
+        OrchestratorSettings(**fields)
+
+
+def test_smaller_limits_make_room_for_checkpoints():
+    settings = OrchestratorSettings(state_dir="/tmp/state", max_sensors=60_000)
+    assert settings.memory_plan().checkpoint_copy == 60_000 * 4_096
+    assert settings.memory_plan().total <= settings.memory_budget_bytes
+    small = OrchestratorSettings(
+        max_batch_readings=1_000, max_sensor_id_length=64, inflight_budget_bytes=4 * MIB
+    )
+    assert small.max_receive_message_bytes() < 300_000

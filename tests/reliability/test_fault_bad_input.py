@@ -10,8 +10,9 @@ Handling, as documented in orchestrator/batches.py and the README:
   timestamps or ones more than max_future_seconds ahead, unknown verdict modes, traceparents
   over 128 characters, batches over max_batch_readings: INVALID_ARGUMENT naming the field
   (`readings[3].value`); the whole batch is rejected; on a stream, batches before it stay acked.
-- a message over max_message_bytes: RESOURCE_EXHAUSTED from gRPC ("Received message larger
-  than max (N vs. M)"), before any of it is decoded.
+- a message larger than the largest valid batch (its size follows from max_batch_readings and
+  max_sensor_id_length; or max_message_bytes if lower): RESOURCE_EXHAUSTED from gRPC
+  ("Received message larger than max (N vs. M)"), before any of it is decoded.
 - strings that are not UTF-8 (only non-protobuf or hand-made clients can send them): a stream
   ends with INVALID_ARGUMENT "request: not a valid TelemetryBatch", and so does unary Detect
   (the orchestrator decodes leniently and refuses, counted, instead of gRPC logging a traceback).
@@ -34,6 +35,7 @@ import pytest
 from faultkit import BackgroundProducer, process_mesh
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from sentinel.orchestrator.settings import OrchestratorSettings
 
 from sentinel.client import CLIENT_ID_HEADER
 from sentinel.v1 import orchestrator_pb2 as pb
@@ -234,11 +236,12 @@ def _raw_batch(readings: int, with_timestamps: bool) -> bytes:
     return b"\x08\x2a" + reading * readings
 
 
-def test_a_million_reading_batch_is_refused_with_a_clear_status(orchestrator, stub) -> None:
+def test_batches_of_too_many_readings_are_refused_with_a_clear_status(orchestrator, stub) -> None:
     before = _scored(orchestrator)
-    compact, stamped = _raw_batch(1_000_000, False), _raw_batch(1_000_000, True)
-    assert len(pb.TelemetryBatch.FromString(compact).readings) == 1_000_000
-    assert len(compact) < 16 * 1024 * 1024 < len(stamped)
+    limit = OrchestratorSettings(max_batch_readings=BATCH_LIMIT).max_receive_message_bytes()
+    under, over = _raw_batch(5_000, False), _raw_batch(1_000_000, False)
+    assert len(pb.TelemetryBatch.FromString(over).readings) == 1_000_000
+    assert len(under) < limit < len(over) < 16 * 1024 * 1024
     with grpc.insecure_channel(orchestrator.target) as channel:
         detect = channel.unary_unary(
             "/sentinel.v1.Orchestrator/Detect",
@@ -251,26 +254,27 @@ def test_a_million_reading_batch_is_refused_with_a_clear_status(orchestrator, st
             response_deserializer=pb.StreamEvent.FromString,
         )
         with BackgroundProducer(orchestrator.target) as steady:
-            # Under the 16 MiB message limit: decoded, then refused by the batch limit.
+            # Within the size of the largest valid batch: decoded, refused by the batch limit.
             for call in (
-                lambda: detect(compact, timeout=60),
-                lambda: list(stream(iter([compact]), timeout=60)),
+                lambda: detect(under, timeout=60),
+                lambda: list(stream(iter([under]), timeout=60)),
             ):
                 with pytest.raises(grpc.RpcError) as refused:
                     call()
                 assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert refused.value.details() == (
-                    f"readings: 1000000 readings exceeds the limit of {BATCH_LIMIT} per batch"
+                    f"readings: 5000 readings exceeds the limit of {BATCH_LIMIT} per batch"
                 )
-            # Over it: refused by gRPC before anything is decoded.
+            # Larger (a million readings, even under the 16 MiB max_message_bytes): refused by
+            # gRPC before anything is decoded.
             for call in (
-                lambda: detect(stamped, timeout=60),
-                lambda: list(stream(iter([stamped]), timeout=60)),
+                lambda: detect(over, timeout=60),
+                lambda: list(stream(iter([over]), timeout=60)),
             ):
                 with pytest.raises(grpc.RpcError) as refused:
                     call()
                 assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "larger than max" in refused.value.details()
+                assert f"larger than max ({len(over)} vs. {limit})" in refused.value.details()
             producer = steady.finish()
     assert producer.acked_readings == producer.sent_readings > 0
     assert _scored(orchestrator) - before == producer.sent_readings  # nothing of the big ones

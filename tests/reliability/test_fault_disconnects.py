@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import grpc
 from readings import batch, noise
-from sentinel.orchestrator.batches import Limits
+from sentinel.orchestrator.batches import Limits, decode_batch
 from sentinel.orchestrator.session import StreamOptions, StreamSession
 
 from sentinel.client import CLIENT_ID_HEADER
@@ -160,9 +160,9 @@ async def test_session_ended_then_abandoned_with_full_queues_still_finishes() ->
     options = StreamOptions(limits=Limits(), queue_batches=1, inflight_batches=1)
     session = StreamSession(pipeline, options, "c", (), None)
 
-    async def requests():
+    async def requests():  # decoded as the server's deserializer hands them over
         for i in range(1, 100):
-            yield batch(i, [1.0])
+            yield decode_batch(batch(i, [1.0]), Limits())
 
     events = session.events(requests())
     pending = asyncio.ensure_future(events.__anext__())

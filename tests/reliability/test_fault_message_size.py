@@ -1,4 +1,5 @@
-"""Message size limits: SENTINEL_MAX_MESSAGE_BYTES configures them, gRPC enforces them.
+"""Message size limits: the largest valid batch and SENTINEL_MAX_MESSAGE_BYTES configure them,
+gRPC enforces them.
 
 A message over the limit is refused with RESOURCE_EXHAUSTED ("Received message larger than
 max (N vs. M)") before it is decoded; on a stream the batches acked before it stay accepted;
@@ -11,6 +12,7 @@ split over several events, so answers stay under the limits too.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import grpc
 import pytest
@@ -20,7 +22,7 @@ from readings import batch, collect, noise
 from sentinel.orchestrator.session import VERDICTS_PER_EVENT
 from sentinel.orchestrator.settings import OrchestratorSettings
 
-from sentinel.client import StreamFailed, TelemetryClient
+from sentinel.client import DEFAULT_MAX_MESSAGE_BYTES, StreamFailed, TelemetryClient
 from sentinel.soak import Producer
 from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -77,7 +79,7 @@ async def test_max_message_bytes_is_configured_from_the_environment_and_enforced
                 await careful.send(_readings(9900))
             await careful.send(_readings(200))
         assert careful.stats.batches_acked == 1
-        unaware = TelemetryClient(target)  # default 16 MiB: it does not know the server's limit
+        unaware = TelemetryClient(target)  # default 10.5 MB: it does not know this server's limit
         unaware.start()
         await unaware.send(_readings(9900))
         with pytest.raises(StreamFailed) as failed:
@@ -120,3 +122,26 @@ async def test_verdicts_of_a_big_batch_are_split_over_events_under_the_limit() -
         assert seen == [batch_id] * 2500
         events = await collect(mesh.stub.StreamTelemetry(_requests([batch(9, [1.0])])))
         assert [a.batch_id for a in events["ack"]] == [9]
+
+
+async def test_the_receive_limit_is_the_largest_valid_batch() -> None:
+    """The default limit follows max_batch_readings and max_sensor_id_length: the widest batch
+    they accept is received and scored; a little more is refused by gRPC before parsing."""
+    assert OrchestratorSettings().max_receive_message_bytes() == DEFAULT_MAX_MESSAGE_BYTES
+    async with running_mesh(engines=("threshold",), max_batch_readings=100) as mesh:
+        limit = mesh.orchestrator.settings.max_receive_message_bytes()
+        now = time.time_ns()
+        widest = [
+            pb.Reading(
+                sensor_id=chr(0x1F300 + i) + "\U0001f525" * 255, value=1.5, timestamp_unix_nanos=now
+            )
+            for i in range(102)
+        ]
+        largest = pb.TelemetryBatch(batch_id=1, readings=widest[:100])
+        assert len((await mesh.stub.Detect(largest)).verdicts) == 100
+        too_big = pb.TelemetryBatch(batch_id=2, readings=widest)
+        assert too_big.ByteSize() > limit > largest.ByteSize()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await mesh.stub.Detect(too_big)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"larger than max ({too_big.ByteSize()} vs. {limit})" in refused.value.details()

@@ -37,6 +37,7 @@ async def test_an_incident_survives_a_restart_and_resolves_once(tmp_path, how) -
     checkpoint = state / "checkpoint.npz"
     async with process_mesh(
         SENTINEL_STATE_DIR=str(state),
+        SENTINEL_MAX_SENSORS="10000",  # with checkpoints, 100,000 exceed the memory budget
         SENTINEL_CHECKPOINT_SECONDS="0.3",
         SENTINEL_RESOLVE_AFTER="5",
     ) as (_specialists, orchestrator):
