@@ -177,7 +177,6 @@ async def test_session_ended_then_abandoned_with_full_queues_still_finishes() ->
     await asyncio.wait_for(session.done.wait(), 5)
 
 
-
 async def test_transport_failure_with_a_full_queue_then_client_gone_still_finishes() -> None:
     """The request stream breaks while the ingest queue is full (rounds in flight hold every
     slot), then the call is cancelled: the reader is cancelled while it hands over its
