@@ -41,8 +41,8 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
 from sentinel.lifeline import child_env
-from sentinel.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
 T = TypeVar("T")
