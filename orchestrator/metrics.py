@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -154,9 +155,13 @@ class OrchestratorMetrics:
     def bind_specialists(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
         """One `specialist_up` series per configured specialist, read at scrape time."""
         for name in names:
-            self.specialist_up.labels(name).set_function(lambda name=name: float(is_up(name)))
+            self.specialist_up.labels(name).set_function(functools.partial(_as_float, is_up, name))
 
     def observe_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
         self.specialist_latency.labels(specialist, version or "unknown").observe(seconds)
         if code != "OK":
             self.specialist_errors.labels(specialist, version or "unknown", code).inc()
+
+
+def _as_float(is_up: Callable[[str], bool], name: str) -> float:
+    return float(is_up(name))

@@ -1,32 +1,20 @@
 """Import layers, checked by import-linter: application → roles → shared core → generated stubs,
 and neither role imports the other (contracts in pyproject.toml, `[tool.importlinter]`).
 
-The roles install as `sentinel.orchestrator` / `sentinel.specialists` through setuptools'
-package-dir mapping from the top-level folders, which grimp's filesystem walk does not follow
-in an editable install; so the check runs on a copy of the source laid out as installed.
+It runs on a copy of the source laid out as installed (see installed_layout.py).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from installed_layout import REPO, installed_layout
 
-REPO = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
-
-
-def _installed_layout(root: Path) -> Path:
-    """Copy the source to `root` shaped like the installed package (roles inside sentinel/)."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.onnx")
-    shutil.copytree(REPO / "sentinel", root / "sentinel", ignore=ignore)
-    for role in ("orchestrator", "specialists"):
-        shutil.copytree(REPO / role, root / "sentinel" / role, ignore=ignore)
-    return root
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:
@@ -42,7 +30,7 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_source_keeps_every_contract(tmp_path: Path) -> None:
-    result = _lint_imports(_installed_layout(tmp_path))
+    result = _lint_imports(installed_layout(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Contracts: 3 kept, 0 broken." in result.stdout
 
@@ -91,7 +79,7 @@ def test_the_source_keeps_every_contract(tmp_path: Path) -> None:
 def test_a_forbidden_import_breaks_a_contract(
     tmp_path: Path, module: str, line: str, reported: str
 ) -> None:
-    root = _installed_layout(tmp_path)
+    root = installed_layout(tmp_path)
     path = root / "sentinel" / module
     source = path.read_text() if path.exists() else ""
     path.write_text(f"{source}\n{line}\n")

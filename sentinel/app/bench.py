@@ -115,7 +115,7 @@ def open_loop_schedule(
     return [times[p::producers] for p in range(producers)]
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float] | np.ndarray, q: float) -> float:
     """Nearest-rank percentile (a value that occurred; p99.9 of < 1000 samples is the max)."""
     if not len(sorted_values):
         return float("nan")
@@ -349,6 +349,7 @@ async def _stream(
     latency counts from; the stream ends when it is exhausted and every batch is acked."""
     sent_at: list[float] = []
     async with grpc.aio.insecure_channel(target) as channel:
+        call: grpc.aio.StreamStreamMultiCallable[bytes, orchestrator_pb2.StreamEvent]
         call = channel.stream_stream(
             STREAM_METHOD,
             request_serializer=None,

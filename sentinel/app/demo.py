@@ -126,7 +126,7 @@ class DemoTally:
 
     def seed_alerted(self) -> dict[SeedSpike, OpenedAlert]:
         """Seed spikes that opened their own alert, on the spike's reading, by the rule 90."""
-        alerted = {}
+        alerted: dict[SeedSpike, OpenedAlert] = {}
         for alert in self.opened:
             if alert.seed_spike is not None and any(SEED_RULE_REASON in r for r in alert.reasons):
                 alerted.setdefault(alert.seed_spike, alert)

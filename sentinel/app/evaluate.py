@@ -57,6 +57,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sentinel.app.replay import Series, parse_timestamp, read_series
 
@@ -481,7 +482,7 @@ def plot_file_name(key: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIterator[str]:
+async def _mesh(target: str | None, settings: Mapping[str, Any]) -> AsyncIterator[str]:
     if target:
         yield target
         return

@@ -169,7 +169,13 @@ async def wait_ready_ports(
             lines = ready.read_text(encoding="utf-8").split()
             return int(lines[0]), int(lines[1]) if len(lines) > 1 else None
         if process.poll() is not None:
-            raise RuntimeError(f"{' '.join(process.args[3:5])} exited with {process.returncode}")
+            raise RuntimeError(f"{_name(process)} exited with {process.returncode}")
         await asyncio.sleep(0.05)
     process.kill()
-    raise TimeoutError(f"{' '.join(process.args[3:5])} did not start in time")
+    raise TimeoutError(f"{_name(process)} did not start in time")
+
+
+def _name(process: subprocess.Popen) -> str:
+    """`serve <role>` of a child started by serve_command."""
+    args = process.args
+    return " ".join(map(str, args[3:5])) if isinstance(args, list) else str(args)

@@ -207,7 +207,7 @@ class Producer:
         sensors: list[str],
         seed: int,
         max_unacked: int = 64,
-        verdicts: int = orchestrator_pb2.VERDICT_MODE_ALL,
+        verdicts: orchestrator_pb2.VerdictMode = orchestrator_pb2.VERDICT_MODE_ALL,
         **client_options,
     ) -> None:
         self.name = name
