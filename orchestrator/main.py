@@ -37,6 +37,10 @@ from .windows import WindowStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+# A health service name that turns SERVING once every configured specialist has described
+# itself (Kubernetes' startupProbe asks for it). Readiness ("" and SERVICE_NAME) does not wait
+# for the specialists: one sick specialist must not take every orchestrator out of service.
+STARTUP_SERVICE = "sentinel.startup"
 
 
 class OrchestratorProcess:
@@ -167,6 +171,8 @@ class OrchestratorProcess:
             self.checkpointer.restore()
         await self.pool.start()
         port = await self.server.start()
+        await self.server.set_serving(STARTUP_SERVICE, False)
+        self._housekeeping.append(asyncio.create_task(self._announce_startup()))
         if self.checkpointer is not None:
             self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
         self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
@@ -208,6 +214,11 @@ class OrchestratorProcess:
             self.metrics_endpoint.close()
         # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
         log.info("orchestrator stopped", extra=self.totals())
+
+    async def _announce_startup(self) -> None:
+        await self.pool.all_described.wait()
+        await self.server.set_serving(STARTUP_SERVICE, True)
+        log.info("startup complete: every specialist described", extra={"port": self.port})
 
     async def _sweep_stale_incidents(self) -> None:
         stale_after = self.settings.stale_after_seconds

@@ -347,6 +347,9 @@ class SpecialistPool:
         self._on_declared = on_declared
         self._rediscover_seconds = rediscover_seconds
         self._task: asyncio.Task[None] | None = None
+        self._described_once: set[str] = set()
+        self.all_described = asyncio.Event()
+        """Set once every configured specialist has described itself (each at least once)."""
 
     async def start(self) -> None:
         await self.describe_missing()
@@ -361,6 +364,9 @@ class SpecialistPool:
             for client in pending:
                 if client.declaration is not None and client.described and client.recheck():
                     self._on_declared(client.name, client.declaration)
+                    self._described_once.add(client.name)
+        if len(self._described_once) == len(self.clients):
+            self.all_described.set()
 
     async def _rediscover_loop(self) -> None:
         while True:
