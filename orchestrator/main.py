@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, write_to_textfile
 
 from sentinel.server import (
     GrpcServer,
@@ -26,7 +26,7 @@ from .combine import Combiner
 from .dedup import DedupWindow
 from .history import History, HistoryLimits
 from .incidents import IncidentTracker
-from .metrics import OrchestratorMetrics
+from .metrics import OrchestratorMetrics, lifetime_totals
 from .pipeline import ScoringPipeline
 from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
@@ -212,7 +212,8 @@ class OrchestratorProcess:
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
-        # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
+        if self.settings.final_metrics_file:
+            write_to_textfile(self.settings.final_metrics_file, self.registry)
         log.info("orchestrator stopped", extra=self.totals())
 
     async def _announce_startup(self) -> None:
@@ -230,15 +231,8 @@ class OrchestratorProcess:
             self.pipeline.sweep_stale(stale_after)
 
     def totals(self) -> dict[str, int]:
-        value = self.registry.get_sample_value
-        return {
-            "readings_received": int(value("sentinel_orchestrator_readings_received_total") or 0),
-            "batches_received": int(value("sentinel_orchestrator_batches_received_total") or 0),
-            "duplicate_batches": int(value("sentinel_orchestrator_duplicate_batches_total") or 0),
-            "verdicts_degraded": int(
-                value("sentinel_orchestrator_verdicts_total", {"status": "degraded"}) or 0
-            ),
-        }
+        """Counts since this process started (see `lifetime_totals`)."""
+        return lifetime_totals(self.registry.get_sample_value)
 
 
 async def serve(

@@ -165,3 +165,23 @@ class OrchestratorMetrics:
 
 def _as_float(is_up: Callable[[str], bool], name: str) -> float:
     return float(is_up(name))
+
+
+# sample(name, labels) -> value or None: a registry's get_sample_value, or a lookup in
+# Prometheus text scraped or written by another process.
+SampleLookup = Callable[[str, dict[str, str] | None], float | None]
+
+
+def lifetime_totals(sample: SampleLookup) -> dict[str, int]:
+    """The counts a supervisor adds up over an orchestrator's restarts (`sentinel soak`):
+    readings and batches received for scoring, duplicate batches, degraded verdicts."""
+
+    def count(name: str, labels: dict[str, str] | None = None) -> int:
+        return int(sample(f"sentinel_orchestrator_{name}_total", labels) or 0)
+
+    return {
+        "readings_received": count("readings_received"),
+        "batches_received": count("batches_received"),
+        "duplicate_batches": count("duplicate_batches"),
+        "verdicts_degraded": count("verdicts", {"status": "degraded"}),
+    }

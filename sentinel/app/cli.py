@@ -254,7 +254,7 @@ def replay(
                 return await run_replay(
                     series, target, out, batch_size, advance, partition=partition
                 )
-            from sentinel.app.embedded import embedded_mesh
+            from sentinel.app.local_mesh import embedded_mesh
 
             async with embedded_mesh() as local_target:
                 return await run_replay(

@@ -486,7 +486,7 @@ async def _mesh(target: str | None, settings: Mapping[str, Any]) -> AsyncIterato
     if target:
         yield target
         return
-    from sentinel.app.embedded import embedded_mesh
+    from sentinel.app.local_mesh import embedded_mesh
 
     # A score must not depend on how busy the machine is: a Score call that misses a short
     # deadline would leave an engine out of some verdicts (degraded) and change detections.
