@@ -327,6 +327,12 @@ def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[byt
     return out
 
 
+def readings_in(payload: bytes) -> int:
+    """Readings in a serialised batch, in either form (Reading messages or columns)."""
+    batch = orchestrator_pb2.TelemetryBatch.FromString(payload)
+    return len(batch.readings) or len(batch.columns.sensor_ids)
+
+
 def payload_count(batch_size: int, sensors: int) -> int:
     """Enough distinct batches that cycling through them touches every sensor."""
     return max(64, math.ceil(sensors / batch_size))
@@ -410,8 +416,7 @@ async def drive_open(
     Batches the generator could not send by twice the scheduled duration (a mesh far below
     the offered rate holds the streams back through flow control) are not sent; they count
     as offered and not achieved."""
-    batch_size = len(orchestrator_pb2.TelemetryBatch.FromString(payloads[0]).readings)
-    schedule = open_loop_schedule(rate, batch_size, producers, seconds)
+    schedule = open_loop_schedule(rate, readings_in(payloads[0]), producers, seconds)
     segment = Segment(seconds=0.0, batches_scheduled=sum(len(s) for s in schedule))
     ack_times: list[float] = []
     started = time.perf_counter() + 0.05  # time to open the streams

@@ -27,12 +27,14 @@ from sentinel.app.bench import (
     MeshResult,
     Segment,
     latency_summary_ms,
+    make_batches,
     measurement_plan,
     open_loop_schedule,
     parse_stat_cpu_seconds,
     parse_vmhwm_bytes,
     payload_count,
     percentile,
+    readings_in,
 )
 from sentinel.app.local_mesh import sample_sum
 from sentinel.v1 import specialist_pb2
@@ -93,6 +95,12 @@ def test_baseline_plan_alternates_real_and_pass_through_abba() -> None:
     assert [name for name, _ in plan] == [REAL, PASS_THROUGH, PASS_THROUGH, REAL]
     for mesh in (REAL, PASS_THROUGH):
         assert sum(s for name, s in plan if name == mesh) == 10
+
+
+def test_the_open_loop_counts_the_readings_of_columnar_payloads() -> None:
+    """The payloads are columnar (no Reading messages): the schedule's batch size must count
+    their columns (it counted `readings`, 0, and `--rate` divided by zero)."""
+    assert readings_in(make_batches(1, 250, 100)[0]) == 250
 
 
 def test_payloads_cover_every_sensor_at_100k() -> None:
