@@ -119,17 +119,17 @@ def serve(
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings
 
-        settings = OrchestratorSettings(
+        orchestrator_settings = OrchestratorSettings(
             **common, **_overrides(specialists=specialists, combine_policy=policy)
         )
         if role is Role.orchestrator:
             from sentinel.orchestrator.main import main as orchestrator_main
 
-            orchestrator_main(settings, ready_file, console_spans)
+            orchestrator_main(orchestrator_settings, ready_file, console_spans)
         else:
             from sentinel.app.serve_all import main as serve_all_main
 
-            serve_all_main(settings, ready_file, console_spans)
+            serve_all_main(orchestrator_settings, ready_file, console_spans)
         return
     from sentinel.specialists.main import main as specialist_main
     from sentinel.specialists.settings import SpecialistSettings
@@ -254,7 +254,7 @@ def replay(
                 return await run_replay(
                     series, target, out, batch_size, advance, partition=partition
                 )
-            from sentinel.app.embedded import embedded_mesh
+            from sentinel.app.local_mesh import embedded_mesh
 
             async with embedded_mesh() as local_target:
                 return await run_replay(
