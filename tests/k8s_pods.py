@@ -57,7 +57,9 @@ class PodContainer:
     pod_name: str
     labels: dict[str, str]
     image: str
-    argv: tuple[str, ...]
+    command: tuple[str, ...] | None
+    """The container's `command` (None: the image's ENTRYPOINT runs)."""
+    args: tuple[str, ...]
     env: dict[str, str]
     """Resolved as the kubelet does: envFrom ConfigMaps, then env in order."""
     referenced: frozenset[str]
@@ -74,14 +76,21 @@ class PodContainer:
     allow_privilege_escalation: bool
     termination_grace_seconds: float
     pre_stop_sleep_seconds: float
+    metrics_port: int | None
+    """The port Prometheus scrapes (prometheus.io/port annotation)."""
     metrics_path: str | None
-    """The prometheus.io/path scrape annotation."""
+    """The path Prometheus scrapes (prometheus.io/path annotation)."""
     memory_limit: str | None
     cpu_limit: str | None
 
     @property
     def workload(self) -> str:
         return f"{self.kind}/{self.name}"
+
+    @property
+    def argv(self) -> tuple[str, ...]:
+        """What the container executes: its command, or the image's ENTRYPOINT, then args."""
+        return (self.command or IMAGE_ENTRYPOINT) + self.args
 
 
 def sentinel_containers(objects: list[dict[str, Any]]) -> list[PodContainer]:
@@ -150,6 +159,7 @@ def _pod_container(
         if "grpc" in (p := c.get(kind) or {})
     )
     limits = (c.get("resources") or {}).get("limits") or {}
+    scrape = pod_md.get("annotations") or {}
     pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
     return PodContainer(
         kind=workload["kind"],
@@ -158,7 +168,8 @@ def _pod_container(
         pod_name=pod_name,
         labels=dict(pod_md.get("labels") or {}),
         image=c.get("image", ""),
-        argv=tuple(c.get("command") or IMAGE_ENTRYPOINT) + tuple(c.get("args") or ()),
+        command=tuple(c["command"]) if c.get("command") else None,
+        args=tuple(c.get("args") or ()),
         env=env,
         referenced=frozenset(referenced),
         ports={p["name"]: int(p["containerPort"]) for p in c.get("ports") or []},
@@ -172,7 +183,8 @@ def _pod_container(
         allow_privilege_escalation=sc.get("allowPrivilegeEscalation", True) is not False,
         termination_grace_seconds=float(pod.get("terminationGracePeriodSeconds", 30)),
         pre_stop_sleep_seconds=float(pre_stop.get("seconds", 0)),
-        metrics_path=(pod_md.get("annotations") or {}).get("prometheus.io/path"),
+        metrics_port=int(scrape["prometheus.io/port"]) if "prometheus.io/port" in scrape else None,
+        metrics_path=scrape.get("prometheus.io/path"),
         memory_limit=limits.get("memory"),
         cpu_limit=limits.get("cpu"),
     )
