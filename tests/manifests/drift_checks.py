@@ -31,9 +31,9 @@ from pydantic_settings import BaseSettings
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.specialists.settings import SpecialistSettings
 
-from sentinel.cli import Role, app
+from sentinel.app.cli import Role, app
 
-#: The settings class each `serve ROLE` builds (sentinel/cli.py); `all` builds both kinds.
+#: The settings class each `serve ROLE` builds (sentinel/app/cli.py); `all` builds both kinds.
 ROLE_SETTINGS: dict[Role, tuple[type[BaseSettings], ...]] = {
     Role.orchestrator: (OrchestratorSettings,),
     Role.threshold: (SpecialistSettings,),
