@@ -92,6 +92,7 @@ class WireCount:
     readings: int  # counted up to one past the limit
     batch_id: int | None = None
     verdict_mode: int = 0  # as sent (0 = unspecified: anomalies)
+    columnar: bool = False  # the readings came as `columns`
 
 
 def parse_batch(
@@ -106,7 +107,7 @@ def parse_batch(
         counted = count_readings(data, limits.max_batch_readings)
     if counted is not None and counted.readings > limits.max_batch_readings:
         raise InvalidArgument(
-            "readings",
+            "columns" if counted.columnar else "readings",
             f"more than {limits.max_batch_readings} readings; the limit is "
             f"{limits.max_batch_readings} per batch",
             counted.batch_id,
@@ -126,7 +127,7 @@ def count_readings(data: bytes, stop_after: int) -> WireCount:
     """Readings, batch id and verdict mode of a serialized TelemetryBatch, read from the wire
     format without parsing the readings; stops once more than `stop_after` readings are found.
     ~0.1 µs per reading (each is skipped by its length prefix)."""
-    position, end, count, batch_id, mode = 0, len(data), 0, None, 0
+    position, end, count, batch_id, mode, columnar = 0, len(data), 0, None, 0, False
     try:
         while position < end:
             key = data[position]
@@ -141,7 +142,7 @@ def count_readings(data: bytes, stop_after: int) -> WireCount:
                     position += size
                 count += 1
                 if count > stop_after:
-                    return WireCount(count, batch_id, mode)
+                    return WireCount(count, batch_id, mode, columnar)
                 continue
             key, position = _varint(data, position)
             field, wire_type = key >> 3, key & 7
@@ -153,6 +154,11 @@ def count_readings(data: bytes, stop_after: int) -> WireCount:
                     mode = value
             elif wire_type == 2:
                 size, position = _varint(data, position)
+                if field == 5:  # columns: as many readings as its longest column
+                    rows = _column_rows(data, position, position + size, stop_after - count)
+                    count, columnar = count + rows, True
+                    if count > stop_after:
+                        return WireCount(count, batch_id, mode, columnar)
                 position += size
             elif wire_type == 1:
                 position += 8
@@ -166,7 +172,43 @@ def count_readings(data: bytes, stop_after: int) -> WireCount:
         position = end + 1
     if position > end:
         raise InvalidArgument("request", "not a valid TelemetryBatch: truncated", batch_id)
-    return WireCount(count, batch_id, mode)
+    return WireCount(count, batch_id, mode, columnar)
+
+
+def _column_rows(data: bytes, start: int, end: int, stop_after: int) -> int:
+    """Rows of a serialized ReadingColumns (its longest column, as `reading_count` counts):
+    sensor ids one by one (stopping past `stop_after`), packed values by their length, packed
+    timestamps by their varints' last bytes (numpy, no copy)."""
+    ids = values = stamps = 0
+    position = start
+    while position < end:
+        key, position = _varint(data, position)
+        field, wire_type = key >> 3, key & 7
+        if wire_type == 2:
+            size, position = _varint(data, position)
+            if field == 1:
+                ids += 1
+                if ids > stop_after:
+                    return ids
+            elif field == 2:
+                values += size // 8
+            elif field == 3:
+                window = np.frombuffer(data, np.uint8, size, position)
+                stamps += int(np.count_nonzero(window < 0x80))
+            position += size
+        elif wire_type == 0:  # a timestamp sent unpacked
+            _, position = _varint(data, position)
+            stamps += field == 3
+        elif wire_type == 1:  # a value sent unpacked
+            position += 8
+            values += field == 2
+        elif wire_type == 5:
+            position += 4
+        else:
+            raise InvalidArgument("request", f"not a valid TelemetryBatch: wire type {wire_type}")
+    if position > end:
+        raise IndexError("a column runs past its message")
+    return max(ids, values, stamps)
 
 
 def _varint(data: bytes, position: int) -> tuple[int, int]:
@@ -185,56 +227,114 @@ def _varint_size(value: int) -> int:
     return max(1, (value.bit_length() + 6) // 7)
 
 
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """How an error names row i's fields: `readings[i].value` or `columns.values[i]`."""
+
+    container: str
+    columnar: bool
+
+    def of(self, row: int, name: str) -> str:
+        if self.columnar:
+            return f"{self.container}.{_COLUMN_OF[name]}[{row}]"
+        return f"{self.container}[{row}].{name}"
+
+
+_COLUMN_OF = {
+    "sensor_id": "sensor_ids",
+    "value": "values",
+    "timestamp_unix_nanos": "timestamps_unix_nanos",
+}
+_ROWS = _Fields("readings", columnar=False)
+_COLUMNS = _Fields("columns", columnar=True)
+
+
 def decode_batch(
     batch: orchestrator_pb2.TelemetryBatch, limits: Limits, now_ns: int | None = None
 ) -> DecodedBatch:
-    readings = batch.readings
-    count = len(readings)
+    columnar = batch.HasField("columns")
+    if columnar and batch.readings:
+        raise InvalidArgument("columns", "a batch carries readings or columns, not both")
+    count = reading_count(batch)
     if count > limits.max_batch_readings:
         raise InvalidArgument(
-            "readings",
+            "columns" if columnar else "readings",
             f"{count} readings exceeds the limit of {limits.max_batch_readings} per batch",
         )
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
-    sensor_ids, values, timestamps = _columns(readings)
+    if columnar:
+        fields = _COLUMNS
+        sensor_ids, values, timestamps = _from_columns(batch.columns)
+    else:
+        fields = _ROWS
+        sensor_ids, values, timestamps = _columns(batch.readings)
     joined_ids = "\0".join(sensor_ids)
     digest = readings_digest(sensor_ids, values, timestamps, joined_ids)
 
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise InvalidArgument(f"readings[{bad[0]}].value", f"must be finite, got {values[bad[0]]}")
+        raise InvalidArgument(fields.of(bad[0], "value"), f"must be finite, got {values[bad[0]]}")
     # History is kept in float32: a value beyond its range would turn into inf there.
     bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].value",
+            fields.of(bad[0], "value"),
             f"must be within +/-{FLOAT32_MAX:.4g} (kept as float32), got {values[bad[0]]}",
         )
-    _check_sensor_ids(sensor_ids, limits)
+    _check_sensor_ids(sensor_ids, limits, fields)
     now_ns = time.time_ns() if now_ns is None else now_ns
     bad = np.flatnonzero(timestamps < 0)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].timestamp_unix_nanos", "must be >= 0 (Unix nanoseconds; 0 = now)"
+            fields.of(bad[0], "timestamp_unix_nanos"), "must be >= 0 (Unix nanoseconds; 0 = now)"
         )
-    _check_plausibly_nanoseconds(timestamps, limits.min_timestamp_unix_nanos)
+    _check_plausibly_nanoseconds(timestamps, limits.min_timestamp_unix_nanos, fields)
     horizon = now_ns + int(limits.max_future_seconds * NANOS)
     bad = np.flatnonzero(timestamps > horizon)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].timestamp_unix_nanos",
+            fields.of(bad[0], "timestamp_unix_nanos"),
             f"{timestamps[bad[0]]} is more than {limits.max_future_seconds:g}s in the future",
         )
     timestamps = np.where(timestamps == 0, now_ns, timestamps)
     mode = batch.verdicts or orchestrator_pb2.VERDICT_MODE_ANOMALIES
     if batch.traceparent and len(batch.traceparent) > MAX_TRACEPARENT:
         raise InvalidArgument("traceparent", f"longer than {MAX_TRACEPARENT} characters")
-    # Each id is its own str (parsing makes one per reading); the joined ids have the widest
-    # character size of them, so this is an upper bound without a loop over the ids.
+    # Each id is its own str at most (parsing makes one per reading); the joined ids have the
+    # widest character size of them, so this is an upper bound without a loop over the ids.
     nbytes = count * (READING_COLUMNS_BYTES + STR_OBJECT_BYTES) + sys.getsizeof(joined_ids)
     return DecodedBatch(
         batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest, nbytes
+    )
+
+
+def reading_count(batch: orchestrator_pb2.TelemetryBatch) -> int:
+    """Readings in a batch of either form (for columns: the longest column, so a limit check
+    on it cannot be dodged by mismatched lengths)."""
+    if batch.HasField("columns"):
+        columns = batch.columns
+        return max(len(columns.sensor_ids), len(columns.values), len(columns.timestamps_unix_nanos))
+    return len(batch.readings)
+
+
+def _from_columns(
+    columns: orchestrator_pb2.ReadingColumns,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rows = len(columns.sensor_ids)
+    for name, column in (
+        ("values", columns.values),
+        ("timestamps_unix_nanos", columns.timestamps_unix_nanos),
+    ):
+        if len(column) != rows:
+            raise InvalidArgument(
+                f"columns.{name}", f"has {len(column)} entries for {rows} sensor_ids"
+            )
+    # Whole-column conversions in C: no per-reading Python work.
+    return (
+        list(columns.sensor_ids),
+        np.array(columns.values, dtype=np.float64),
+        np.array(columns.timestamps_unix_nanos, dtype=np.int64),
     )
 
 
@@ -259,7 +359,7 @@ def readings_digest(
 _UNITS = ((10**11, "seconds"), (10**14, "milliseconds"), (10**17, "microseconds"))
 
 
-def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
+def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int, fields: _Fields) -> None:
     bad = np.flatnonzero((timestamps > 0) & (timestamps < minimum))
     if not bad.size:
         return
@@ -267,7 +367,7 @@ def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
     unit = next((name for bound, name in _UNITS if value < bound), None)
     looks = f"looks like {unit}, " if unit else ""
     raise InvalidArgument(
-        f"readings[{bad[0]}].timestamp_unix_nanos",
+        fields.of(bad[0], "timestamp_unix_nanos"),
         f"{value} is before {minimum} ({looks}expected Unix nanoseconds; "
         "SENTINEL_MIN_TIMESTAMP_UNIX_NANOS=0 accepts old dates)",
     )
@@ -292,13 +392,13 @@ def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
     return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)
 
 
-def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
+def _check_sensor_ids(sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS) -> None:
     # Checks run once per distinct id (batches usually repeat a few sensors many times); the
     # index of an offending id is looked up only to name it.
     for sensor_id in dict.fromkeys(sensor_ids):
         problem = _id_problem(sensor_id, limits)
         if problem is not None:
-            raise InvalidArgument(f"readings[{sensor_ids.index(sensor_id)}].sensor_id", problem)
+            raise InvalidArgument(fields.of(sensor_ids.index(sensor_id), "sensor_id"), problem)
 
 
 def _id_problem(sensor_id: str, limits: Limits) -> str | None:

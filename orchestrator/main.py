@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, write_to_textfile
 
 from sentinel.server import (
     GrpcServer,
@@ -27,7 +27,7 @@ from .combine import Combiner
 from .dedup import DedupWindow
 from .history import History, HistoryLimits
 from .incidents import IncidentTracker
-from .metrics import OrchestratorMetrics
+from .metrics import OrchestratorMetrics, lifetime_totals
 from .pipeline import ScoringPipeline
 from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
@@ -44,6 +44,10 @@ SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full
 # they waited to be read (+535 MiB in all), 1 MiB ones +183 MiB in all. Batches up to 1 MiB
 # are written whole before a refusal can cut them off, as with the grown windows.
 STREAM_WINDOW_OPTIONS = (("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 1024 * 1024))
+# A health service name that turns SERVING once every configured specialist has described
+# itself (Kubernetes' startupProbe asks for it). Readiness ("" and SERVICE_NAME) does not wait
+# for the specialists: one sick specialist must not take every orchestrator out of service.
+STARTUP_SERVICE = "sentinel.startup"
 
 
 class OrchestratorProcess:
@@ -201,6 +205,8 @@ class OrchestratorProcess:
             self.checkpointer.restore()
         await self.pool.start()
         port = await self.server.start()
+        await self.server.set_serving(STARTUP_SERVICE, False)
+        self._housekeeping.append(asyncio.create_task(self._announce_startup()))
         if self.checkpointer is not None:
             self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
         self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
@@ -243,8 +249,14 @@ class OrchestratorProcess:
         await self.pool.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
-        # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
+        if self.settings.final_metrics_file:
+            write_to_textfile(self.settings.final_metrics_file, self.registry)
         log.info("orchestrator stopped", extra=self.totals())
+
+    async def _announce_startup(self) -> None:
+        await self.pool.all_described.wait()
+        await self.server.set_serving(STARTUP_SERVICE, True)
+        log.info("startup complete: every specialist described", extra={"port": self.port})
 
     async def _sweep_stale_incidents(self) -> None:
         stale_after = self.settings.stale_after_seconds
@@ -256,15 +268,8 @@ class OrchestratorProcess:
             self.pipeline.sweep_stale(stale_after)
 
     def totals(self) -> dict[str, int]:
-        value = self.registry.get_sample_value
-        return {
-            "readings_received": int(value("sentinel_orchestrator_readings_received_total") or 0),
-            "batches_received": int(value("sentinel_orchestrator_batches_received_total") or 0),
-            "duplicate_batches": int(value("sentinel_orchestrator_duplicate_batches_total") or 0),
-            "verdicts_degraded": int(
-                value("sentinel_orchestrator_verdicts_total", {"status": "degraded"}) or 0
-            ),
-        }
+        """Counts since this process started (see `lifetime_totals`)."""
+        return lifetime_totals(self.registry.get_sample_value)
 
 
 async def serve(

@@ -35,7 +35,7 @@ from sentinel.v1 import orchestrator_pb2
 
 from .batches import DecodedBatch, Limits
 from .budget import MIB, InflightBudget, ScoringBudget
-from .pipeline import BatchResult, ScoringPipeline
+from .pipeline import BatchResult, Prepared, ScoringPipeline
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,16 @@ class _Release:
     size: int
 
 
+@dataclass(slots=True)
+class _Round:
+    """A round being scored, and what it holds of the two budgets."""
+
+    prepared: Prepared | None
+    scoring: asyncio.Task
+    received: int  # in-flight bytes of its batches, given back once their events are sent
+    working: int  # scoring bytes, given back as soon as the round is finished
+
+
 class StreamSession:
     def __init__(
         self,
@@ -95,14 +105,25 @@ class StreamSession:
         stream_span = trace.get_current_span(stream_context) if stream_context else None
         link_context = stream_span.get_span_context() if stream_span else None
         self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
-        self._ingest: asyncio.Queue = asyncio.Queue(options.queue_batches)
-        self._inflight: asyncio.Queue = asyncio.Queue(options.inflight_batches)
+        # Batches waiting for a round, bounded by `_ingest_room`; the queue itself is not, so
+        # the reader's terminal always goes in without waiting (a put that waits can be
+        # cancelled, and a processor that never sees the terminal never ends).
+        self._ingest: asyncio.Queue = asyncio.Queue()
+        self._ingest_room = asyncio.Semaphore(options.queue_batches)
+        self._inflight: asyncio.Queue = asyncio.Queue()
+        # Rounds being scored: the processor takes a slot *before* it takes batches off the
+        # ingest queue, so that while the mesh is busy, arriving batches wait there and
+        # coalesce into the next, larger round (per-round costs are most of the cost).
+        self._slots = asyncio.Semaphore(options.inflight_batches)
+        self._batches_queued = 0
+        self._rounds_open = 0
         # Not bounded in count but in bytes: every verdict in it was reserved with its batch
         # (InflightBudget.cost), and a stream holding its budget is not read further. So a
         # client that reads slowly never keeps a finished round's working memory (the
         # process's scoring budget) from being given back.
         self._events: asyncio.Queue = asyncio.Queue()
         self._reader: asyncio.Task | None = None
+        self._terminal: object = _END  # what ends the ingest queue once the reader is done
         self._tasks: list[asyncio.Task] = []
         self._detached = False
         # Bad input from the client, or no room for its batch: the stream ends with
@@ -115,7 +136,8 @@ class StreamSession:
 
     @property
     def queue_depth(self) -> int:
-        return self._ingest.qsize() + self._inflight.qsize()
+        """Batches waiting for a round plus rounds being scored (the autoscaling signal)."""
+        return self._batches_queued + self._rounds_open
 
     def end(self, reason: str) -> None:
         """Stop reading; finish what was read; then the stream ends with a reconnect hint."""
@@ -129,10 +151,13 @@ class StreamSession:
         if self._reader is not None and not self._reader.done() and not self._reader.cancelling():
             self._reader.cancel()
 
-    async def events(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]):
+    async def events(self, requests: AsyncIterator[object]):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.max_age_seconds
         self._reader = asyncio.create_task(self._read(requests), name="stream-reader")
+        # From a done callback, so the processor gets a terminal however the reader ended
+        # (even cancelled before its first step, when its `finally` never runs).
+        self._reader.add_done_callback(lambda _: self._ingest.put_nowait(self._terminal))
         self._tasks = [
             self._reader,
             asyncio.create_task(self._process(), name="stream-processor"),
@@ -201,6 +226,7 @@ class StreamSession:
         return sum(self._budget.cost(b) for b in batches)
 
     async def _read(self, requests: AsyncIterator[DecodedBatch | Refused]) -> None:
+        """`requests`: batches as the servicer's deserializer decoded them, or its refusals."""
         terminal: object = _END
         incoming = aiter(requests)
         try:
@@ -219,21 +245,23 @@ class StreamSession:
                 if not self._take(cost):
                     terminal = self._budget.refusal(cost)
                     return
-                await self._ingest.put(request)
+                await self._ingest_room.acquire()
+                self._ingest.put_nowait(request)
+                self._batches_queued += 1
         except asyncio.CancelledError:
             pass
         except Exception as error:  # the transport failed: treat like a disconnect
             log.info("stream read ended", extra={"error": repr(error)})
         finally:
-            # The processor always drains the queue up to its terminal, so this put completes.
-            await self._ingest.put(terminal)
+            self._terminal = terminal
 
     async def _process(self) -> None:
         terminal: object | None = None
         held: object | None = None  # taken from the queue, but belongs to the next round
         limit = self._options.coalesce_max_readings
         while terminal is None:
-            first = held if held is not None else await self._ingest.get()
+            await self._slots.acquire()
+            first = held if held is not None else self._took(await self._ingest.get())
             held = None
             if not isinstance(first, DecodedBatch):
                 terminal = first
@@ -243,7 +271,7 @@ class StreamSession:
             # A round never grows past `coalesce_max_readings` (unless one batch alone is
             # larger): the settings check keeps that within what the window store can hold.
             while readings < limit and not self._ingest.empty():
-                more = self._ingest.get_nowait()
+                more = self._took(self._ingest.get_nowait())
                 if not isinstance(more, DecodedBatch):
                     terminal = more
                     break
@@ -253,11 +281,13 @@ class StreamSession:
                 batches.append(more)
                 readings += more.rows
             if self._detached or self.failure is not None or self._refusal is not None:
+                self._slots.release()
                 self._give(self._cost(batches))
                 continue  # never acked: the client resends these after reconnecting
+            started = False
             try:
                 try:
-                    await self._start_round(batches)
+                    started = await self._start_round(batches)
                 except BatchConflict as conflict:
                     # The batches before the conflicting one are scored and acked; the stream
                     # then ends with ALREADY_EXISTS naming the batch id (later ones unacked).
@@ -266,13 +296,24 @@ class StreamSession:
                     self._give(self._cost(batches[conflict.index :]))
                     batches = batches[: conflict.index]
                     if batches:
-                        await self._start_round(batches)
+                        started = await self._start_round(batches)
             except Exception as error:
-                self._give(self._cost(batches))  # no round took them
                 self._fail(batches, error)
-        await self._inflight.put(self._refusal or terminal)
+            if not started:
+                self._slots.release()
+                self._give(self._cost(batches))  # no round took them
+        self._inflight.put_nowait(self._refusal or terminal)
 
-    async def _start_round(self, batches: list[DecodedBatch]) -> None:
+    def _took(self, item: object) -> object:
+        """An item just taken off the ingest queue: a batch frees room for the reader."""
+        if isinstance(item, DecodedBatch):
+            self._batches_queued -= 1
+            self._ingest_room.release()
+        return item
+
+    async def _start_round(self, batches: list[DecodedBatch]) -> bool:
+        """Start scoring `batches` as one round; True once it is queued for the finisher
+        (which then owns the round's slot)."""
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
@@ -287,46 +328,54 @@ class StreamSession:
             self._scoring.give(working)
             raise
         scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
-        await self._inflight.put((prepared, scoring, self._cost(batches), working))
+        self._inflight.put_nowait(_Round(prepared, scoring, self._cost(batches), working))
+        self._rounds_open += 1
+        return True
 
     async def _finish(self) -> None:
         while True:
             item = await self._inflight.get()
-            if isinstance(item, tuple):
-                prepared, scoring, cost, working = item
-                if self.failure is not None:
-                    # The stream is failing: later rounds are not acked, so they are resent.
-                    scoring.cancel()
-                    self._pipeline.abandon(prepared)
-                    self._scoring.give(working)
-                    self._give(cost)
-                    continue
+            if isinstance(item, _Round):
                 try:
-                    results = self._pipeline.finish(await scoring)
-                except Exception as error:
-                    self._pipeline.abandon(prepared)
-                    self._scoring.give(working)
-                    self._give(cost)
-                    self._fail(prepared.batches, error)
-                    continue
-                del item, prepared, scoring  # the round's windows and votes: verdicts are left
-                self._scoring.give(working)
-                for result in results:
-                    for event in _events_of(result):
-                        await self._emit(event)
-                del results
-                if self._detached:
-                    self._give(cost)
-                else:
-                    await self._events.put(_Release(cost))
+                    await self._finish_round(item)
+                finally:
+                    self._rounds_open -= 1
+                    self._slots.release()
                 continue
-            if (
-                isinstance(item, InvalidArgument | BatchConflict | Overloaded)
-                and self.failure is None
-            ):
+            refused = isinstance(item, InvalidArgument | BatchConflict | Overloaded)
+            if refused and self.failure is None:
                 self.error = item
             await self._emit(_DONE)
             return
+
+    async def _finish_round(self, round_: _Round) -> None:
+        prepared = round_.prepared
+        assert prepared is not None
+        try:
+            if self.failure is not None:
+                # The stream is failing: later rounds are not acked, so they are resent.
+                round_.scoring.cancel()
+                self._pipeline.abandon(prepared)
+                self._give(round_.received)
+                return
+            try:
+                results = self._pipeline.finish(await round_.scoring)
+            except Exception as error:
+                self._pipeline.abandon(prepared)
+                self._give(round_.received)
+                self._fail(prepared.batches, error)
+                return
+        finally:
+            # The round's windows and votes are gone with it: only its verdicts are left.
+            round_.prepared = prepared = None
+            self._scoring.give(round_.working)
+        for result in results:
+            for event in _events_of(result):
+                await self._emit(event)
+        if self._detached:
+            self._give(round_.received)
+        else:
+            await self._events.put(_Release(round_.received))
 
     def _fail(self, batches: Sequence[DecodedBatch], error: Exception) -> None:
         """An unexpected error in a round: end this stream with INTERNAL, others carry on."""

@@ -20,8 +20,8 @@ from faultkit import Producer, process_mesh, wait_until
 from mesh_fixtures import running_mesh
 from readings import batch, collect
 
+from sentinel.app.soak import proc_status_kib
 from sentinel.client import CLIENT_ID_HEADER, Backoff, TelemetryClient
-from sentinel.soak import proc_status_kib
 from sentinel.v1 import orchestrator_pb2 as pb
 
 MIB = 1024 * 1024
@@ -91,7 +91,7 @@ async def test_many_streams_of_maximal_batches_that_never_read_stay_within_the_b
     outside it: per stream, the message being received (at most the receive limit). The code
     before this change passed 1.3 GB with 4 such streams."""
     async with process_mesh(engines=("threshold",), **BUDGET) as (_specialists, orchestrator):
-        pid, scrape = orchestrator.pid, orchestrator.scrape
+        pid, scrape = orchestrator.process.pid, orchestrator.sample
         async with grpc.aio.insecure_channel(orchestrator.target) as channel:
             _stream, detect = raw_calls(channel)
             await detect(WARM)  # everything imported and warm before the baseline is read
@@ -173,7 +173,7 @@ async def test_many_streams_of_maximal_batches_that_never_read_stay_within_the_b
 
 async def test_oversized_and_overfull_messages_are_refused_before_they_are_parsed() -> None:
     async with process_mesh(engines=("threshold",)) as (_specialists, orchestrator):
-        pid = orchestrator.pid
+        pid = orchestrator.process.pid
         async with grpc.aio.insecure_channel(orchestrator.target) as channel:
             _stream, detect = raw_calls(channel)
             await detect(WARM)  # everything imported and warm before the baseline is read

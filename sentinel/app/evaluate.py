@@ -57,8 +57,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from sentinel.replay import Series, parse_timestamp, read_series
+from sentinel.app.replay import Series, parse_timestamp, read_series
 
 MODES = ("alerts", "verdicts")
 
@@ -481,11 +482,11 @@ def plot_file_name(key: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIterator[str]:
+async def _mesh(target: str | None, settings: Mapping[str, Any]) -> AsyncIterator[str]:
     if target:
         yield target
         return
-    from sentinel.embedded import embedded_mesh
+    from sentinel.app.local_mesh import embedded_mesh
 
     # A score must not depend on how busy the machine is: a Score call that misses a short
     # deadline would leave an engine out of some verdicts (degraded) and change detections.
@@ -520,7 +521,7 @@ async def evaluate(
     defaults to "" for an embedded mesh and to a fresh `default_sensor_prefix()` with `target`
     (a running mesh may hold history for earlier runs' sensor ids). `plot_dir`: one PNG per
     file (needs matplotlib)."""
-    from sentinel.replay import replay
+    from sentinel.app.replay import replay
 
     if mode not in MODES:
         raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")

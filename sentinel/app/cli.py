@@ -119,17 +119,17 @@ def serve(
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings
 
-        settings = OrchestratorSettings(
+        orchestrator_settings = OrchestratorSettings(
             **common, **_overrides(specialists=specialists, combine_policy=policy)
         )
         if role is Role.orchestrator:
             from sentinel.orchestrator.main import main as orchestrator_main
 
-            orchestrator_main(settings, ready_file, console_spans)
+            orchestrator_main(orchestrator_settings, ready_file, console_spans)
         else:
-            from sentinel.serve_all import main as serve_all_main
+            from sentinel.app.serve_all import main as serve_all_main
 
-            serve_all_main(settings, ready_file, console_spans)
+            serve_all_main(orchestrator_settings, ready_file, console_spans)
         return
     from sentinel.specialists.main import main as specialist_main
     from sentinel.specialists.settings import SpecialistSettings
@@ -191,7 +191,7 @@ def demo(
     summary."""
     import logging
 
-    from sentinel.demo import run_demo
+    from sentinel.app.demo import run_demo
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
@@ -234,8 +234,8 @@ def replay(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.replay import read_series
-    from sentinel.replay import replay as run_replay
+    from sentinel.app.replay import read_series
+    from sentinel.app.replay import replay as run_replay
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
@@ -254,7 +254,7 @@ def replay(
                 return await run_replay(
                     series, target, out, batch_size, advance, partition=partition
                 )
-            from sentinel.embedded import embedded_mesh
+            from sentinel.app.local_mesh import embedded_mesh
 
             async with embedded_mesh() as local_target:
                 return await run_replay(
@@ -312,7 +312,7 @@ def bench(
     (p50/p99/p99.9), CPU per 1000 readings and peak RSS of every process."""
     import json
 
-    from sentinel.bench import BenchConfig, run_bench
+    from sentinel.app.bench import BenchConfig, run_bench
 
     if baseline and target:
         raise typer.BadParameter("--baseline starts local meshes; drop --target")
@@ -354,7 +354,7 @@ def soak(
     import os
 
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from sentinel.soak import run_soak
+    from sentinel.app.soak import run_soak
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
@@ -387,7 +387,7 @@ def sizing(
     """Memory of the orchestrator's per-sensor history with the default engines: accounted
     bytes per sensor and the RSS growth of holding SENSORS sensors (for sizing a pod), and
     what checkpointing it costs."""
-    from sentinel.sizing import measure
+    from sentinel.app.sizing import measure
 
     typer.echo(measure(sensors, checkpoint=checkpoint).render())
 
@@ -418,7 +418,7 @@ def tune(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel import tune as tuning
+    from sentinel.app import tune as tuning
 
     configs = (
         [(name, env) for name, env in tuning.ABLATIONS.items()]
@@ -505,8 +505,8 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.evaluate import render
-    from sentinel.evaluate import run as run_evaluate
+    from sentinel.app.evaluate import render
+    from sentinel.app.evaluate import run as run_evaluate
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
