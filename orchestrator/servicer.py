@@ -313,7 +313,7 @@ def add_to_server(servicer: OrchestratorServicer, server) -> None:
     received (see `OrchestratorServicer.parse_request`)."""
     pb = orchestrator_pb2
     batch = servicer.parse_request
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler] = {
         "StreamTelemetry": grpc.stream_stream_rpc_method_handler(
             servicer.StreamTelemetry,
             request_deserializer=batch,

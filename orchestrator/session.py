@@ -151,7 +151,7 @@ class StreamSession:
         if self._reader is not None and not self._reader.done() and not self._reader.cancelling():
             self._reader.cancel()
 
-    async def events(self, requests: AsyncIterator[object]):
+    async def events(self, requests: AsyncIterator[DecodedBatch | Refused]):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.max_age_seconds
         self._reader = asyncio.create_task(self._read(requests), name="stream-reader")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from typing import Any
+from unittest import mock
 
 import manifest_checks as mc
 import pytest
@@ -154,3 +156,29 @@ def test_drift_catches_args_serve_does_not_accept(dev: list, args: list, complai
     errors = check_drift(dev)
     assert len(errors) == 1 and errors[0].startswith("Deployment/model-v2: ")
     assert complaint in errors[0]
+
+
+_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def _quantity_bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)?", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * _UNITS.get(unit or "", 1)
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_the_orchestrators_memory_budget_fits_its_container(overlays: dict, overlay: str) -> None:
+    """The budget (what the settings check plans for) leaves at least a quarter of the
+    container's memory limit to the interpreter, gRPC's buffers and parsing (README,
+    Reliability: "Memory budget"); the settings themselves refuse a plan over the budget."""
+    orchestrator = next(
+        c for c in sentinel_containers(overlays[overlay]) if c.argv[2] == "orchestrator"
+    )
+    assert orchestrator.memory_limit, "the orchestrator needs a memory limit"
+    limit = _quantity_bytes(orchestrator.memory_limit)
+    with mock.patch.dict(os.environ, orchestrator.env, clear=True):
+        settings = OrchestratorSettings()
+    assert settings.memory_budget_bytes <= 0.75 * limit
+    assert settings.memory_plan().total <= settings.memory_budget_bytes
+    if settings.state_dir:  # the shards checkpoint: the plan counts the copy
+        assert settings.memory_plan().checkpoint_copy > 0

@@ -17,54 +17,14 @@ import time
 import grpc
 import pytest
 from faultkit import Producer, process_mesh, wait_until
+from memory_hogs import WARM, hostile_calls, maximal_body, raw_calls
 from mesh_fixtures import running_mesh
 from readings import batch, collect
 
 from sentinel.app.soak import proc_status_kib
 from sentinel.client import CLIENT_ID_HEADER, Backoff, TelemetryClient
-from sentinel.v1 import orchestrator_pb2 as pb
 
 MIB = 1024 * 1024
-WARM = pb.TelemetryBatch(readings=[pb.Reading(sensor_id="w", value=1.0)]).SerializeToString()
-STREAM = "/sentinel.v1.Orchestrator/StreamTelemetry"
-DETECT = "/sentinel.v1.Orchestrator/Detect"
-
-
-def raw_calls(channel: grpc.aio.Channel):
-    """Stream and Detect calls that send bytes as given (hand-made or hostile messages)."""
-    stream = channel.stream_stream(
-        STREAM, request_serializer=lambda raw: raw, response_deserializer=pb.StreamEvent.FromString
-    )
-    detect = channel.unary_unary(
-        DETECT,
-        request_serializer=lambda raw: raw,
-        response_deserializer=pb.DetectResponse.FromString,
-    )
-    return stream, detect
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def maximal_body(stream: int) -> bytes:
-    """A batch of the largest kind without its batch id: 10,000 readings, each of its own
-    sensor, ids of 256 characters that are (almost all) 4 bytes in UTF-8, all verdicts."""
-    now = time.time_ns() - 60 * 1_000_000_000
-    readings = [
-        pb.Reading(
-            sensor_id=f"{stream:03d}{i:05d}" + "\U0001f525" * 248,
-            value=float(i % 7),
-            timestamp_unix_nanos=now,
-        )
-        for i in range(10_000)
-    ]
-    return pb.TelemetryBatch(readings=readings, verdicts=pb.VERDICT_MODE_ALL).SerializeToString()
 
 
 # -- many streams of maximal batches that never read -------------------------------------------
@@ -107,18 +67,9 @@ async def test_many_streams_of_maximal_batches_that_never_read_stay_within_the_b
             stalled = scrape("sentinel_orchestrator_stalled_streams_total")
             return int((refused or 0) + (stalled or 0))
 
-        async def requests(index: int):
-            for batch_id in range(1, 5):
-                yield b"\x08" + varint(batch_id) + bodies[index]
-            await asyncio.Event().wait()  # keep the stream open; its responses are never read
-
         peak_kib = 0
         channel = grpc.aio.insecure_channel(orchestrator.target)
-        stream, _detect = raw_calls(channel)
-        calls = [
-            stream(requests(i), metadata=((CLIENT_ID_HEADER, f"hostile-{i}"),))
-            for i in range(HOSTILE_STREAMS)
-        ]
+        calls = hostile_calls(channel, bodies)
         try:
             deadline = time.monotonic() + 120  # hang guard only
             while ended() < HOSTILE_STREAMS:
