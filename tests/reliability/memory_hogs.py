@@ -3,7 +3,7 @@
 Also a measurement that runs against any version of the orchestrator (settings it does not
 know are ignored), printing its RSS while N such streams push at it:
 
-    python tests/reliability/memory_hogs.py --streams 12 --seconds 15 [--env NAME=VALUE ...]
+    python tests/reliability/memory_hogs.py --streams 12 --batches 8 --seconds 15 [--env N=V ...]
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def hostile_calls(channel: grpc.aio.Channel, bodies: list[bytes], batches: int =
     ]
 
 
-async def measure(streams: int, seconds: float, env: dict[str, str]) -> None:
+async def measure(streams: int, batches: int, seconds: float, env: dict[str, str]) -> None:
     from faultkit import process_mesh
 
     async with process_mesh(engines=("threshold",), **env) as (_mesh, orchestrator):
@@ -87,9 +87,12 @@ async def measure(streams: int, seconds: float, env: dict[str, str]) -> None:
             await raw_calls(channel)[1](WARM)
         idle = proc_status_kib(pid, "VmRSS") or 0
         bodies = [maximal_body(s) for s in range(streams)]
-        print(f"{streams} streams of {len(bodies[0]):,}-byte batches; idle RSS {idle >> 10} MiB")
+        print(
+            f"{streams} streams of {batches} x {len(bodies[0]):,}-byte batches; "
+            f"idle RSS {idle >> 10} MiB"
+        )
         channel = grpc.aio.insecure_channel(orchestrator.target)
-        calls = hostile_calls(channel, bodies)
+        calls = hostile_calls(channel, bodies, batches)
         started = time.monotonic()
         try:
             while time.monotonic() - started < seconds:
@@ -109,7 +112,9 @@ if __name__ == "__main__":
     sys.path[:0] = [str(here), str(here.parent)]  # faultkit, mesh_fixtures
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=12)
+    parser.add_argument("--batches", type=int, default=8, help="per stream")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args()
-    asyncio.run(measure(args.streams, args.seconds, dict(e.split("=", 1) for e in args.env)))
+    env = dict(e.split("=", 1) for e in args.env)
+    asyncio.run(measure(args.streams, args.batches, args.seconds, env))
