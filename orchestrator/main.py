@@ -31,6 +31,7 @@ from .pipeline import ScoringPipeline
 from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
 from .settings import OrchestratorSettings
+from .shadows import Shadows
 from .specialist_pool import SpecialistClient, SpecialistPool, channel_options, parse_targets
 from .windows import WindowStore
 
@@ -77,11 +78,28 @@ class OrchestratorProcess:
         )
         clients = {c.name: c for c in self.pool.clients}
         self.metrics.bind_specialists(self.pool.names, lambda name: clients[name].up)
-        self.incidents = IncidentTracker(
-            settings.resolve_after,
-            max_open=settings.max_sensors,
-            resolve_after_seconds=settings.resolve_after_seconds,
-        )
+        self.incidents = self._incident_tracker()
+        combiner = Combiner(settings.combine_policy, settings.weights())
+        self.shadows: Shadows | None = None
+        if settings.shadows:
+            self.shadows = Shadows(
+                parse_targets(settings.shadows),
+                options,
+                specialist_credentials,
+                primaries=self.pool,
+                windows=self.windows,
+                calibration=self.history.calibration,
+                flag_below=settings.thresholds(),
+                combiner=combiner,
+                new_incidents=self._incident_tracker,
+                metrics=self.metrics,
+                tracer=tracer,
+                propagator=tracing.propagator,
+                timeout_seconds=settings.specialist_timeout_seconds,
+                inflight=settings.shadow_inflight_per_stream,
+                max_bytes_per_sensor=settings.max_shadow_bytes_per_sensor,
+                in_verdicts=settings.shadow_verdicts,
+            )
         self.hub = AlertHub(
             settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
         )
@@ -89,13 +107,14 @@ class OrchestratorProcess:
         self.pipeline = ScoringPipeline(
             history=self.history,
             pool=self.pool,
-            combiner=Combiner(settings.combine_policy, settings.weights()),
+            combiner=combiner,
             incidents=self.incidents,
             hub=self.hub,
             dedup=dedup,
             metrics=self.metrics,
             tracer=tracer,
             propagator=tracing.propagator,
+            shadows=self.shadows,
         )
         self.checkpointer = (
             Checkpointer(
@@ -156,6 +175,14 @@ class OrchestratorProcess:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._housekeeping: list[asyncio.Task] = []
 
+    def _incident_tracker(self) -> IncidentTracker:
+        settings = self.settings
+        return IncidentTracker(
+            settings.resolve_after,
+            max_open=settings.max_sensors,
+            resolve_after_seconds=settings.resolve_after_seconds,
+        )
+
     @property
     def port(self) -> int:
         return self.server.port
@@ -166,6 +193,8 @@ class OrchestratorProcess:
             # restored views and keep them.
             self.checkpointer.restore()
         await self.pool.start()
+        if self.shadows is not None:
+            await self.shadows.start()
         port = await self.server.start()
         if self.checkpointer is not None:
             self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
@@ -182,6 +211,7 @@ class OrchestratorProcess:
                 "port": port,
                 "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint else None,
                 "specialists": ",".join(self.pool.names),
+                "shadows": self.settings.shadows,
                 "window": self.windows.length,
             },
         )
@@ -204,6 +234,8 @@ class OrchestratorProcess:
             # After the drain, so the alerts of the last batches are in the flush.
             await self.alertmanager.stop()
         await self.pool.close()
+        if self.shadows is not None:
+            await self.shadows.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).

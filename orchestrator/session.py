@@ -60,6 +60,7 @@ class StreamSession:
         self._options = options
         self._client_id = client_id
         self._forwarded = tuple(forwarded)
+        self._shadow_slots = pipeline.shadow_slots()
         stream_span = trace.get_current_span(stream_context) if stream_context else None
         link_context = stream_span.get_span_context() if stream_span else None
         self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
@@ -210,7 +211,9 @@ class StreamSession:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
         await self._pipeline.admit()
         prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
-        scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
+        scoring = asyncio.create_task(
+            self._pipeline.score(prepared, self._forwarded, self._shadow_slots)
+        )
         await self._inflight.put((prepared, scoring))
 
     async def _finish(self) -> None:

@@ -95,6 +95,13 @@ def serve(
         str | None,
         typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path."),
     ] = None,
+    version_tag: Annotated[
+        str | None,
+        typer.Option(
+            help="specialists: appended to the reported engine version (VERSION+TAG), to tell "
+            "two deployments of one engine apart [env SENTINEL_VERSION_TAG]."
+        ),
+    ] = None,
     ready_file: Annotated[
         str | None,
         typer.Option(help="Write the bound port here once serving (for supervisors)."),
@@ -140,6 +147,7 @@ def serve(
         **_overrides(
             threshold_rules_file=str(rules) if rules else None,
             model_path=model,
+            version_tag=version_tag,
         ),
     )
     specialist_main(settings, ready_file, console_spans)
