@@ -211,6 +211,20 @@ def demo(
     )
 
 
+ShadowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="NAME=TARGET: also score NAME's requests on the specialist at TARGET (e.g. "
+        "model=127.0.0.1:50071, started with `sentinel serve model --model NEW`), which never "
+        "votes; repeat for more shadows."
+    ),
+]
+SHADOW_WITH_TARGET = (
+    "--shadow configures the embedded mesh; a running orchestrator shadows what its own "
+    "SENTINEL_SHADOWS names (its verdicts carry them with SENTINEL_SHADOW_VERDICTS=true)"
+)
+
+
 @app.command()
 def replay(
     file: Annotated[
@@ -235,17 +249,21 @@ def replay(
             "file's sensor id (the smallest one if it has several)."
         ),
     ] = None,
+    shadow: ShadowOpt = None,
 ) -> None:
     """Stream a CSV through the mesh and write one verdict row per input row, in file order
     (with an `alert` column: open/resolved on the row whose verdict emitted the alert event,
-    and each specialist's score and likelihood)."""
+    and each specialist's score and likelihood; with --shadow, each shadow's score, flag,
+    verdict and alert columns)."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.replay import read_series
+    from sentinel.replay import read_series, shadow_mesh_settings
     from sentinel.replay import replay as run_replay
     from sentinel.telemetry import configure_logging
 
+    if shadow and target:
+        raise typer.BadParameter(SHADOW_WITH_TARGET, param_hint="--shadow")
     configure_logging("WARNING", "text")
     console = Console(stderr=True)
     series = read_series(file)
@@ -264,7 +282,7 @@ def replay(
                 )
             from sentinel.embedded import embedded_mesh
 
-            async with embedded_mesh() as local_target:
+            async with embedded_mesh(**shadow_mesh_settings(shadow or [])) as local_target:
                 return await run_replay(
                     series, local_target, out, batch_size, advance, partition=partition
                 )
@@ -505,11 +523,13 @@ def evaluate(
             "specialist likelihoods (needs the `plot` extra: matplotlib).",
         ),
     ] = None,
+    shadow: ShadowOpt = None,
 ) -> None:
     """Replay every CSV under DIRECTORY through one mesh (embedded, or --target) and print its
     NAB score: per file (standard profile) and normalised under the standard,
     reward_low_FP_rate and reward_low_FN_rate profiles (never fires = 0, perfect = 100).
-    Embedded engine settings: SENTINEL_* env."""
+    With --shadow, the same replay also scores the verdict with each shadow in its specialist's
+    place, printed side by side. Embedded engine settings: SENTINEL_* env."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -538,6 +558,7 @@ def evaluate(
                 sensor_prefix=sensor_prefix,
                 plot_dir=plot,
                 progress=advance,
+                shadows=shadow or [],
             )
     except (ValueError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
