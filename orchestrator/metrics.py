@@ -300,6 +300,21 @@ class OrchestratorMetrics:
         if code != "OK":
             self.shadow_errors.labels(specialist, version or "unknown", code).inc()
 
+    def touch_shadow(self, specialist: str, primary_version: str, shadow_version: str) -> None:
+        """A shadow is ready: its series exist at 0 before its first call, so that the first
+        increase() over them counts from 0 (Prometheus extrapolates a series that starts late)."""
+        labels = (specialist, primary_version or "unknown", shadow_version or "unknown")
+        for counter in (
+            self.shadow_rows_compared,
+            self.shadow_both_anomalous,
+            self.shadow_only_primary,
+            self.shadow_only_shadow,
+        ):
+            counter.labels(*labels)
+        self.shadow_score_difference.observe(labels, np.empty(0))
+        self.shadow_latency.labels(specialist, labels[2])
+        self.shadow_incidents.labels(specialist, labels[2])
+
     def count_agreement(
         self, specialist: str, primary_version: str, shadow_version: str, agreement: Agreement
     ) -> None:

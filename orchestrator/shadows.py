@@ -220,6 +220,10 @@ class Shadows:
 
     def _declare(self, name: str, declaration: Declaration) -> None:
         self._calibration.declare(name, Declaration(0, {}, declaration.channels))
+        primary = self._primaries[name]
+        shadow = next(s for s in self.shadows if s.name == name)
+        if primary.engine_version:
+            self._metrics.touch_shadow(name, primary.engine_version, shadow.client.engine_version)
 
     def _unready(self, shadow: Shadow, request: bytes | None) -> str | None:
         """Why `shadow` cannot score this round's request for its specialist (None: it can)."""
