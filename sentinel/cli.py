@@ -87,6 +87,12 @@ def serve(
         str | None,
         typer.Option(help="orchestrator: name=target,... [env SENTINEL_SPECIALISTS]."),
     ] = None,
+    shadows: Annotated[
+        str | None,
+        typer.Option(
+            help="orchestrator: shadow engines name=target,... (never vote) [env SENTINEL_SHADOWS]."
+        ),
+    ] = None,
     policy: Annotated[
         str | None, typer.Option(help="orchestrator: combine policy any|majority|weighted.")
     ] = None,
@@ -127,7 +133,8 @@ def serve(
         from sentinel.orchestrator.settings import OrchestratorSettings
 
         settings = OrchestratorSettings(
-            **common, **_overrides(specialists=specialists, combine_policy=policy)
+            **common,
+            **_overrides(specialists=specialists, shadows=shadows, combine_policy=policy),
         )
         if role is Role.orchestrator:
             from sentinel.orchestrator.main import main as orchestrator_main

@@ -50,7 +50,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_K8S_VERSION = "1.31.0"
 
 #: Overlays a user deploys; each must render and validate.
-OVERLAYS = ("dev", "prod", "canary", "flagger")
+OVERLAYS = ("dev", "prod", "canary", "shadow", "flagger")
 
 #: Files that are YAML but not Kubernetes objects (linted only).
 ADAPTER_CONFIG = REPO_ROOT / "k8s" / "monitoring" / "adapter-config.yaml"
