@@ -187,3 +187,17 @@ def test_bad_likelihood_thresholds_are_rejected(spec):
 def test_a_zero_threshold_switches_a_channel_off():
     settings = OrchestratorSettings(likelihood_thresholds="statistical.level=0")
     assert settings.thresholds() == {"statistical.level": 0.0}
+
+
+def test_shadows_name_configured_specialists():
+    settings = OrchestratorSettings(
+        specialists="threshold=127.0.0.1:1,model=127.0.0.1:2", shadows="model=127.0.0.1:3"
+    )
+    assert parse_targets(settings.shadows) == [SpecialistTarget("model", "127.0.0.1:3")]
+    assert settings.shadow_verdicts is False  # shadows never delay verdicts unless asked
+    with pytest.raises(ValidationError, match="shadows: 'forest' is not a configured specialist"):
+        OrchestratorSettings(specialists="model=127.0.0.1:2", shadows="forest=127.0.0.1:3")
+    with pytest.raises(ValidationError, match="expected name=target"):
+        OrchestratorSettings(shadows="model")
+    with pytest.raises(ValidationError, match="configured twice"):
+        OrchestratorSettings(shadows="model=127.0.0.1:3,model=127.0.0.1:4")
