@@ -202,6 +202,7 @@ class SpecialistClient:
         self.up = False
         """Whether the last Describe or Score succeeded (the `specialist_up` gauge)."""
         self._warned_at: float | None = None
+        self._call_warned_at: float | None = None
 
     @property
     def described(self) -> bool:
@@ -283,6 +284,18 @@ class SpecialistClient:
             },
         )
 
+    def _call_failure_level(self) -> int:
+        """A specialist's failed call is a warning every time (its rows are degraded); a
+        shadow's at most once per WARN_EVERY_SECONDS (it only counts, and a hung one fails
+        every call), debug otherwise."""
+        if self._role != "shadow":
+            return logging.WARNING
+        now = time.monotonic()
+        if self._call_warned_at is not None and now - self._call_warned_at < WARN_EVERY_SECONDS:
+            return logging.DEBUG
+        self._call_warned_at = now
+        return logging.WARNING
+
     def _log_refused(self, refused: DeclarationRefused) -> None:
         # Every sensor's history grows with what the engines ask for: refuse, stay missing.
         log.error(
@@ -310,7 +323,8 @@ class SpecialistClient:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 # Possibly a different pod or version next time: learn it again.
                 self.window_length = None
-            log.warning(
+            log.log(
+                self._call_failure_level(),
                 f"{self._role} call failed",
                 extra={
                     "specialist": self.name,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -331,7 +332,9 @@ def verdict_fields(run: Run) -> list[tuple]:
     ]
 
 
-async def test_a_shadow_that_is_down_hangs_or_answers_garbage_changes_no_verdict(engines) -> None:
+async def test_a_shadow_that_is_down_hangs_or_answers_garbage_changes_no_verdict(
+    engines, caplog
+) -> None:
     primaries = {"threshold": engines["threshold"], "model": engines["v1"]}
     async with grpc.aio.insecure_channel(engines["v1"]) as channel:
         describe = await specialist_pb2_grpc.SpecialistStub(channel).Describe(
@@ -387,6 +390,15 @@ async def test_a_shadow_that_is_down_hangs_or_answers_garbage_changes_no_verdict
                 "garbage": {"INTERNAL"},
             }[fault]
             assert expected <= counted, (fault, counted)
+            if fault == "garbage":
+                # Every call failed; the log says so once a minute, not once a call.
+                failed = value(samples, "sentinel_orchestrator_shadow_errors_total")
+                warned = [
+                    r
+                    for r in caplog.records
+                    if r.getMessage() == "shadow call failed" and r.levelno == logging.WARNING
+                ]
+                assert failed > 1 and len(warned) == 1
             assert value(samples, "sentinel_orchestrator_shadow_rows_compared_total") == 0, fault
     finally:
         hang.release.set()
