@@ -336,6 +336,15 @@ class SpecialistClient:
         except asyncio.CancelledError:
             raise
         seconds = time.perf_counter() - started
+        if response is None:
+            # grpc hands back None for an answer that is no ScoreResponse (and logs it).
+            observe(self.name, self.engine_version, seconds, INVALID_RESPONSE)
+            log.log(
+                self._call_failure_level(),
+                f"{self._role} answered something that is not a ScoreResponse",
+                extra={"specialist": self.name},
+            )
+            return None
         self.up = True
         columns = (
             response.scores,
