@@ -55,44 +55,73 @@ class DecodedBatch:
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """How an error names row i's fields: `readings[i].value` or `columns.values[i]`."""
+
+    container: str
+    columnar: bool
+
+    def of(self, row: int, name: str) -> str:
+        if self.columnar:
+            return f"{self.container}.{_COLUMN_OF[name]}[{row}]"
+        return f"{self.container}[{row}].{name}"
+
+
+_COLUMN_OF = {
+    "sensor_id": "sensor_ids",
+    "value": "values",
+    "timestamp_unix_nanos": "timestamps_unix_nanos",
+}
+_ROWS = _Fields("readings", columnar=False)
+_COLUMNS = _Fields("columns", columnar=True)
+
+
 def decode_batch(
     batch: orchestrator_pb2.TelemetryBatch, limits: Limits, now_ns: int | None = None
 ) -> DecodedBatch:
-    readings = batch.readings
-    count = len(readings)
+    columnar = batch.HasField("columns")
+    if columnar and batch.readings:
+        raise InvalidArgument("columns", "a batch carries readings or columns, not both")
+    count = reading_count(batch)
     if count > limits.max_batch_readings:
         raise InvalidArgument(
-            "readings",
+            "columns" if columnar else "readings",
             f"{count} readings exceeds the limit of {limits.max_batch_readings} per batch",
         )
     if batch.verdicts not in orchestrator_pb2.VerdictMode.values():
         raise InvalidArgument("verdicts", f"unknown verdict mode {batch.verdicts}")
-    sensor_ids, values, timestamps = _columns(readings)
+    if columnar:
+        fields = _COLUMNS
+        sensor_ids, values, timestamps = _from_columns(batch.columns)
+    else:
+        fields = _ROWS
+        sensor_ids, values, timestamps = _columns(batch.readings)
     digest = readings_digest(sensor_ids, values, timestamps)
 
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise InvalidArgument(f"readings[{bad[0]}].value", f"must be finite, got {values[bad[0]]}")
+        raise InvalidArgument(fields.of(bad[0], "value"), f"must be finite, got {values[bad[0]]}")
     # History is kept in float32: a value beyond its range would turn into inf there.
     bad = np.flatnonzero(np.abs(values) > FLOAT32_MAX)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].value",
+            fields.of(bad[0], "value"),
             f"must be within +/-{FLOAT32_MAX:.4g} (kept as float32), got {values[bad[0]]}",
         )
-    _check_sensor_ids(sensor_ids, limits)
+    _check_sensor_ids(sensor_ids, limits, fields)
     now_ns = time.time_ns() if now_ns is None else now_ns
     bad = np.flatnonzero(timestamps < 0)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].timestamp_unix_nanos", "must be >= 0 (Unix nanoseconds; 0 = now)"
+            fields.of(bad[0], "timestamp_unix_nanos"), "must be >= 0 (Unix nanoseconds; 0 = now)"
         )
-    _check_plausibly_nanoseconds(timestamps, limits.min_timestamp_unix_nanos)
+    _check_plausibly_nanoseconds(timestamps, limits.min_timestamp_unix_nanos, fields)
     horizon = now_ns + int(limits.max_future_seconds * NANOS)
     bad = np.flatnonzero(timestamps > horizon)
     if bad.size:
         raise InvalidArgument(
-            f"readings[{bad[0]}].timestamp_unix_nanos",
+            fields.of(bad[0], "timestamp_unix_nanos"),
             f"{timestamps[bad[0]]} is more than {limits.max_future_seconds:g}s in the future",
         )
     timestamps = np.where(timestamps == 0, now_ns, timestamps)
@@ -101,6 +130,35 @@ def decode_batch(
         raise InvalidArgument("traceparent", "longer than 128 characters")
     return DecodedBatch(
         batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest
+    )
+
+
+def reading_count(batch: orchestrator_pb2.TelemetryBatch) -> int:
+    """Readings in a batch of either form (for columns: the longest column, so a limit check
+    on it cannot be dodged by mismatched lengths)."""
+    if batch.HasField("columns"):
+        columns = batch.columns
+        return max(len(columns.sensor_ids), len(columns.values), len(columns.timestamps_unix_nanos))
+    return len(batch.readings)
+
+
+def _from_columns(
+    columns: orchestrator_pb2.ReadingColumns,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    rows = len(columns.sensor_ids)
+    for name, column in (
+        ("values", columns.values),
+        ("timestamps_unix_nanos", columns.timestamps_unix_nanos),
+    ):
+        if len(column) != rows:
+            raise InvalidArgument(
+                f"columns.{name}", f"has {len(column)} entries for {rows} sensor_ids"
+            )
+    # Whole-column conversions in C: no per-reading Python work.
+    return (
+        list(columns.sensor_ids),
+        np.array(columns.values, dtype=np.float64),
+        np.array(columns.timestamps_unix_nanos, dtype=np.int64),
     )
 
 
@@ -121,7 +179,7 @@ def readings_digest(sensor_ids: list[str], values: np.ndarray, timestamps: np.nd
 _UNITS = ((10**11, "seconds"), (10**14, "milliseconds"), (10**17, "microseconds"))
 
 
-def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
+def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int, fields: _Fields) -> None:
     bad = np.flatnonzero((timestamps > 0) & (timestamps < minimum))
     if not bad.size:
         return
@@ -129,7 +187,7 @@ def _check_plausibly_nanoseconds(timestamps: np.ndarray, minimum: int) -> None:
     unit = next((name for bound, name in _UNITS if value < bound), None)
     looks = f"looks like {unit}, " if unit else ""
     raise InvalidArgument(
-        f"readings[{bad[0]}].timestamp_unix_nanos",
+        fields.of(bad[0], "timestamp_unix_nanos"),
         f"{value} is before {minimum} ({looks}expected Unix nanoseconds; "
         "SENTINEL_MIN_TIMESTAMP_UNIX_NANOS=0 accepts old dates)",
     )
@@ -149,13 +207,13 @@ def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
     return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)
 
 
-def _check_sensor_ids(sensor_ids: list[str], limits: Limits) -> None:
+def _check_sensor_ids(sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS) -> None:
     # Checks run once per distinct id (batches usually repeat a few sensors many times); the
     # index of an offending id is looked up only to name it.
     for sensor_id in dict.fromkeys(sensor_ids):
         problem = _id_problem(sensor_id, limits)
         if problem is not None:
-            raise InvalidArgument(f"readings[{sensor_ids.index(sensor_id)}].sensor_id", problem)
+            raise InvalidArgument(fields.of(sensor_ids.index(sensor_id), "sensor_id"), problem)
 
 
 def _id_problem(sensor_id: str, limits: Limits) -> str | None:

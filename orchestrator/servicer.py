@@ -14,7 +14,7 @@ from sentinel.errors import REJECTED_BATCH_HEADER, BatchConflict, InvalidArgumen
 from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .alert_hub import AlertHub, SubscriberTooSlow
-from .batches import Limits, decode_batch
+from .batches import Limits, decode_batch, reading_count
 from .encode import encode_open_incident
 from .identity import CLIENT_ID_HEADER, ClientIdentity, Unauthenticated, resolve
 from .pipeline import ScoringPipeline
@@ -163,7 +163,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             if isinstance(request, Undecodable):
                 raise InvalidArgument("request", f"not a valid TelemetryBatch: {request.error}")
             # The response carries a verdict per reading: refused up front, not after scoring.
-            count = len(request.readings)
+            count = reading_count(request)
             if self._limits.max_batch_readings >= count > self._max_detect_readings:
                 raise InvalidArgument(
                     "readings",

@@ -26,7 +26,7 @@ from sentinel.errors import BatchConflict, InvalidArgument
 from sentinel.v1 import orchestrator_pb2
 
 from .batches import DecodedBatch, Limits, decode_batch
-from .pipeline import BatchResult, ScoringPipeline
+from .pipeline import BatchResult, Prepared, ScoringPipeline
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,21 @@ class StreamSession:
         stream_span = trace.get_current_span(stream_context) if stream_context else None
         link_context = stream_span.get_span_context() if stream_span else None
         self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
-        self._ingest: asyncio.Queue = asyncio.Queue(options.queue_batches)
-        self._inflight: asyncio.Queue = asyncio.Queue(options.inflight_batches)
+        # Batches waiting for a round, bounded by `_ingest_room`; the queue itself is not, so
+        # the reader's terminal always goes in without waiting (a put that waits can be
+        # cancelled, and a processor that never sees the terminal never ends).
+        self._ingest: asyncio.Queue = asyncio.Queue()
+        self._ingest_room = asyncio.Semaphore(options.queue_batches)
+        self._inflight: asyncio.Queue = asyncio.Queue()
+        # Rounds being scored: the processor takes a slot *before* it takes batches off the
+        # ingest queue, so that while the mesh is busy, arriving batches wait there and
+        # coalesce into the next, larger round (per-round costs are most of the cost).
+        self._slots = asyncio.Semaphore(options.inflight_batches)
+        self._batches_queued = 0
+        self._rounds_open = 0
         self._events: asyncio.Queue = asyncio.Queue(2 * options.inflight_batches + 8)
         self._reader: asyncio.Task | None = None
+        self._terminal: object = _END  # what ends the ingest queue once the reader is done
         self._tasks: list[asyncio.Task] = []
         self._detached = False
         # Bad input from the client: the stream ends with INVALID_ARGUMENT / ALREADY_EXISTS
@@ -80,7 +91,8 @@ class StreamSession:
 
     @property
     def queue_depth(self) -> int:
-        return self._ingest.qsize() + self._inflight.qsize()
+        """Batches waiting for a round plus rounds being scored (the autoscaling signal)."""
+        return self._batches_queued + self._rounds_open
 
     def end(self, reason: str) -> None:
         """Stop reading; finish what was read; then the stream ends with a reconnect hint."""
@@ -98,6 +110,9 @@ class StreamSession:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.max_age_seconds
         self._reader = asyncio.create_task(self._read(requests), name="stream-reader")
+        # From a done callback, so the processor gets a terminal however the reader ended
+        # (even cancelled before its first step, when its `finally` never runs).
+        self._reader.add_done_callback(lambda _: self._ingest.put_nowait(self._terminal))
         self._tasks = [
             self._reader,
             asyncio.create_task(self._process(), name="stream-processor"),
@@ -154,7 +169,9 @@ class StreamSession:
                     error.batch_id = request.batch_id
                     terminal = error
                     return
-                await self._ingest.put(batch)
+                await self._ingest_room.acquire()
+                self._ingest.put_nowait(batch)
+                self._batches_queued += 1
         except asyncio.CancelledError:
             pass
         except DecodeError as error:  # e.g. a string field that is not valid UTF-8
@@ -162,15 +179,15 @@ class StreamSession:
         except Exception as error:  # the transport failed: treat like a disconnect
             log.info("stream read ended", extra={"error": repr(error)})
         finally:
-            # The processor always drains the queue up to its terminal, so this put completes.
-            await self._ingest.put(terminal)
+            self._terminal = terminal
 
     async def _process(self) -> None:
         terminal: object | None = None
         held: object | None = None  # taken from the queue, but belongs to the next round
         limit = self._options.coalesce_max_readings
         while terminal is None:
-            first = held if held is not None else await self._ingest.get()
+            await self._slots.acquire()
+            first = held if held is not None else self._took(await self._ingest.get())
             held = None
             if not isinstance(first, DecodedBatch):
                 terminal = first
@@ -180,7 +197,7 @@ class StreamSession:
             # A round never grows past `coalesce_max_readings` (unless one batch alone is
             # larger): the settings check keeps that within what the window store can hold.
             while readings < limit and not self._ingest.empty():
-                more = self._ingest.get_nowait()
+                more = self._took(self._ingest.get_nowait())
                 if not isinstance(more, DecodedBatch):
                     terminal = more
                     break
@@ -190,22 +207,35 @@ class StreamSession:
                 batches.append(more)
                 readings += more.rows
             if self._detached or self.failure is not None or self._refusal is not None:
+                self._slots.release()
                 continue  # never acked: the client resends these after reconnecting
+            started = False
             try:
                 try:
-                    await self._start_round(batches)
+                    started = await self._start_round(batches)
                 except BatchConflict as conflict:
                     # The batches before the conflicting one are scored and acked; the stream
                     # then ends with ALREADY_EXISTS naming the batch id (later ones unacked).
                     self._refusal = conflict
                     self._stop_reader()
                     if conflict.index:
-                        await self._start_round(batches[: conflict.index])
+                        started = await self._start_round(batches[: conflict.index])
             except Exception as error:
                 self._fail(batches, error)
-        await self._inflight.put(self._refusal or terminal)
+            if not started:
+                self._slots.release()
+        self._inflight.put_nowait(self._refusal or terminal)
 
-    async def _start_round(self, batches: list[DecodedBatch]) -> None:
+    def _took(self, item: object) -> object:
+        """An item just taken off the ingest queue: a batch frees room for the reader."""
+        if isinstance(item, DecodedBatch):
+            self._batches_queued -= 1
+            self._ingest_room.release()
+        return item
+
+    async def _start_round(self, batches: list[DecodedBatch]) -> bool:
+        """Start scoring `batches` as one round; True once it is queued for the finisher
+        (which then owns the round's slot)."""
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
@@ -214,32 +244,40 @@ class StreamSession:
         scoring = asyncio.create_task(
             self._pipeline.score(prepared, self._forwarded, self._shadow_slots)
         )
-        await self._inflight.put((prepared, scoring))
+        self._inflight.put_nowait((prepared, scoring))
+        self._rounds_open += 1
+        return True
 
     async def _finish(self) -> None:
         while True:
             item = await self._inflight.get()
             if isinstance(item, tuple):
-                prepared, scoring = item
-                if self.failure is not None:
-                    # The stream is failing: later rounds are not acked, so they are resent.
-                    scoring.cancel()
-                    self._pipeline.abandon(prepared)
-                    continue
                 try:
-                    results = self._pipeline.finish(await scoring)
-                except Exception as error:
-                    self._pipeline.abandon(prepared)
-                    self._fail(prepared.batches, error)
-                    continue
-                for result in results:
-                    for event in _events_of(result):
-                        await self._emit(event)
+                    await self._finish_round(*item)
+                finally:
+                    self._rounds_open -= 1
+                    self._slots.release()
                 continue
             if isinstance(item, InvalidArgument | BatchConflict) and self.failure is None:
                 self.error = item
             await self._emit(_DONE)
             return
+
+    async def _finish_round(self, prepared: Prepared, scoring: asyncio.Task) -> None:
+        if self.failure is not None:
+            # The stream is failing: later rounds are not acked, so they are resent.
+            scoring.cancel()
+            self._pipeline.abandon(prepared)
+            return
+        try:
+            results = self._pipeline.finish(await scoring)
+        except Exception as error:
+            self._pipeline.abandon(prepared)
+            self._fail(prepared.batches, error)
+            return
+        for result in results:
+            for event in _events_of(result):
+                await self._emit(event)
 
     def _fail(self, batches: Sequence[DecodedBatch], error: Exception) -> None:
         """An unexpected error in a round: end this stream with INTERNAL, others carry on."""

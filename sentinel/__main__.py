@@ -1,3 +1,3 @@
-from sentinel.cli import main
+from sentinel.app.cli import main
 
 main()

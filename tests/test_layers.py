@@ -16,9 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 # Where each installed package's source lives.
 PACKAGES = {"sentinel.orchestrator": "orchestrator", "sentinel.specialists": "specialists"}
 APPLICATION = {
-    "sentinel.cli", "sentinel.__main__", "sentinel.demo", "sentinel.replay", "sentinel.evaluate",
-    "sentinel.soak", "sentinel.bench", "sentinel.local_mesh", "sentinel.serve_all",
-    "sentinel.embedded", "sentinel.tune", "sentinel.sizing", "sentinel.simulator",
+    "sentinel.__main__", "sentinel.app", "sentinel.app.cli", "sentinel.app.demo",
+    "sentinel.app.replay", "sentinel.app.evaluate", "sentinel.app.soak", "sentinel.app.bench",
+    "sentinel.app.local_mesh", "sentinel.app.serve_all", "sentinel.app.embedded",
+    "sentinel.app.tune", "sentinel.app.sizing", "sentinel.app.simulator",
 }  # fmt: skip
 CORE = {
     "sentinel.errors", "sentinel.tensors", "sentinel.client", "sentinel.server",
@@ -73,9 +74,11 @@ def _in(prefix: str) -> set[str]:
 
 def test_the_source_map_finds_every_layer() -> None:
     modules = _modules()
-    assert {"sentinel.orchestrator.pipeline", "sentinel.specialists.codec", "sentinel.cli"} <= set(
-        modules
-    )
+    assert {
+        "sentinel.orchestrator.pipeline",
+        "sentinel.specialists.codec",
+        "sentinel.app.cli",
+    } <= set(modules)
     assert CORE | APPLICATION <= set(modules)
 
 

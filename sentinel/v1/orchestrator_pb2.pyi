@@ -60,16 +60,28 @@ class Reading(_message.Message):
     def __init__(self, sensor_id: _Optional[str] = ..., value: _Optional[float] = ..., timestamp_unix_nanos: _Optional[int] = ...) -> None: ...
 
 class TelemetryBatch(_message.Message):
-    __slots__ = ("batch_id", "readings", "verdicts", "traceparent")
+    __slots__ = ("batch_id", "readings", "verdicts", "traceparent", "columns")
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     READINGS_FIELD_NUMBER: _ClassVar[int]
     VERDICTS_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     batch_id: int
     readings: _containers.RepeatedCompositeFieldContainer[Reading]
     verdicts: VerdictMode
     traceparent: str
-    def __init__(self, batch_id: _Optional[int] = ..., readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ..., verdicts: _Optional[_Union[VerdictMode, str]] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    columns: ReadingColumns
+    def __init__(self, batch_id: _Optional[int] = ..., readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ..., verdicts: _Optional[_Union[VerdictMode, str]] = ..., traceparent: _Optional[str] = ..., columns: _Optional[_Union[ReadingColumns, _Mapping]] = ...) -> None: ...
+
+class ReadingColumns(_message.Message):
+    __slots__ = ("sensor_ids", "values", "timestamps_unix_nanos")
+    SENSOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
+    sensor_ids: _containers.RepeatedScalarFieldContainer[str]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    timestamps_unix_nanos: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, sensor_ids: _Optional[_Iterable[str]] = ..., values: _Optional[_Iterable[float]] = ..., timestamps_unix_nanos: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BatchAck(_message.Message):
     __slots__ = ("batch_id", "readings_accepted", "duplicate")

@@ -5,7 +5,7 @@ deterministic: the same arguments and library versions give byte-identical files
 models were made with::
 
     python -m specialists.model.train --out specialists/model/models/iforest-v1.onnx \
-        --version iforest-1.0.0
+        --version iforest-1.1.0
     python -m specialists.model.train --out specialists/model/models/iforest-v2.onnx \
         --version iforest-2.0.0 --trees 150 --max-samples 128 --contamination 0.005
 
@@ -50,7 +50,7 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 class TrainConfig:
     version: str
     window_length: int = 32
-    trees: int = 100
+    trees: int = 25
     max_samples: int = 256
     contamination: float = 0.002
     samples: int = 50_000

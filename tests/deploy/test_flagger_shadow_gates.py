@@ -22,6 +22,7 @@ import yaml
 from mesh_fixtures import LIMIT_90_RULES, no_tracing, start_specialist
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.specialists.model import load_model_engine
 
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
@@ -194,8 +195,11 @@ async def test_shadow_templates_read_the_orchestrators_counters_from_prometheus(
                 break
             await asyncio.sleep(0.05)
         value = orchestrator.registry.get_sample_value
-        labels = {"specialist": "model", "primary_version": "iforest-1.0.0",
-                  "shadow_version": "iforest-2.0.0"}  # fmt: skip
+        v1_version, v2_version = (
+            load_model_engine(name).version for name in ("iforest-v1", "iforest-v2")
+        )
+        labels = {"specialist": "model", "primary_version": v1_version,
+                  "shadow_version": v2_version}  # fmt: skip
         counts = {
             name: value(f"sentinel_orchestrator_shadow_{name}_total", labels)
             for name in ("rows_compared", "both_anomalous", "only_primary_anomalous",

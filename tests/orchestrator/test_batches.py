@@ -218,3 +218,70 @@ def test_old_timestamps_are_accepted_when_the_setting_allows_them():
     # The default boundary: March 1973 in nanoseconds is fine, and 0 still means now.
     decoded = decode_batch(make(reading(ts=10**17), reading(ts=0)), LIMITS, now_ns=NOW)
     assert decoded.timestamps.tolist() == [10**17, NOW]
+
+
+# ---------------------------------------------------------------- columnar form
+
+
+def columns(rows, **fields) -> pb.TelemetryBatch:
+    return pb.TelemetryBatch(
+        columns=pb.ReadingColumns(
+            sensor_ids=[s for s, _, _ in rows],
+            values=[v for _, v, _ in rows],
+            timestamps_unix_nanos=[t for _, _, t in rows],
+        ),
+        **fields,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(READINGS)
+def test_columns_decode_exactly_as_the_same_readings_do(rows):
+    as_rows = decode_batch(make(*(reading(s, v, t) for s, v, t in rows)), LIMITS, now_ns=NOW)
+    as_columns = decode_batch(columns(rows), LIMITS, now_ns=NOW)
+    assert as_columns.sensor_ids == as_rows.sensor_ids
+    assert as_columns.values.tolist() == as_rows.values.tolist()
+    assert as_columns.timestamps.tolist() == as_rows.timestamps.tolist()
+    # A resend in the other form is the same batch to dedup.
+    assert as_columns.digest == as_rows.digest
+
+
+@settings(max_examples=100, deadline=None)
+@given(READINGS.filter(bool), st.data())
+def test_one_bad_column_value_is_named_by_index(rows, data):
+    index = data.draw(st.integers(0, len(rows) - 1))
+    bad = data.draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+    rows = [(s, bad if i == index else v, t) for i, (s, v, t) in enumerate(rows)]
+    assert field_of(columns(rows)) == f"columns.values[{index}]"
+
+
+def test_column_sensor_ids_and_timestamps_are_named_by_index():
+    rows = [("a", 1.0, NOW - 2), ("", 2.0, NOW - 1)]
+    assert field_of(columns(rows)) == "columns.sensor_ids[1]"
+    rows = [("a", 1.0, NOW - 2), ("b", 2.0, 1_750_000_000_000)]
+    assert field_of(columns(rows)) == "columns.timestamps_unix_nanos[1]"
+
+
+@pytest.mark.parametrize("short", ["values", "timestamps_unix_nanos"])
+def test_columns_of_different_lengths_are_refused_naming_the_column(short):
+    batch = columns([("a", 1.0, NOW - 2), ("b", 2.0, NOW - 1)])
+    del getattr(batch.columns, short)[-1]
+    assert field_of(batch) == f"columns.{short}"
+
+
+def test_a_batch_with_readings_and_columns_is_refused():
+    batch = columns([("a", 1.0, NOW - 1)])
+    batch.readings.append(reading("b"))
+    assert field_of(batch) == "columns"
+
+
+def test_too_many_column_readings_counts_the_longest_column():
+    batch = columns([("a", 1.0, NOW - 1)] * 3)
+    batch.columns.values.extend([1.0] * 10)
+    assert field_of(batch, Limits(max_batch_readings=5)) == "columns"
+
+
+def test_an_empty_columns_message_is_an_empty_batch():
+    batch = pb.TelemetryBatch(batch_id=3, columns=pb.ReadingColumns())
+    decoded = decode_batch(batch, LIMITS, now_ns=NOW)
+    assert decoded.rows == 0 and decoded.batch_id == 3

@@ -290,8 +290,8 @@ def test_batch_at_once_is_exactly_the_step_loop(
     min_step, likelihood, max_abs_z, standardize, sorted_walk,
 ):  # fmt: skip
     """`run` (all readings at once) against the reference `advance` step by step: the same
-    stats bit for bit and the same state, for any batching, NaN/inf, clipping, several refits per batch and the
-    count wrapping around its cycle."""
+    stats bit for bit and the same state, for any batching, NaN/inf, clipping, several refits
+    per batch and the count wrapping around its cycle."""
     from sentinel.orchestrator import calibration
 
     params = replace(

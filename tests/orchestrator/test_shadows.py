@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.metrics import DIFFERENCE_BUCKETS
 from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.specialists.model import load_model_engine
 
 from sentinel.telemetry import Tracing, build_propagator
 from sentinel.v1 import orchestrator_pb2 as pb
@@ -40,7 +41,8 @@ SENSORS = 4
 READINGS = 400  # per sensor: the model's window (32) and calibration (150) fill well before
 PER_BATCH = 10  # readings per sensor per batch
 START = 1_700_000_000 * 1_000_000_000
-V1, V2 = "iforest-1.0.0", "iforest-2.0.0"
+# The primary and the shadow: the bundled models, by the versions they report.
+V1, V2 = (load_model_engine(name).version for name in ("iforest-v1", "iforest-v2"))
 
 
 def signal(sensor: int) -> np.ndarray:

@@ -58,7 +58,7 @@ async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None
     assert {v.specialist for v in last.votes} == {"threshold", "statistical", "model"}
     assert not any(v.warming_up for v in last.votes)
     assert all(0.0 <= v.score <= 1.0 for v in verdicts)
-    assert {v.engine_version for v in last.votes} >= {THRESHOLD_VERSION, "iforest-1.0.0"}
+    assert {v.engine_version for v in last.votes} >= {THRESHOLD_VERSION, "iforest-1.1.0"}
     # Calibrated engines carry a likelihood in [0, 1]; the threshold engine has none (1).
     likelihood = {v.specialist: v.likelihood for v in last.votes}
     assert likelihood["threshold"] == 1.0
@@ -220,3 +220,27 @@ async def test_oversize_batch_is_rejected_naming_readings(mesh) -> None:
 async def test_empty_batch_is_acked_with_zero_readings(mesh) -> None:
     events = await collect(mesh.stub.StreamTelemetry(_requests([pb.TelemetryBatch(batch_id=5)])))
     assert [(a.batch_id, a.readings_accepted) for a in events["ack"]] == [(5, 0)]
+
+
+async def test_columnar_batches_are_scored_like_readings(mesh) -> None:
+    """The columnar form through a real orchestrator with TelemetryClient: every reading is
+    scored and acked, and a spike sent as columns is flagged like one sent as Reading rows."""
+    from sentinel.client import TelemetryClient, reading_columns
+
+    start = time.time_ns() - 3_600 * NANOS
+    values = [50.0 + (i % 7) * 0.1 for i in range(WARM_READINGS)] + [500.0]
+    stamps = [start + i * NANOS for i in range(len(values))]
+    verdicts = []
+    async with TelemetryClient(
+        mesh.target,
+        verdicts=pb.VERDICT_MODE_ANOMALIES,
+        on_verdicts=lambda _batch_id, got: verdicts.extend(got),
+    ) as client:
+        for offset in range(0, len(values), 100):
+            chunk = slice(offset, offset + 100)
+            await client.send(
+                reading_columns(["col-1"] * len(values[chunk]), values[chunk], stamps[chunk])
+            )
+        await asyncio.wait_for(client.flush(), 30)
+    assert client.stats.readings_acked == len(values)
+    assert [v.value for v in verdicts if v.anomaly] == [500.0]

@@ -16,8 +16,8 @@ from mesh_fixtures import no_tracing
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 
-from sentinel.local_mesh import LocalSpecialists
-from sentinel.soak import OrchestratorChild, Producer
+from sentinel.app.local_mesh import LocalSpecialists
+from sentinel.app.soak import OrchestratorChild, Producer
 from sentinel.v1 import orchestrator_pb2 as pb
 
 ENGINES = ("threshold", "statistical", "model")

@@ -13,8 +13,8 @@ from faultkit import in_process_orchestrator, readings_received, wait_until
 from mesh_fixtures import running_mesh
 from readings import batch
 
+from sentinel.app.soak import SoakReport
 from sentinel.client import StreamFailed, TelemetryClient
-from sentinel.soak import SoakReport
 from sentinel.v1 import orchestrator_pb2 as pb
 
 

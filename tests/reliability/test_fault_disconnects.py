@@ -175,3 +175,27 @@ async def test_session_ended_then_abandoned_with_full_queues_still_finishes() ->
     await events.aclose()
     pipeline.release.set()
     await asyncio.wait_for(session.done.wait(), 5)
+
+
+async def test_transport_failure_with_a_full_queue_then_client_gone_still_finishes() -> None:
+    """The request stream breaks while the ingest queue is full (rounds in flight hold every
+    slot), then the call is cancelled: the reader is cancelled while it hands over its
+    terminal, and the processor must still get it (a terminal put that had to wait for room
+    was cancelled and lost, so the processor waited forever and the session's tasks leaked)."""
+    pipeline = _SlowPipeline()
+    options = StreamOptions(limits=Limits(), queue_batches=1, inflight_batches=1)
+    session = StreamSession(pipeline, options, "c", (), None)
+
+    async def requests():
+        for i in range(1, 5):
+            yield batch(i, [1.0])
+        raise ConnectionResetError("transport failed")
+
+    events = session.events(requests())
+    pending = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(0.2)  # a round in flight, a batch queued, the reader ended
+    pending.cancel()
+    await asyncio.gather(pending, return_exceptions=True)
+    await events.aclose()
+    pipeline.release.set()
+    await asyncio.wait_for(session.done.wait(), 5)

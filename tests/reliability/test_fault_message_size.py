@@ -20,8 +20,8 @@ from readings import batch, collect, noise
 from sentinel.orchestrator.session import VERDICTS_PER_EVENT
 from sentinel.orchestrator.settings import OrchestratorSettings
 
+from sentinel.app.soak import Producer
 from sentinel.client import StreamFailed, TelemetryClient
-from sentinel.soak import Producer
 from sentinel.v1 import orchestrator_pb2 as pb
 
 LIMIT = 256 * 1024

@@ -17,7 +17,7 @@ import signal
 import grpc
 from faultkit import process_mesh, wait_until
 
-from sentinel.soak import Producer, proc_status_kib
+from sentinel.app.soak import Producer, proc_status_kib
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
 

@@ -150,7 +150,7 @@ async def test_serve_all_with_tls_from_the_environment_keeps_detection_on(pki, t
     """TLS and a metrics port set as variables are the public face of `serve all`: the local
     specialists must not inherit them (they used to serve TLS to a plaintext orchestrator, so
     every verdict was degraded, and collide on the metrics port)."""
-    from sentinel.local_mesh import serve_command, wait_ready
+    from sentinel.app.local_mesh import serve_command, wait_ready
 
     ready = tmp_path / "ready"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from sentinel.local_mesh import DEFAULT_ENGINES
-from sentinel.soak import plan_faults
+from sentinel.app.local_mesh import DEFAULT_ENGINES
+from sentinel.app.soak import plan_faults
 
 
 def _soak(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

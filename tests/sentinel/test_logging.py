@@ -140,7 +140,8 @@ def test_numpy_warnings_are_json_log_lines_not_stderr_text(root_logger, capfd) -
 
 def test_importing_the_roles_configures_no_logging() -> None:
     code = (
-        "import logging, orchestrator.main, specialists.main, sentinel.cli, sentinel.serve_all;"
+        "import logging, orchestrator.main, specialists.main, sentinel.app.cli,"
+        " sentinel.app.serve_all;"
         "root = logging.getLogger(); print(len(root.handlers), root.level)"
     )
     result = subprocess.run(

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from mesh_fixtures import running_mesh
 
+from sentinel.app.replay import Series, default_partition
 from sentinel.client import (
     CLIENT_ID_HEADER,
     PARTITION_HEADER,
@@ -19,7 +20,6 @@ from sentinel.client import (
     partition_header_value,
     shard_target,
 )
-from sentinel.replay import Series, default_partition
 from sentinel.v1 import orchestrator_pb2 as pb
 
 STREAM = "/sentinel.v1.Orchestrator/StreamTelemetry"

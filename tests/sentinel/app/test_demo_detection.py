@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from sentinel.demo import DemoTally, history_ticks_for, run_demo
-from sentinel.simulator import (
+from sentinel.app.demo import DemoTally, history_ticks_for, run_demo
+from sentinel.app.simulator import (
     DRIFT_TICKS,
     SEED_SENSOR_ID,
     SEED_SPIKE_EVERY,

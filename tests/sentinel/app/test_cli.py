@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from mesh_fixtures import LIMIT_90_RULES
 
-from sentinel.local_mesh import serve_command, wait_ready
+from sentinel.app.local_mesh import serve_command, wait_ready
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "tests" / "data" / "nab_sample.csv"
 NAB_DIR = Path(os.environ.get("SENTINEL_NAB_DIR", REPO.parent / "shared" / "data" / "nab"))
 

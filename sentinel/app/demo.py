@@ -31,12 +31,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentinel.client import TelemetryClient
-from sentinel.local_mesh import LocalSpecialists
-from sentinel.orchestrator.main import OrchestratorProcess
-from sentinel.orchestrator.settings import OrchestratorSettings
-from sentinel.server import install_stop_signals
-from sentinel.simulator import (
+from sentinel.app.local_mesh import LocalSpecialists
+from sentinel.app.simulator import (
     EVENT_KINDS,
     SEED_SENSOR_ID,
     SEED_SPIKE_EVERY,
@@ -45,6 +41,10 @@ from sentinel.simulator import (
     SeedSpike,
     SensorSimulator,
 )
+from sentinel.client import TelemetryClient
+from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.orchestrator.settings import OrchestratorSettings
+from sentinel.server import install_stop_signals
 from sentinel.telemetry import configure_tracing
 from sentinel.v1 import orchestrator_pb2
 
@@ -212,7 +212,7 @@ def _short_reason(reason: str) -> str:
 
 def rules_path() -> str:
     """The packaged demo rules file (a real path: the specialist is another process)."""
-    return str(resources.files("sentinel").joinpath(RULES_FILE))
+    return str(resources.files("sentinel.app").joinpath(RULES_FILE))
 
 
 async def run_demo(

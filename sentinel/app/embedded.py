@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from sentinel.local_mesh import LocalSpecialists
+from sentinel.app.local_mesh import LocalSpecialists
 from sentinel.telemetry import Tracing, configure_tracing
 
 

@@ -63,7 +63,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sentinel.replay import Series, parse_timestamp, read_series
+from sentinel.app.replay import Series, parse_timestamp, read_series
 
 MODES = ("alerts", "verdicts")
 
@@ -588,7 +588,7 @@ async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIter
     if target:
         yield target
         return
-    from sentinel.embedded import embedded_mesh
+    from sentinel.app.embedded import embedded_mesh
 
     # A score must not depend on how busy the machine is: a Score call that misses a short
     # deadline would leave an engine out of some verdicts (degraded) and change detections.
@@ -625,7 +625,7 @@ async def evaluate(
     (a running mesh may hold history for earlier runs' sensor ids). `plot_dir`: one PNG per
     file (needs matplotlib). `shadows` (NAME=TARGET each, embedded mesh only): also score the
     verdict with each shadow in its specialist's place, from the same replay."""
-    from sentinel.replay import replay, shadow_mesh_settings
+    from sentinel.app.replay import replay, shadow_mesh_settings
 
     if mode not in MODES:
         raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")

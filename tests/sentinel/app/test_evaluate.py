@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.evaluate import (
+from sentinel.app.evaluate import (
     LOW_FN,
     LOW_FP,
     PROFILES,

@@ -41,9 +41,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sentinel.app.local_mesh import LocalSpecialists, serve_command, wait_ready_ports
 from sentinel.client import TelemetryClient
 from sentinel.lifeline import child_env
-from sentinel.local_mesh import LocalSpecialists, serve_command, wait_ready_ports
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000

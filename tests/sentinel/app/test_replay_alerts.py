@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from sentinel.replay import Series, VerdictCollector, replay, write_verdicts
+from sentinel.app.replay import Series, VerdictCollector, replay, write_verdicts
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
 

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sentinel.evaluate import PROFILES, category
+from sentinel.app.evaluate import PROFILES, category
 
 # Grid keys are SENTINEL_* variables, or `threshold:<specialist>.<channel>` entries that are
 # combined into SENTINEL_LIKELIHOOD_THRESHOLDS.
@@ -133,8 +133,8 @@ def run_config(
 ) -> ConfigResult:
     out = workdir / f"config-{index}.csv"
     command = [
-        sys.executable, "-P", "-c", "from sentinel.cli import main; main()", "evaluate", str(root),
-        "--windows", str(windows), "--out", str(out),
+        sys.executable, "-P", "-c", "from sentinel.app.cli import main; main()",
+        "evaluate", str(root), "--windows", str(windows), "--out", str(out),
     ]  # fmt: skip
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
     child_env |= env

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sentinel.local_mesh import DEFAULT_ENGINES, LocalSpecialists
+from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalSpecialists
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.server import install_stop_signals, write_ready_file

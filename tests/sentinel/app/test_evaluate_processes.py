@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.evaluate import PROFILES, evaluate, probationary_length, verdict_file_name
-from sentinel.local_mesh import serve_command, wait_ready
+from sentinel.app.evaluate import PROFILES, evaluate, probationary_length, verdict_file_name
+from sentinel.app.local_mesh import serve_command, wait_ready
 
 ROWS = 2000
 FIRST = np.datetime64("2021-03-01T00:00:00")

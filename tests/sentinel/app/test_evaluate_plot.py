@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.evaluate import plot_series, read_verdicts
+from sentinel.app.evaluate import plot_series, read_verdicts
 
 pytest.importorskip("matplotlib")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sentinel.sizing import measure
+from sentinel.app.sizing import measure
 
 
 def test_default_history_fits_the_budget_and_rss_grows_with_sensors():

@@ -13,7 +13,7 @@ threshold's adaptive limits remember ~1000 readings) reflects normal operation, 
 event. With few sensors, events wait until one is free.
 
 - `spike`: one reading jumps to 95..130, above the demo's high limit of 90
-  (`sentinel/demo_rules.toml`);
+  (`sentinel/app/demo_rules.toml`);
 - `level-shift`: the level steps by +/-(12..25) for `LEVEL_SHIFT_TICKS` readings, then returns;
 - `drift`: the level ramps linearly up by 12..25 over `DRIFT_TICKS` readings, holds there for
   `DRIFT_HOLD_TICKS`, then returns (a sensor that drifts out of calibration and is reset).

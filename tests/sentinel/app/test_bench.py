@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sentinel.specialists.passthrough import score_nothing
 
-from sentinel.bench import (
+from sentinel.app.bench import (
     LOAD_GENERATOR,
     PASS_THROUGH,
     REAL,
@@ -111,7 +111,7 @@ def test_vmhwm_from_proc_status() -> None:
 
 
 def test_own_process_figures_are_readable() -> None:
-    from sentinel.bench import process_cpu_seconds, process_peak_rss_bytes
+    from sentinel.app.bench import process_cpu_seconds, process_peak_rss_bytes
 
     assert process_cpu_seconds(os.getpid()) > 0
     assert process_peak_rss_bytes(os.getpid()) > 1 << 20

@@ -41,8 +41,8 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
 from sentinel.lifeline import child_env
-from sentinel.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
 from sentinel.v1 import orchestrator_pb2
 
 T = TypeVar("T")
@@ -317,15 +317,15 @@ def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[byt
     out = []
     for b in range(count):
         values = rng.normal(50.0, 2.0, size).tolist()
+        # The columnar form, as a gateway that cares about throughput sends it.
         batch = orchestrator_pb2.TelemetryBatch(
             batch_id=b + 1,
             verdicts=orchestrator_pb2.VERDICT_MODE_NONE,
-            readings=[
-                orchestrator_pb2.Reading(
-                    sensor_id=ids[(b * size + i) % sensors], value=v, timestamp_unix_nanos=now + b
-                )
-                for i, v in enumerate(values)
-            ],
+            columns=orchestrator_pb2.ReadingColumns(
+                sensor_ids=[ids[(b * size + i) % sensors] for i in range(size)],
+                values=values,
+                timestamps_unix_nanos=[now + b] * size,
+            ),
         )
         out.append(batch.SerializeToString())
     return out

@@ -19,8 +19,8 @@ import grpc
 import numpy as np
 from mesh_fixtures import running_mesh
 
-import sentinel.replay as replay_module
-from sentinel.replay import VerdictCollector, parse_timestamp, read_series, replay
+import sentinel.app.replay as replay_module
+from sentinel.app.replay import VerdictCollector, parse_timestamp, read_series, replay
 from sentinel.v1 import orchestrator_pb2 as pb
 
 STATE_NAMES = {pb.ALERT_STATE_OPEN: "open", pb.ALERT_STATE_RESOLVED: "resolved"}

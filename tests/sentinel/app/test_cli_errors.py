@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.cli import main
+from sentinel.app.cli import main
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -141,7 +141,7 @@ def serve(
 
             orchestrator_main(settings, ready_file, console_spans)
         else:
-            from sentinel.serve_all import main as serve_all_main
+            from sentinel.app.serve_all import main as serve_all_main
 
             serve_all_main(settings, ready_file, console_spans)
         return
@@ -206,7 +206,7 @@ def demo(
     summary."""
     import logging
 
-    from sentinel.demo import run_demo
+    from sentinel.app.demo import run_demo
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
@@ -265,8 +265,8 @@ def replay(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.replay import read_series, shadow_mesh_settings
-    from sentinel.replay import replay as run_replay
+    from sentinel.app.replay import read_series, shadow_mesh_settings
+    from sentinel.app.replay import replay as run_replay
     from sentinel.telemetry import configure_logging
 
     if shadow and target:
@@ -287,7 +287,7 @@ def replay(
                 return await run_replay(
                     series, target, out, batch_size, advance, partition=partition
                 )
-            from sentinel.embedded import embedded_mesh
+            from sentinel.app.embedded import embedded_mesh
 
             async with embedded_mesh(**shadow_mesh_settings(shadow or [])) as local_target:
                 return await run_replay(
@@ -345,7 +345,7 @@ def bench(
     (p50/p99/p99.9), CPU per 1000 readings and peak RSS of every process."""
     import json
 
-    from sentinel.bench import BenchConfig, run_bench
+    from sentinel.app.bench import BenchConfig, run_bench
 
     if baseline and target:
         raise typer.BadParameter("--baseline starts local meshes; drop --target")
@@ -387,7 +387,7 @@ def soak(
     import os
 
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from sentinel.soak import run_soak
+    from sentinel.app.soak import run_soak
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")
@@ -420,7 +420,7 @@ def sizing(
     """Memory of the orchestrator's per-sensor history with the default engines: accounted
     bytes per sensor and the RSS growth of holding SENSORS sensors (for sizing a pod), and
     what checkpointing it costs."""
-    from sentinel.sizing import measure
+    from sentinel.app.sizing import measure
 
     typer.echo(measure(sensors, checkpoint=checkpoint).render())
 
@@ -451,7 +451,7 @@ def tune(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel import tune as tuning
+    from sentinel.app import tune as tuning
 
     configs = (
         [(name, env) for name, env in tuning.ABLATIONS.items()]
@@ -540,8 +540,8 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.evaluate import render
-    from sentinel.evaluate import run as run_evaluate
+    from sentinel.app.evaluate import render
+    from sentinel.app.evaluate import run as run_evaluate
     from sentinel.telemetry import configure_logging
 
     configure_logging("WARNING", "text")

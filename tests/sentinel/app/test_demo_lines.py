@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from sentinel.demo import alert_line
+from sentinel.app.demo import alert_line
 from sentinel.v1 import orchestrator_pb2 as pb
 
 NANOS = 1_000_000_000
@@ -41,7 +41,7 @@ def test_the_demo_fits_80_columns_and_explains_its_summary() -> None:
 
     from rich.console import Console
 
-    from sentinel.demo import run_demo
+    from sentinel.app.demo import run_demo
 
     console = Console(file=io.StringIO(), width=80, color_system=None)
     tally = asyncio.run(run_demo(None, 3, 20.0, console=console, ticks=600, paced=False, seed=7))

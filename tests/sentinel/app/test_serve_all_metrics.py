@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sentinel.serve_all import specialist_metrics_ports
+from sentinel.app.serve_all import specialist_metrics_ports
 
 
 def free_run(length: int) -> int:
