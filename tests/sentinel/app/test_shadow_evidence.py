@@ -79,7 +79,7 @@ def shadow(tmp_path: Path) -> Iterator[str]:
     ready = tmp_path / "shadow.port"
     process = subprocess.Popen(
         serve_command("model", ready, "--port", "0", "--model", "iforest-v2"),
-        env=clean_environ(SENTINEL_LOG_LEVEL="WARNING"),
+        env=clean_environ(SENTINEL_LOG_LEVEL="WARNING", SENTINEL_DRAIN_DELAY_SECONDS="0"),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
     )
