@@ -235,7 +235,7 @@ class Outbox:
         return True
 
     def take(self, limit: int) -> list[Outgoing]:
-        taken = []
+        taken: list[Outgoing] = []
         while self._items and len(taken) < limit:
             taken.append(self._items.popitem(last=False)[1])
         return taken

@@ -177,6 +177,16 @@ class CalibrationBank:
         "_median", "_deviation", "_seen", "_ring", "_count", "_block_sum", "_block_squares",
         "_running", "_fit",
     )  # fmt: skip
+    # Allocated (and grown) by `_allocate`, one array per SLOT_FIELDS name.
+    _median: np.ndarray
+    _deviation: np.ndarray
+    _seen: np.ndarray
+    _ring: np.ndarray
+    _count: np.ndarray
+    _block_sum: np.ndarray
+    _block_squares: np.ndarray
+    _running: np.ndarray
+    _fit: np.ndarray
 
     def __init__(self, params: CalibrationParams | None = None) -> None:
         self.params = params or CalibrationParams()

@@ -64,7 +64,7 @@ def write_checkpoint(state_dir: str | Path, checkpoint: Checkpoint) -> int:
     }
     temporary = directory / _TEMPORARY
     with open(temporary, "wb") as file:
-        np.savez(file, **arrays)
+        np.savez(file, allow_pickle=False, **arrays)
         file.flush()
         os.fsync(file.fileno())
     current = directory / CURRENT

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ from .calibration import (
 )
 from .combine import EngineVotes
 from .views import HistoryViews, RangeSpec, RangeView, SeasonalSpec, SeasonalView
-from .windows import BatchWindows, WindowStore
+from .windows import BatchWindows, SlotState, WindowStore
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,15 @@ class HistorySnapshot:
     arrays: dict[str, np.ndarray]  # "<part>/<field>": [sensors, ...]
 
 
-def _gather(prefix: str, state: object, slots: np.ndarray) -> dict[str, np.ndarray]:
+def _gather(
+    prefix: str, state: SlotState | WindowStore, slots: np.ndarray
+) -> dict[str, np.ndarray]:
     return {f"{prefix}/{name}": getattr(state, name)[slots] for name in state.SLOT_FIELDS}
 
 
 def _scatter(
     prefix: str,
-    state: object,
+    state: SlotState | WindowStore,
     slots: np.ndarray,
     arrays: Mapping[str, np.ndarray],
     kept: int,
@@ -99,7 +102,7 @@ def _view_of(spec: RangeSpec | SeasonalSpec) -> RangeView | SeasonalView:
     return RangeView(spec) if isinstance(spec, RangeSpec) else SeasonalView(spec)
 
 
-def _spec_of(fields: Mapping[str, object]) -> RangeSpec | SeasonalSpec:
+def _spec_of(fields: Mapping[str, Any]) -> RangeSpec | SeasonalSpec:
     fields = dict(fields)
     kind = fields.pop("kind")
     if kind == "RangeSpec":
@@ -287,7 +290,10 @@ class History:
         bank = CalibrationBank(self.calibration)
         for channel in channels:
             bank.add_channel(bool(channel["standardize"]))
-        expected: dict[str, object] = {"window": WindowStore(length, 1), "calibration": bank}
+        expected: dict[str, SlotState | WindowStore] = {
+            "window": WindowStore(length, 1),
+            "calibration": bank,
+        }
         for name, spec in specs.items():
             expected[f"view/{name}"] = _view_of(spec)
         for prefix, state in expected.items():

@@ -95,7 +95,9 @@ def xfcc_uri(value: str) -> str:
 
 def _split(value: str, separator: str) -> list[str]:
     """Split outside double quotes (Subject="CN=a,O=b" contains commas)."""
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in value:
         if char == '"':
             quoted = not quoted

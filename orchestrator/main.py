@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import grpc
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, write_to_textfile
 
 from sentinel.server import (
     GrpcServer,
@@ -26,7 +26,7 @@ from .combine import Combiner
 from .dedup import DedupWindow
 from .history import History, HistoryLimits
 from .incidents import IncidentTracker
-from .metrics import OrchestratorMetrics
+from .metrics import OrchestratorMetrics, lifetime_totals
 from .pipeline import ScoringPipeline
 from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
@@ -38,6 +38,10 @@ from .windows import WindowStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+# A health service name that turns SERVING once every configured specialist has described
+# itself (Kubernetes' startupProbe asks for it). Readiness ("" and SERVICE_NAME) does not wait
+# for the specialists: one sick specialist must not take every orchestrator out of service.
+STARTUP_SERVICE = "sentinel.startup"
 
 
 class OrchestratorProcess:
@@ -196,6 +200,8 @@ class OrchestratorProcess:
         if self.shadows is not None:
             await self.shadows.start()
         port = await self.server.start()
+        await self.server.set_serving(STARTUP_SERVICE, False)
+        self._housekeeping.append(asyncio.create_task(self._announce_startup()))
         if self.checkpointer is not None:
             self._housekeeping.append(asyncio.create_task(self.checkpointer.run()))
         self._housekeeping.append(asyncio.create_task(self._sweep_stale_incidents()))
@@ -238,8 +244,14 @@ class OrchestratorProcess:
             await self.shadows.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
-        # Lifetime totals (the soak and the fault-matrix tests count scored readings from this).
+        if self.settings.final_metrics_file:
+            write_to_textfile(self.settings.final_metrics_file, self.registry)
         log.info("orchestrator stopped", extra=self.totals())
+
+    async def _announce_startup(self) -> None:
+        await self.pool.all_described.wait()
+        await self.server.set_serving(STARTUP_SERVICE, True)
+        log.info("startup complete: every specialist described", extra={"port": self.port})
 
     async def _sweep_stale_incidents(self) -> None:
         stale_after = self.settings.stale_after_seconds
@@ -251,15 +263,8 @@ class OrchestratorProcess:
             self.pipeline.sweep_stale(stale_after)
 
     def totals(self) -> dict[str, int]:
-        value = self.registry.get_sample_value
-        return {
-            "readings_received": int(value("sentinel_orchestrator_readings_received_total") or 0),
-            "batches_received": int(value("sentinel_orchestrator_batches_received_total") or 0),
-            "duplicate_batches": int(value("sentinel_orchestrator_duplicate_batches_total") or 0),
-            "verdicts_degraded": int(
-                value("sentinel_orchestrator_verdicts_total", {"status": "degraded"}) or 0
-            ),
-        }
+        """Counts since this process started (see `lifetime_totals`)."""
+        return lifetime_totals(self.registry.get_sample_value)
 
 
 async def serve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 
@@ -283,7 +284,7 @@ class OrchestratorMetrics:
     def bind_specialists(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
         """One `specialist_up` series per configured specialist, read at scrape time."""
         for name in names:
-            self.specialist_up.labels(name).set_function(lambda name=name: float(is_up(name)))
+            self.specialist_up.labels(name).set_function(functools.partial(_as_float, is_up, name))
 
     def observe_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
         self.specialist_latency.labels(specialist, version or "unknown").observe(seconds)
@@ -293,7 +294,7 @@ class OrchestratorMetrics:
     def bind_shadows(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
         """One `shadow_up` series per configured shadow, read at scrape time."""
         for name in names:
-            self.shadow_up.labels(name).set_function(lambda name=name: float(is_up(name)))
+            self.shadow_up.labels(name).set_function(functools.partial(_as_float, is_up, name))
 
     def observe_shadow_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
         self.shadow_latency.labels(specialist, version or "unknown").observe(seconds)
@@ -325,3 +326,27 @@ class OrchestratorMetrics:
         self.shadow_only_primary.labels(*labels).inc(agreement.only_primary)
         self.shadow_only_shadow.labels(*labels).inc(agreement.only_shadow)
         self.shadow_score_difference.observe(labels, agreement.differences)
+
+
+def _as_float(is_up: Callable[[str], bool], name: str) -> float:
+    return float(is_up(name))
+
+
+# sample(name, labels) -> value or None: a registry's get_sample_value, or a lookup in
+# Prometheus text scraped or written by another process.
+SampleLookup = Callable[[str, dict[str, str] | None], float | None]
+
+
+def lifetime_totals(sample: SampleLookup) -> dict[str, int]:
+    """The counts a supervisor adds up over an orchestrator's restarts (`sentinel soak`):
+    readings and batches received for scoring, duplicate batches, degraded verdicts."""
+
+    def count(name: str, labels: dict[str, str] | None = None) -> int:
+        return int(sample(f"sentinel_orchestrator_{name}_total", labels) or 0)
+
+    return {
+        "readings_received": count("readings_received"),
+        "batches_received": count("batches_received"),
+        "duplicate_batches": count("duplicate_batches"),
+        "verdicts_degraded": count("verdicts", {"status": "degraded"}),
+    }

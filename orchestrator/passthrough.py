@@ -40,7 +40,9 @@ class PassThroughServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         inflight_batches: int,
         timeout_seconds: float,
     ) -> None:
-        self._score = {
+        self._score: dict[
+            str, grpc.aio.UnaryUnaryMultiCallable[bytes, specialist_pb2.ScoreResponse]
+        ] = {
             name: channel.unary_unary(
                 SCORE_METHOD,
                 request_serializer=None,

@@ -454,9 +454,7 @@ def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[st
     return reasons, versions
 
 
-def _compact(stored: BatchWindows) -> CompactWindows | None:
-    if stored.extended is None or stored.group is None:
-        return None
+def _compact(stored: BatchWindows) -> CompactWindows:
     return CompactWindows(stored.extended, stored.group, stored.rank)
 
 

@@ -114,6 +114,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.sessions.add(session)
         self._streams_by_client[principal] += 1
         handler = asyncio.current_task()
+        assert handler is not None  # grpc.aio runs every handler in a task
         loop = asyncio.get_running_loop()
 
         def give_up() -> None:

@@ -106,7 +106,7 @@ class StreamSession:
         if self._reader is not None and not self._reader.done() and not self._reader.cancelling():
             self._reader.cancel()
 
-    async def events(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]):
+    async def events(self, requests: AsyncIterator[object]):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.max_age_seconds
         self._reader = asyncio.create_task(self._read(requests), name="stream-reader")
@@ -153,7 +153,8 @@ class StreamSession:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.done.set()
 
-    async def _read(self, requests: AsyncIterator[orchestrator_pb2.TelemetryBatch]) -> None:
+    async def _read(self, requests: AsyncIterator[object]) -> None:
+        """`requests`: TelemetryBatch messages, or what the servicer could not decode as one."""
         terminal: object = _END
         try:
             async for request in requests:

@@ -52,6 +52,9 @@ class OrchestratorSettings(ServerSettings):
     """Directory for checkpoints of sensor state, incidents and dedup memory (empty = none)."""
     checkpoint_seconds: float = Field(default=60.0, gt=0)
     """Seconds between checkpoints (one is also written on drain)."""
+    final_metrics_file: str = ""
+    """Write the metrics here (Prometheus text) once stopped: counts a supervisor sums over
+    restarts, e.g. `sentinel soak` (empty = none)."""
     likelihood_thresholds: str = ""
     """Per-channel likelihood thresholds over the engines' defaults, e.g. statistical.level=1e-7."""
     calibration: Literal["likelihood", "raw"] = "likelihood"

@@ -11,8 +11,9 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -97,7 +98,7 @@ class CompactWindows:
 
 def _window_fields(
     windows: np.ndarray, length: int, compact: CompactWindows | None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """ScoreRequest window fields for an engine reading the last `length` values: per row, or
     per sensor when a batch holds several readings per sensor and that is smaller."""
     rows = windows.shape[0]
@@ -190,6 +191,7 @@ class SpecialistClient:
         self._stub = specialist_pb2_grpc.SpecialistStub(self._channel)
         # Score requests arrive pre-serialised: the columns every specialist shares are
         # encoded once per batch, not once per specialist (see SpecialistPool.fan_out).
+        self._score: grpc.aio.UnaryUnaryMultiCallable[bytes, specialist_pb2.ScoreResponse]
         self._score = self._channel.unary_unary(
             SCORE_METHOD,
             request_serializer=None,
@@ -346,7 +348,7 @@ class SpecialistClient:
             )
             return None
         self.up = True
-        columns = (
+        columns: tuple[Sized, ...] = (
             response.scores,
             response.anomalies,
             response.warming_up,
@@ -391,6 +393,9 @@ class SpecialistPool:
         self._on_declared = on_declared
         self._rediscover_seconds = rediscover_seconds
         self._task: asyncio.Task[None] | None = None
+        self._described_once: set[str] = set()
+        self.all_described = asyncio.Event()
+        """Set once every configured specialist has described itself (each at least once)."""
 
     async def start(self) -> None:
         await self.describe_missing()
@@ -405,6 +410,9 @@ class SpecialistPool:
             for client in pending:
                 if client.declaration is not None and client.described and client.recheck():
                     self._on_declared(client.name, client.declaration)
+                    self._described_once.add(client.name)
+        if len(self._described_once) == len(self.clients):
+            self.all_described.set()
 
     async def _rediscover_loop(self) -> None:
         while True:

@@ -44,16 +44,7 @@ class _Batch:
 
     @classmethod
     def of(cls, stored: BatchWindows) -> _Batch:
-        if stored.sensor_slots is not None and stored.counts is not None:
-            return cls(stored.group, stored.rank, stored.sensor_slots, stored.counts)
-        if stored.group is not None:
-            group = stored.group
-            slots = np.empty(int(group.max()) + 1, dtype=np.int64)
-            slots[group] = stored.slots
-        else:
-            slots, group = np.unique(stored.slots, return_inverse=True)
-        counts = np.bincount(group, minlength=slots.shape[0])
-        return cls(group, stored.rank, slots, counts)
+        return cls(stored.group, stored.rank, stored.sensor_slots, stored.counts)
 
     def dense_ok(self, cells: int) -> bool:
         return cells <= max(_DENSE_CELLS, 8 * self.rank.shape[0])

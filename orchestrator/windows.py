@@ -19,6 +19,10 @@ import numpy as np
 class SlotState(Protocol):
     """Per-sensor state kept beside the windows, in arrays indexed by the store's slots."""
 
+    @property
+    def SLOT_FIELDS(self) -> tuple[str, ...]:
+        """The attributes holding those arrays (what a checkpoint saves and restores)."""
+
     def grow(self, capacity: int) -> None:
         """Make room for slots 0..capacity-1 (new slots start empty)."""
 
@@ -36,14 +40,14 @@ class BatchWindows:
     generation: np.ndarray  # int64 [rows], the slot's generation (changes when it is reused)
     # Compact form of `windows`: one row per sensor of the batch (stored history, then its new
     # values); row i's window is extended[group[i], rank[i] : rank[i] + length].
-    extended: np.ndarray | None = None
-    group: np.ndarray | None = None
+    extended: np.ndarray
+    group: np.ndarray
     # The same grouping by sensor, for state that advances reading by reading: `order` lists
     # the rows by sensor, then reading; sensor u of the batch has counts[u] rows and slot
     # sensor_slots[u].
-    order: np.ndarray | None = None
-    counts: np.ndarray | None = None
-    sensor_slots: np.ndarray | None = None
+    order: np.ndarray
+    counts: np.ndarray
+    sensor_slots: np.ndarray
     evicted_ids: tuple[str, ...] = ()  # the sensors counted in `evicted`
 
     def steps(self) -> list[np.ndarray]:

@@ -157,7 +157,7 @@ class TelemetryClient:
         client_id: str | None = None,
         partition: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
-        verdicts: int = orchestrator_pb2.VERDICT_MODE_ANOMALIES,
+        verdicts: orchestrator_pb2.VerdictMode = orchestrator_pb2.VERDICT_MODE_ANOMALIES,
         max_unacked: int = 64,
         backoff: Backoff | None = None,
         on_verdicts: Callable[[int, list[orchestrator_pb2.Verdict]], None] | None = None,
@@ -175,7 +175,8 @@ class TelemetryClient:
         self._verdict_mode = verdicts
         self._unacked: OrderedDict[int, orchestrator_pb2.TelemetryBatch] = OrderedDict()
         self._room = asyncio.Semaphore(max_unacked)
-        self._outbox: asyncio.Queue = asyncio.Queue()
+        # Batches to send, then _CLOSE once the client is closing.
+        self._outbox: asyncio.Queue[object] = asyncio.Queue()
         self._all_acked = asyncio.Event()
         self._all_acked.set()
         # Ids start at the clock (microseconds), not at 1: a producer restarted under the same
@@ -218,7 +219,7 @@ class TelemetryClient:
     async def send(
         self,
         readings: Sequence[orchestrator_pb2.Reading] | orchestrator_pb2.ReadingColumns,
-        verdicts: int | None = None,
+        verdicts: orchestrator_pb2.VerdictMode | None = None,
     ) -> int:
         """Queue one batch; waits while `max_unacked` batches are unacknowledged.
 
@@ -267,6 +268,8 @@ class TelemetryClient:
 
     async def flush(self) -> None:
         """Wait until every sent batch is acked (or the client failed)."""
+        if self._runner is None:
+            raise RuntimeError("the client is not started (use `async with` or start())")
         waiter = asyncio.ensure_future(self._all_acked.wait())
         try:
             await asyncio.wait({waiter, self._runner}, return_when=asyncio.FIRST_COMPLETED)
@@ -330,19 +333,19 @@ class TelemetryClient:
         while not self._outbox.empty():
             if self._outbox.get_nowait() is _CLOSE:
                 return
-        resend = list(self._unacked.values())
-        for batch in resend:
+        for unacked in list(self._unacked.values()):
             self.stats.batches_resent += 1
-            yield batch
+            yield unacked
         while True:
             batch = await self._next_outgoing(ended)
-            if batch is None or batch is _CLOSE:
+            if batch is None:
                 return
             self.stats.batches_sent += 1
             yield batch
 
-    async def _next_outgoing(self, ended: asyncio.Event) -> object | None:
-        """The next outbox item, or None once this generator's stream has ended.
+    async def _next_outgoing(self, ended: asyncio.Event) -> orchestrator_pb2.TelemetryBatch | None:
+        """The next batch in the outbox, or None once this generator's stream has ended or the
+        client is closing.
 
         gRPC does not stop consuming a request iterator when the call finishes, so without
         this a dead stream's generator would still take the next batch from the outbox and
@@ -364,7 +367,7 @@ class TelemetryClient:
             if item is _CLOSE:
                 self._outbox.put_nowait(_CLOSE)
             return None
-        return item
+        return item if isinstance(item, orchestrator_pb2.TelemetryBatch) else None
 
     async def _one_stream(self, stub: orchestrator_pb2_grpc.OrchestratorStub) -> str:
         if self._closing and not self._unacked:

@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 
 PARENT_ENV = "SENTINEL_PARENT_PID"
 PDEATHSIG_ENV = "SENTINEL_PDEATHSIG"
@@ -37,7 +38,7 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def die_with_parent(environ: dict[str, str] | None = None) -> bool:
+def die_with_parent(environ: Mapping[str, str] | None = None) -> bool:
     """In a child: arrange to stop when the parent named by `SENTINEL_PARENT_PID` exits.
 
     Returns False when the variable is unset (started by a person or a supervisor)."""

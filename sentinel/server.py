@@ -69,6 +69,11 @@ class GrpcServer:
         log.info("grpc server listening", extra={"port": self.port, "services": self.service_names})
         return self.port
 
+    async def set_serving(self, service: str, serving: bool) -> None:
+        """Health of one more service name (e.g. a startup signal); ignored once draining."""
+        status = health_pb2.HealthCheckResponse
+        await self.health.set(service, status.SERVING if serving else status.NOT_SERVING)
+
     async def mark_not_serving(self) -> None:
         """Flip every service to NOT_SERVING so load balancers and probes stop sending work."""
         await self.health.enter_graceful_shutdown()

@@ -198,14 +198,18 @@ def configure_tracing(
         return Tracing(trace.NoOpTracerProvider(), propagator)
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SpanExporter,
+    )
 
     # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win; otherwise the role's own name.
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": service_name}))
     provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER
-    exporters = []
+    exporters: list[SpanExporter] = []
     if any(
         os.environ.get(n)
         for n in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")

@@ -11,7 +11,7 @@ import numpy as np
 from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2
 
-_DTYPES = {
+_DTYPES: dict[int, np.dtype] = {
     specialist_pb2.TENSOR_D_TYPE_FLOAT32: np.dtype("<f4"),
     specialist_pb2.TENSOR_D_TYPE_FLOAT64: np.dtype("<f8"),
 }
@@ -19,10 +19,12 @@ _DTYPES = {
 
 def encode_windows(windows: np.ndarray) -> specialist_pb2.Tensor:
     """A [rows, length] float array as a little-endian tensor (float32 if given float32)."""
-    if windows.dtype == np.float32:
-        dtype, kind = np.dtype("<f4"), specialist_pb2.TENSOR_D_TYPE_FLOAT32
-    else:
-        dtype, kind = np.dtype("<f8"), specialist_pb2.TENSOR_D_TYPE_FLOAT64
+    kind = (
+        specialist_pb2.TENSOR_D_TYPE_FLOAT32
+        if windows.dtype == np.float32
+        else specialist_pb2.TENSOR_D_TYPE_FLOAT64
+    )
+    dtype = _DTYPES[kind]
     data = np.ascontiguousarray(windows, dtype=dtype)
     return specialist_pb2.Tensor(dtype=kind, shape=list(windows.shape), data=data.tobytes())
 

@@ -1,111 +1,88 @@
-"""Import layers, checked on the source: application → roles → shared core → generated stubs.
+"""Import layers, checked by import-linter: application → roles → shared core → generated stubs,
+and neither role imports the other (contracts in pyproject.toml, `[tool.importlinter]`).
 
-(import-linter cannot see `sentinel.orchestrator` / `sentinel.specialists` in an editable
-install — they are mapped from the top-level folders by setuptools' package-dir, which grimp's
-filesystem walk does not follow — so the contracts are checked here with `ast`.)
+It runs on a copy of the source laid out as installed (see installed_layout.py).
 """
 
 from __future__ import annotations
 
-import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from installed_layout import REPO, installed_layout
 
-REPO = Path(__file__).resolve().parents[1]
-# Where each installed package's source lives.
-PACKAGES = {"sentinel.orchestrator": "orchestrator", "sentinel.specialists": "specialists"}
-APPLICATION = {
-    "sentinel.__main__", "sentinel.app", "sentinel.app.cli", "sentinel.app.demo",
-    "sentinel.app.replay", "sentinel.app.evaluate", "sentinel.app.soak", "sentinel.app.bench",
-    "sentinel.app.local_mesh", "sentinel.app.serve_all", "sentinel.app.embedded",
-    "sentinel.app.tune", "sentinel.app.sizing", "sentinel.app.simulator",
-}  # fmt: skip
-CORE = {
-    "sentinel.errors", "sentinel.tensors", "sentinel.client", "sentinel.server",
-    "sentinel.telemetry", "sentinel.lifeline",
-}  # fmt: skip
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
 
 
-def _modules() -> dict[str, Path]:
-    found = {}
-    for package, folder in {"sentinel": "sentinel", **PACKAGES}.items():
-        for path in (REPO / folder).rglob("*.py"):
-            relative = path.relative_to(REPO / folder).with_suffix("")
-            parts = [p for p in relative.parts if p != "__init__"]
-            name = ".".join([package, *parts])
-            if not name.startswith("sentinel.v1"):
-                found[name] = path
-    return found
+def _lint_imports(root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(LINT_IMPORTS), str(REPO / "pyproject.toml"), "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        # The copy, not the editable install, is the `sentinel` grimp finds.
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
 
 
-def _imports(name: str, path: Path) -> set[str]:
-    """Absolute names of the modules `name` imports (relative imports resolved)."""
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                module = ".".join([*base, node.module] if node.module else base)
-            else:
-                module = node.module or ""
-            out.add(module)
-            out.update(f"{module}.{alias.name}" for alias in node.names)
-    return out
-
-
-def _violations(sources: set[str], forbidden: set[str]) -> list[str]:
-    modules = _modules()
-    bad = []
-    for name in sorted(sources):
-        for imported in sorted(_imports(name, modules[name])):
-            if any(imported == f or imported.startswith(f + ".") for f in forbidden):
-                bad.append(f"{name} imports {imported}")
-    return bad
-
-
-def _in(prefix: str) -> set[str]:
-    return {m for m in _modules() if m == prefix or m.startswith(prefix + ".")}
-
-
-def test_the_source_map_finds_every_layer() -> None:
-    modules = _modules()
-    assert {
-        "sentinel.orchestrator.pipeline",
-        "sentinel.specialists.codec",
-        "sentinel.app.cli",
-    } <= set(modules)
-    assert CORE | APPLICATION <= set(modules)
+def test_the_source_keeps_every_contract(tmp_path: Path) -> None:
+    result = _lint_imports(installed_layout(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout
 
 
 @pytest.mark.parametrize(
-    ("sources", "forbidden"),
+    ("module", "line", "reported"),
     [
         pytest.param(
-            _in("sentinel.orchestrator"),
-            {"sentinel.specialists"},
-            id="orchestrator-not-specialists",
+            "orchestrator/pipeline.py",
+            "import sentinel.specialists.codec",
+            "sentinel.orchestrator.pipeline -> sentinel.specialists.codec",
+            id="orchestrator-imports-specialists",
         ),
         pytest.param(
-            _in("sentinel.specialists"),
-            {"sentinel.orchestrator"},
-            id="specialists-not-orchestrator",
+            "specialists/codec.py",
+            "from sentinel.orchestrator import windows",
+            "sentinel.specialists.codec -> sentinel.orchestrator.windows",
+            id="specialists-import-orchestrator",
         ),
         pytest.param(
-            _in("sentinel.orchestrator") | _in("sentinel.specialists"),
-            APPLICATION,
-            id="roles-not-application",
+            "orchestrator/main.py",
+            "from sentinel.app import cli",
+            "sentinel.orchestrator.main -> sentinel.app.cli",
+            id="role-imports-application",
         ),
         pytest.param(
-            CORE,
-            APPLICATION | {"sentinel.orchestrator", "sentinel.specialists"},
-            id="core-not-roles-or-application",
+            "client.py",
+            "from sentinel.orchestrator import settings",
+            "sentinel.client -> sentinel.orchestrator.settings",
+            id="core-imports-role",
+        ),
+        pytest.param(
+            "v1/__init__.py",
+            "import sentinel.errors",
+            "sentinel.v1 -> sentinel.errors",
+            id="stubs-import-core",
+        ),
+        pytest.param(
+            "helpers.py",
+            "HELP = 1",
+            "- sentinel.helpers",
+            id="module-in-no-layer",
         ),
     ],
 )
-def test_imports_only_point_down(sources: set[str], forbidden: set[str]) -> None:
-    assert _violations(sources, forbidden) == []
+def test_a_forbidden_import_breaks_a_contract(
+    tmp_path: Path, module: str, line: str, reported: str
+) -> None:
+    root = installed_layout(tmp_path)
+    path = root / "sentinel" / module
+    source = path.read_text() if path.exists() else ""
+    path.write_text(f"{source}\n{line}\n")
+    result = _lint_imports(root)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reported in result.stdout, result.stdout

@@ -24,25 +24,19 @@ readings/s, barely moves when other work shares the machine) and its peak RSS (V
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import math
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalSpecialists, serve_command, wait_ready
-from sentinel.lifeline import child_env
+from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalMesh, RoleChild, sample_sum
 from sentinel.v1 import orchestrator_pb2
 
 T = TypeVar("T")
@@ -52,7 +46,8 @@ LOAD_GENERATOR = "load-generator"
 REAL = "real"
 PASS_THROUGH = "pass-through"
 PERCENTILES = (50.0, 99.0, 99.9)
-FAILED_CALL_LOG = "specialist call failed"
+# Counted by the orchestrator per failed Score call (labels: specialist, version, code).
+FAILED_CALLS = "sentinel_orchestrator_specialist_errors_total"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -115,7 +110,7 @@ def open_loop_schedule(
     return [times[p::producers] for p in range(producers)]
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float] | np.ndarray, q: float) -> float:
     """Nearest-rank percentile (a value that occurred; p99.9 of < 1000 samples is the max)."""
     if not len(sorted_values):
         return float("nan")
@@ -182,7 +177,8 @@ class MeshResult:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
     specialist_calls_failed: int | None = None
-    """Failed Score calls logged by a local orchestrator over the whole run (warm-up too)."""
+    """Failed Score calls of a local orchestrator over the whole run (warm-up too), from its
+    /metrics; None where not measured (a remote --target, the pass-through orchestrator)."""
 
     def add(self, segment: Segment) -> None:
         self.seconds += segment.seconds
@@ -331,6 +327,12 @@ def make_batches(count: int, size: int, sensors: int, seed: int = 0) -> list[byt
     return out
 
 
+def readings_in(payload: bytes) -> int:
+    """Readings in a serialised batch, in either form (Reading messages or columns)."""
+    batch = orchestrator_pb2.TelemetryBatch.FromString(payload)
+    return len(batch.readings) or len(batch.columns.sensor_ids)
+
+
 def payload_count(batch_size: int, sensors: int) -> int:
     """Enough distinct batches that cycling through them touches every sensor."""
     return max(64, math.ceil(sensors / batch_size))
@@ -349,6 +351,7 @@ async def _stream(
     latency counts from; the stream ends when it is exhausted and every batch is acked."""
     sent_at: list[float] = []
     async with grpc.aio.insecure_channel(target) as channel:
+        call: grpc.aio.StreamStreamMultiCallable[bytes, orchestrator_pb2.StreamEvent]
         call = channel.stream_stream(
             STREAM_METHOD,
             request_serializer=None,
@@ -413,8 +416,7 @@ async def drive_open(
     Batches the generator could not send by twice the scheduled duration (a mesh far below
     the offered rate holds the streams back through flow control) are not sent; they count
     as offered and not achieved."""
-    batch_size = len(orchestrator_pb2.TelemetryBatch.FromString(payloads[0]).readings)
-    schedule = open_loop_schedule(rate, batch_size, producers, seconds)
+    schedule = open_loop_schedule(rate, readings_in(payloads[0]), producers, seconds)
     segment = Segment(seconds=0.0, batches_scheduled=sum(len(s) for s in schedule))
     ack_times: list[float] = []
     started = time.perf_counter() + 0.05  # time to open the streams
@@ -443,84 +445,49 @@ async def drive_open(
 
 
 # -- meshes ----------------------------------------------------------------------------------
-_CHILD_ENV = {
-    "SENTINEL_LOG_LEVEL": "WARNING",
-    "SENTINEL_DRAIN_DELAY_SECONDS": "0",
-    "SENTINEL_SHUTDOWN_GRACE_SECONDS": "1",
-    "GRPC_VERBOSITY": "ERROR",
-}
+_CHILD_ENV = {"GRPC_VERBOSITY": "ERROR"}
 
 
-@dataclass
-class LocalMesh:
+async def start_mesh(pass_through: bool) -> LocalMesh:
     """Three specialists and an orchestrator, each its own process, started the same way for
     the real and the pass-through mesh (`sentinel serve ROLE [--pass-through]`)."""
-
-    name: str
-    specialists: LocalSpecialists
-    orchestrator: subprocess.Popen
-    target: str
-    workdir: tempfile.TemporaryDirectory
-    log_path: Path
-
-    @classmethod
-    async def start(cls, pass_through: bool) -> LocalMesh:
-        flag = ["--pass-through"] if pass_through else []
-        # Children's logs go to stderr, never into the report on stdout (`--json | jq`).
-        specialists = LocalSpecialists(
-            extra_args={name: flag for name in DEFAULT_ENGINES},
-            env=_CHILD_ENV,
-            stdout=sys.stderr.fileno(),
+    flag = ["--pass-through"] if pass_through else []
+    # Children's logs go to stderr, never into the report on stdout (`--json | jq`).
+    mesh = LocalMesh(
+        specialist_args={name: flag for name in DEFAULT_ENGINES},
+        env=_CHILD_ENV,
+        output=sys.stderr.fileno(),
+    )
+    await mesh.start_specialists(timeout=60)
+    try:
+        # The real orchestrator's /metrics tells how many Score calls failed; the pass-through
+        # one has no metrics (and describes nothing).
+        await mesh.start_orchestrator_child(
+            *flag,
+            # Failed calls are counted from /metrics and reported once, not logged per call.
+            env={"SENTINEL_LOG_LEVEL": "ERROR"},
+            metrics_port=None if pass_through else 0,
+            wait_described=not pass_through,
+            timeout=60,
         )
-        await specialists.start(timeout=60)
-        workdir = tempfile.TemporaryDirectory(prefix="sentinel-bench-")
-        ready = Path(workdir.name) / "port"
-        command = serve_command(
-            "orchestrator", ready, "--port", "0", "--specialists", specialists.targets, *flag
-        )
-        # The orchestrator's log is kept, to count the specialist calls that failed.
-        log_path = Path(workdir.name) / "orchestrator.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                command,
-                env={**os.environ, **_CHILD_ENV, **child_env()},  # dies with the bench
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            port = await wait_ready(process, ready, time.monotonic() + 60)
-        except BaseException:
-            process.kill()
-            await specialists.stop()
-            raise
-        name = PASS_THROUGH if pass_through else REAL
-        return cls(name, specialists, process, f"127.0.0.1:{port}", workdir, log_path)
+    except BaseException:
+        await mesh.stop()
+        raise
+    return mesh
 
-    def specialist_calls_failed(self) -> int:
-        """Score calls the orchestrator logged as failed (deadline, unavailable): the rows of
-        those rounds got degraded verdicts, so the mesh did less work than it should have."""
-        text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        return text.count(FAILED_CALL_LOG)
 
-    def processes(self) -> dict[str, int]:
-        """{process name: pid}, the load generator (this process) included."""
-        processes = {"orchestrator": self.orchestrator.pid}
-        processes.update({n: c.process.pid for n, c in self.specialists.children.items()})
-        processes[LOAD_GENERATOR] = os.getpid()
-        return processes
+def specialist_calls_failed(mesh: LocalMesh) -> int | None:
+    """Score calls that failed (deadline, unavailable) over the whole run, from the
+    orchestrator's /metrics: the rows of those rounds got degraded verdicts, so the mesh did
+    less work than it should have. None where not measured (the pass-through orchestrator)."""
+    orchestrator = mesh.orchestrator
+    text = orchestrator.metrics_text() if isinstance(orchestrator, RoleChild) else None
+    return None if text is None else int(sample_sum(text, FAILED_CALLS))
 
-    async def stop(self) -> None:
-        if self.orchestrator.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.orchestrator.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.orchestrator.wait, 30)
-        except subprocess.TimeoutExpired:
-            self.orchestrator.kill()
-            self.orchestrator.wait()
-        await self.specialists.stop()
-        self.workdir.cleanup()
+
+def mesh_processes(mesh: LocalMesh) -> dict[str, int]:
+    """{process name: pid}, the load generator (this process) included."""
+    return {**mesh.pids(), LOAD_GENERATOR: os.getpid()}
 
 
 @dataclass(frozen=True)
@@ -550,13 +517,14 @@ async def run_bench(config: BenchConfig) -> BenchReport:
     results: dict[str, MeshResult] = {}
     try:
         if config.target is None:
+            kinds = {REAL: False, PASS_THROUGH: True} if config.baseline else {REAL: False}
             started = await asyncio.gather(
-                *(LocalMesh.start(pt) for pt in ((False, True) if config.baseline else (False,))),
+                *(start_mesh(pass_through) for pass_through in kinds.values()),
                 return_exceptions=True,
             )
-            for mesh in started:
+            for name, mesh in zip(kinds, started, strict=True):
                 if isinstance(mesh, LocalMesh):
-                    meshes[mesh.name] = mesh
+                    meshes[name] = mesh
             for mesh in started:
                 if isinstance(mesh, BaseException):
                     raise mesh
@@ -568,7 +536,7 @@ async def run_bench(config: BenchConfig) -> BenchReport:
             await drive_closed(target, payloads, config.warmup_seconds, config.window, 2)
             results[name] = MeshResult(name, config.batch_size, config.rate)
         for name, seconds in measurement_plan(config.seconds, config.baseline):
-            processes = meshes[name].processes() if name in meshes else {}
+            processes = mesh_processes(meshes[name]) if name in meshes else {}
             before = cpu_snapshot(processes)
             if config.rate is None:
                 segment = await drive_closed(
@@ -583,13 +551,13 @@ async def run_bench(config: BenchConfig) -> BenchReport:
             results[name].add(segment)
         for name, mesh in meshes.items():
             results[name].peak_rss_bytes = {
-                k: rss for k, pid in mesh.processes().items()
+                k: rss for k, pid in mesh_processes(mesh).items()
                 if (rss := process_peak_rss_bytes(pid)) is not None
             }  # fmt: skip
     finally:
         for name, mesh in meshes.items():
             if name in results:
-                results[name].specialist_calls_failed = mesh.specialist_calls_failed()
+                results[name].specialist_calls_failed = specialist_calls_failed(mesh)
         await asyncio.gather(*(mesh.stop() for mesh in meshes.values()))
     return BenchReport(
         config=config_json(config),

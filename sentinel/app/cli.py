@@ -132,18 +132,18 @@ def serve(
     if role in (Role.orchestrator, Role.all):
         from sentinel.orchestrator.settings import OrchestratorSettings
 
-        settings = OrchestratorSettings(
+        orchestrator_settings = OrchestratorSettings(
             **common,
             **_overrides(specialists=specialists, shadows=shadows, combine_policy=policy),
         )
         if role is Role.orchestrator:
             from sentinel.orchestrator.main import main as orchestrator_main
 
-            orchestrator_main(settings, ready_file, console_spans)
+            orchestrator_main(orchestrator_settings, ready_file, console_spans)
         else:
             from sentinel.app.serve_all import main as serve_all_main
 
-            serve_all_main(settings, ready_file, console_spans)
+            serve_all_main(orchestrator_settings, ready_file, console_spans)
         return
     from sentinel.specialists.main import main as specialist_main
     from sentinel.specialists.settings import SpecialistSettings
@@ -287,7 +287,7 @@ def replay(
                 return await run_replay(
                     series, target, out, batch_size, advance, partition=partition
                 )
-            from sentinel.app.embedded import embedded_mesh
+            from sentinel.app.local_mesh import embedded_mesh
 
             async with embedded_mesh(**shadow_mesh_settings(shadow or [])) as local_target:
                 return await run_replay(

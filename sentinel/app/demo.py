@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sentinel.app.local_mesh import LocalSpecialists
+from sentinel.app.local_mesh import LocalMesh
 from sentinel.app.simulator import (
     EVENT_KINDS,
     SEED_SENSOR_ID,
@@ -42,7 +42,6 @@ from sentinel.app.simulator import (
     SensorSimulator,
 )
 from sentinel.client import TelemetryClient
-from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.server import install_stop_signals
 from sentinel.telemetry import configure_tracing
@@ -126,7 +125,7 @@ class DemoTally:
 
     def seed_alerted(self) -> dict[SeedSpike, OpenedAlert]:
         """Seed spikes that opened their own alert, on the spike's reading, by the rule 90."""
-        alerted = {}
+        alerted: dict[SeedSpike, OpenedAlert] = {}
         for alert in self.opened:
             if alert.seed_spike is not None and any(SEED_RULE_REASON in r for r in alert.reasons):
                 alerted.setdefault(alert.seed_spike, alert)
@@ -239,28 +238,24 @@ async def run_demo(
     console = console or Console()
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specialists = LocalSpecialists(extra_args={"threshold": ["--rules", rules_path()]})
+    mesh = LocalMesh(specialist_args={"threshold": ["--rules", rules_path()]})
     spans_out: typing.TextIO | None = None
     if console_spans:
         spans_out = sys.stderr if spans_file == "-" else open(spans_file, "w")  # noqa: SIM115
     tracing = configure_tracing("sentinel-demo", console=console_spans, console_out=spans_out)
     tally = DemoTally()
     console.print(
-        f"[bold]Sentinel demo[/]: starting specialists {', '.join(specialists.engines)}\n"
+        f"[bold]Sentinel demo[/]: starting specialists {', '.join(mesh.engines)}\n"
         f"  (threshold rules: {RULES_FILE}, high limit 90 for sensor-*) ..."
     )
-    await specialists.start()
-    orchestrator: OrchestratorProcess | None = None
     try:
-        settings = OrchestratorSettings(
-            port=port,
-            specialists=specialists.targets,
-            drain_delay_seconds=0,
-            shutdown_grace_seconds=2,
+        await mesh.start_specialists()
+        # Every specialist described before the history is sent, so that it (and every
+        # reading after it) is scored by all of them.
+        orchestrator = await mesh.start_orchestrator(
+            OrchestratorSettings(port=port, drain_delay_seconds=0, shutdown_grace_seconds=1),
+            tracing,
         )
-        orchestrator = OrchestratorProcess(settings, tracing)
-        await orchestrator.start()
-        await _all_described(orchestrator)
         until = (
             "Ctrl-C to stop"
             if seconds is None and ticks is None
@@ -269,7 +264,7 @@ async def run_demo(
             else f"running {ticks} readings per sensor"
         )
         console.print(f"orchestrator on 127.0.0.1:{orchestrator.port}")
-        for target in specialists.targets.split(","):
+        for target in mesh.specialist_targets.split(","):
             console.print(f"  specialist {target.replace('=', ' on ')}")
         console.print(
             f"{sensors} simulated sensors with random events, plus {SEED_SENSOR_ID}\n"
@@ -322,9 +317,7 @@ async def run_demo(
                 await _send_history(client, simulator, clock, history_ticks, tally)
             await _stream_live(client, simulator, clock, seconds, ticks, rate, paced, stop, tally)
     finally:
-        if orchestrator is not None:
-            await orchestrator.stop(drain_delay=0, grace=1)
-        await specialists.stop()
+        await mesh.stop()
         tracing.shutdown()
         if spans_out is not None and spans_out is not sys.stderr:
             spans_out.close()
@@ -334,19 +327,6 @@ async def run_demo(
             spans = sum(1 for _ in written)
         console.print(f"trace spans: {spans} in {spans_file} (the orchestrator's)")
     return tally
-
-
-async def _all_described(orchestrator: OrchestratorProcess, timeout: float = 30.0) -> None:
-    """Wait until every specialist has described itself, so that the history (and every
-    reading after it) is scored by all of them: a busy machine can make the first Describe
-    miss its deadline."""
-    deadline = time.monotonic() + timeout
-    while not all(c.described for c in orchestrator.pool.clients):
-        if time.monotonic() > deadline:
-            missing = [c.name for c in orchestrator.pool.clients if not c.described]
-            raise RuntimeError(f"specialists {missing} did not describe themselves")
-        await orchestrator.pool.describe_missing()
-        await asyncio.sleep(0.05)
 
 
 def _on_verdicts(

@@ -62,6 +62,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sentinel.app.replay import Series, parse_timestamp, read_series
 
@@ -584,11 +585,11 @@ def plot_file_name(key: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _mesh(target: str | None, settings: Mapping[str, object]) -> AsyncIterator[str]:
+async def _mesh(target: str | None, settings: Mapping[str, Any]) -> AsyncIterator[str]:
     if target:
         yield target
         return
-    from sentinel.app.embedded import embedded_mesh
+    from sentinel.app.local_mesh import embedded_mesh
 
     # A score must not depend on how busy the machine is: a Score call that misses a short
     # deadline would leave an engine out of some verdicts (degraded) and change detections.

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalSpecialists
-from sentinel.orchestrator.main import OrchestratorProcess
+from sentinel.app.local_mesh import DEFAULT_ENGINES, LocalMesh
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.server import install_stop_signals, write_ready_file
 from sentinel.telemetry import configure_logging, configure_tracing
@@ -22,28 +21,25 @@ async def serve_all(
 ) -> None:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    specialists = LocalSpecialists(
+    tracing = configure_tracing("sentinel-orchestrator", console=console_spans)
+    mesh = LocalMesh(
         log_level=settings.log_level,
         metrics_ports=specialist_metrics_ports(settings.metrics_port, DEFAULT_ENGINES),
     )
-    await specialists.start()
-    tracing = configure_tracing("sentinel-orchestrator", console=console_spans)
-    orchestrator = OrchestratorProcess(
-        settings.model_copy(update={"specialists": specialists.targets}), tracing
-    )
     try:
-        port = await orchestrator.start()
+        await mesh.start_specialists()
+        orchestrator = await mesh.start_orchestrator(settings, tracing)
         endpoint = orchestrator.metrics_endpoint
-        write_ready_file(ready_file, port, endpoint.port if endpoint is not None else None)
+        write_ready_file(ready_file, orchestrator.port, endpoint.port if endpoint else None)
         metrics = {
             "orchestrator": endpoint.port if endpoint is not None else None,
-            **{c.name: c.metrics_port for c in specialists.children.values()},
+            **{name: c.metrics_port for name, c in mesh.specialists.items()},
         }
         log.info(
             "mesh serving",
             extra={
-                "port": port,
-                "specialists": specialists.targets,
+                "port": orchestrator.port,
+                "specialists": mesh.specialist_targets,
                 **(
                     {"metrics": ",".join(f"{k}={v}" for k, v in metrics.items())}
                     if endpoint is not None
@@ -53,8 +49,7 @@ async def serve_all(
         )
         await stop.wait()
     finally:
-        await orchestrator.stop()
-        await specialists.stop()
+        await mesh.stop()
         tracing.shutdown()
 
 

@@ -1,7 +1,7 @@
 """`sentinel soak`: the mesh as separate processes under randomised faults, with exact counts.
 
-Processes: three specialists (`sentinel serve threshold|statistical|model`, via LocalSpecialists)
-and one orchestrator (`sentinel serve orchestrator`), each its own OS process on loopback;
+Processes: three specialists (`sentinel serve threshold|statistical|model`) and one orchestrator
+(`sentinel serve orchestrator`), each its own OS process on loopback (a LocalMesh);
 producers are TelemetryClients in this process. While they stream, a fault schedule planned
 from the seed alone (`plan_faults`: a slow machine runs the same faults, later) SIGKILLs and
 restarts specialists, hangs them (SIGSTOP, then SIGCONT once their deadline has fired) and
@@ -10,8 +10,8 @@ stops the orchestrator with SIGTERM and starts it again on the same port.
 Counting, so that a lost or double-scored reading is actually detected:
 - sent / acked: the producers (every batch must be acked, once per client);
 - scored: the orchestrator's own `readings_received` counter, which counts readings when they
-  enter scoring (duplicates excluded). Each orchestrator incarnation logs its lifetime totals
-  when it stops ("orchestrator stopped"), so scored = the sum over incarnations, independent of
+  enter scoring (duplicates excluded). Each orchestrator incarnation writes its metrics when it
+  stops (SENTINEL_FINAL_METRICS_FILE), so scored = the sum over incarnations, independent of
   what the client saw. scored > sent means a reading was scored twice; scored < sent, lost;
 - verdicts: producers ask for a verdict per reading (VERDICT_MODE_ALL) and count them per
   batch, so a batch whose verdicts arrive twice is reported too.
@@ -27,23 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import os
 import random
 import signal
-import subprocess
-import tempfile
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sentinel.app.local_mesh import LocalSpecialists, serve_command, wait_ready_ports
+from sentinel.app.local_mesh import LocalMesh, RoleChild, sample_value
 from sentinel.client import TelemetryClient
-from sentinel.lifeline import child_env
+from sentinel.orchestrator.metrics import lifetime_totals
 from sentinel.v1 import orchestrator_pb2
 
 NANOS = 1_000_000_000
@@ -62,139 +58,15 @@ def proc_status_kib(pid: int | str, key: str = "VmHWM") -> int | None:
     return None
 
 
-@dataclass
-class OrchestratorChild:
-    """`python -m sentinel serve orchestrator` as a child process that can be restarted.
-
-    The first start binds a free port (reported through the ready file); restarts reuse it, so
-    clients resume on the same target. JSON logs of each incarnation go to their own file; the
-    metrics port and, after a graceful stop, the lifetime totals are read from them.
-    """
-
-    env: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    workdir: Path | None = None
-    process: subprocess.Popen | None = None
-    metrics_port: int | None = None
-    logs: list[Path] = field(default_factory=list)
-    exit_codes: list[int] = field(default_factory=list)
-    _tmp: tempfile.TemporaryDirectory | None = None
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    async def start(self, timeout: float = 30.0) -> int:
-        if self.workdir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sentinel-orchestrator-")
-            self.workdir = Path(self._tmp.name)
-        incarnation = len(self.logs)
-        ready = self.workdir / f"orchestrator-{incarnation}.port"
-        log_path = self.workdir / f"orchestrator-{incarnation}.log"
-        self.logs.append(log_path)
-        env = {
-            **os.environ,
-            "SENTINEL_LOG_LEVEL": "INFO",
-            "SENTINEL_LOG_FORMAT": "json",
-            "GRPC_VERBOSITY": "ERROR",
-            **self.env,
-            **child_env(),
-        }
-        command = serve_command(
-            "orchestrator", ready, "--port", str(self.port), "--metrics-port", "0"
-        )
-        with log_path.open("wb") as log_file:
-            self.process = subprocess.Popen(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            self.port, self.metrics_port = await wait_ready_ports(
-                self.process, ready, time.monotonic() + timeout
-            )
-        except RuntimeError as error:
-            raise RuntimeError(f"{error}:\n{log_path.read_text()[-2000:]}") from None
-        return self.port
-
-    def log_events(self, incarnation: int = -1) -> list[dict]:
-        events = []
-        for line in (
-            self.logs[incarnation].read_text(encoding="utf-8", errors="replace").splitlines()
-        ):
-            if line.startswith("{"):
-                with contextlib.suppress(json.JSONDecodeError):
-                    events.append(json.loads(line))
-        return events
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Signal the running incarnation and wait for it to exit; returns its exit code."""
-        assert self.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(sig)
-        try:
-            code = await asyncio.to_thread(self.process.wait, timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = await asyncio.to_thread(self.process.wait)
-        self.exit_codes.append(code)
-        return code
-
-    async def restart(self, sig: int = signal.SIGTERM) -> int:
-        code = await self.stop(sig)
-        await self.start()
-        return code
-
-    def totals(self) -> dict[str, int] | None:
-        """Summed lifetime totals of every incarnation; None if one did not log them."""
-        summed: Counter[str] = Counter()
-        for incarnation in range(len(self.logs)):
-            stopped = [
-                e for e in self.log_events(incarnation) if e.get("msg") == "orchestrator stopped"
-            ]
-            if not stopped:
-                return None
-            summed.update(
-                {
-                    k: int(v)
-                    for k, v in stopped[-1].items()
-                    if k.endswith(("_received", "_batches", "_degraded"))
-                }
-            )
-        return dict(summed)
-
-    def scrape(
-        self, name: str, labels: dict[str, str] | None = None, timeout: float = 2.0
-    ) -> float | None:
-        """One sample from the live incarnation's /metrics (None if absent or unreachable)."""
-        if self.metrics_port is None:
+def lifetime_totals_of(orchestrator: RoleChild) -> dict[str, int] | None:
+    """The orchestrator child's counts summed over its incarnations, from the metrics each
+    wrote when it stopped; None if one wrote none (it was killed, not stopped gracefully)."""
+    summed: Counter[str] = Counter()
+    for text in orchestrator.final_metrics:
+        if text is None:
             return None
-        from prometheus_client.parser import text_string_to_metric_families
-
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=timeout
-            ) as response:
-                text = response.read().decode()
-        except OSError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and (labels is None or sample.labels == labels):
-                    return sample.value
-        return None
-
-    async def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            await self.stop(signal.SIGTERM, timeout=20)
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        summed.update(lifetime_totals(functools.partial(sample_value, text)))
+    return dict(summed)
 
 
 class Producer:
@@ -207,7 +79,7 @@ class Producer:
         sensors: list[str],
         seed: int,
         max_unacked: int = 64,
-        verdicts: int = orchestrator_pb2.VERDICT_MODE_ALL,
+        verdicts: orchestrator_pb2.VerdictMode = orchestrator_pb2.VERDICT_MODE_ALL,
         **client_options,
     ) -> None:
         self.name = name
@@ -459,8 +331,8 @@ async def run_soak(
 ) -> SoakReport:
     """Run the mesh under faults for `seconds`, then drain and count. Never raises on a count."""
     report = SoakReport(seconds, sensors, seed)
-    specialists = LocalSpecialists(log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"})
-    orchestrator: OrchestratorChild | None = None
+    mesh = LocalMesh(log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"})
+    orchestrator: RoleChild | None = None
     producers_list: list[Producer] = []
     stop_producing = asyncio.Event()
     tasks: list[asyncio.Task] = []
@@ -471,22 +343,20 @@ async def run_soak(
         report.fault_log.append(line)
         progress(line)
 
-    await specialists.start()
     try:
-        orchestrator = OrchestratorChild(
+        await mesh.start_specialists()
+        orchestrator = await mesh.start_orchestrator_child(
             env={
-                "SENTINEL_SPECIALISTS": specialists.targets,
                 "SENTINEL_SPECIALIST_TIMEOUT_SECONDS": str(specialist_timeout),
                 "SENTINEL_DRAIN_DELAY_SECONDS": "0.5",
                 "SENTINEL_SHUTDOWN_GRACE_SECONDS": "10",
-            }
+            },
+            record_final_metrics=True,
         )
-        await orchestrator.start()
-        note(f"mesh up: orchestrator {orchestrator.target}, {specialists.targets}")
+        note(f"mesh up: orchestrator {orchestrator.target}, {mesh.specialist_targets}")
 
         def pids() -> dict[str, int | None]:
-            out: dict[str, int | None] = {n: c.process.pid for n, c in specialists.children.items()}
-            out["orchestrator"] = orchestrator.pid if orchestrator else None
+            out: dict[str, int | None] = dict(mesh.pids())
             out["producers (this process)"] = os.getpid()
             return out
 
@@ -502,7 +372,7 @@ async def run_soak(
             producers_list.append(producer)
             tasks.append(asyncio.create_task(producer.run(stop_producing, interval, per_sensor)))
 
-        schedule = plan_faults(seed, seconds, tuple(specialists.children), specialist_timeout)
+        schedule = plan_faults(seed, seconds, tuple(mesh.specialists), specialist_timeout)
         note("fault schedule: " + ("; ".join(f.describe() for f in schedule) or "none"))
         deadline = started + seconds
         # Every planned fault runs, however long the previous ones took on a loaded machine:
@@ -511,29 +381,29 @@ async def run_soak(
             await asyncio.sleep(fault.gap)
             memory.sample()
             if fault.kind == "kill":
-                specialists.kill(fault.target, signal.SIGKILL)
+                specialist = mesh.specialists[fault.target]
+                await specialist.stop(signal.SIGKILL)
                 await asyncio.sleep(fault.duration)
-                await specialists.restart(fault.target)
+                await specialist.start()
                 report.faults["specialist SIGKILL+restart"] += 1
                 note(
                     f"SIGKILL {fault.target}; restarted on the same port "
                     f"after {fault.duration:.1f}s"
                 )
             elif fault.kind == "hang":
-                child = specialists.children[fault.target]
-                child.process.send_signal(signal.SIGSTOP)
+                specialist = mesh.specialists[fault.target]
+                specialist.send_signal(signal.SIGSTOP)
                 try:
                     await asyncio.sleep(fault.duration)
                 finally:
-                    child.process.send_signal(signal.SIGCONT)
+                    specialist.send_signal(signal.SIGCONT)
                 report.faults["specialist hang (SIGSTOP/SIGCONT)"] += 1
                 note(
                     f"SIGSTOP {fault.target} for {fault.duration:.1f}s "
                     f"(deadline {specialist_timeout:g}s), then SIGCONT"
                 )
             else:
-                code = await orchestrator.stop(signal.SIGTERM)
-                await orchestrator.start()
+                code = await orchestrator.restart(signal.SIGTERM, timeout=60)
                 report.faults["orchestrator SIGTERM+restart"] += 1
                 note(
                     f"SIGTERM orchestrator (exit {code}); started again on port {orchestrator.port}"
@@ -554,7 +424,7 @@ async def run_soak(
             except Exception as error:  # report, never hang
                 report.errors.append(f"producer {producer.name}: {error!r}")
         memory.sample()
-        code = await orchestrator.stop(signal.SIGTERM)
+        code = await orchestrator.stop(signal.SIGTERM, timeout=60)
         if code != 0:
             report.errors.append(f"orchestrator exited with {code} after the final SIGTERM")
         report.peak_rss_kib = memory.peak
@@ -566,20 +436,12 @@ async def run_soak(
         for producer in producers_list:
             if producer.client._runner is not None and not producer.client._runner.done():
                 producer.client._runner.cancel()
-        await specialists.stop()
-        if orchestrator is not None and orchestrator.process is not None:
-            if orchestrator.process.poll() is None:
-                await orchestrator.stop(signal.SIGTERM, timeout=20)
-
-    _tally(report, producers_list, orchestrator)
-    if orchestrator is not None:
-        await orchestrator.close()
+        _tally(report, producers_list, orchestrator)
+        await mesh.stop()
     return report
 
 
-def _tally(
-    report: SoakReport, producers: list[Producer], orchestrator: OrchestratorChild | None
-) -> None:
+def _tally(report: SoakReport, producers: list[Producer], orchestrator: RoleChild | None) -> None:
     for p in producers:
         report.sent_readings += p.sent_readings
         report.sent_batches += len(p.rows)
@@ -600,12 +462,12 @@ def _tally(
         report.reconnects += p.client.stats.reconnects
         report.send_blocked_seconds += p.send_blocked_seconds
     if orchestrator is not None:
-        report.incarnations = len(orchestrator.logs)
+        report.incarnations = len(orchestrator.final_metrics) + orchestrator.running
         report.orchestrator_exit_codes = list(orchestrator.exit_codes)
-        totals = orchestrator.totals()
-        if totals is None:
+        totals = lifetime_totals_of(orchestrator)
+        if totals is None or orchestrator.running:
             report.errors.append(
-                "an orchestrator process did not log its totals (not a graceful stop)"
+                "an orchestrator process wrote no final metrics (not a graceful stop)"
             )
         else:
             report.scored_readings = totals.get("readings_received", 0)

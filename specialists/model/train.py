@@ -50,7 +50,7 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 class TrainConfig:
     version: str
     window_length: int = 32
-    trees: int = 25
+    trees: int = 50
     max_samples: int = 256
     contamination: float = 0.002
     samples: int = 50_000

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sentinel.orchestrator.main import STARTUP_SERVICE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -810,6 +811,13 @@ def _check_deployments(b: Bundle, services: dict, image_uid: int | None) -> list
                 errors.append(
                     f"{cid}: readiness probe asks for {ready!r}, the {role} role serves "
                     f"{expected!r}"
+                )
+            # the orchestrator is started once it has described its specialists
+            started = ((c.get("startupProbe") or {}).get("grpc") or {}).get("service")
+            if role == "orchestrator" and started != STARTUP_SERVICE:
+                errors.append(
+                    f"{cid}: startup probe asks for {started!r}, not {STARTUP_SERVICE!r} "
+                    "(every specialist described)"
                 )
             # shutdown timeline
             grace = pod.get("terminationGracePeriodSeconds", 30)

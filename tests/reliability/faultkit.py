@@ -16,8 +16,8 @@ from mesh_fixtures import no_tracing
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 
-from sentinel.app.local_mesh import LocalSpecialists
-from sentinel.app.soak import OrchestratorChild, Producer
+from sentinel.app.local_mesh import LocalMesh, RoleChild
+from sentinel.app.soak import Producer
 from sentinel.v1 import orchestrator_pb2 as pb
 
 ENGINES = ("threshold", "statistical", "model")
@@ -94,47 +94,36 @@ def readings_received(orchestrator: OrchestratorProcess) -> int:
     )
 
 
+def quiet_mesh(engines=ENGINES) -> LocalMesh:
+    """Specialists as child processes (killable) that log errors only."""
+    return LocalMesh(engines=tuple(engines), log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"})
+
+
 @contextlib.asynccontextmanager
 async def specialists_and_orchestrator(
     engines=ENGINES, **overrides
-) -> AsyncIterator[tuple[LocalSpecialists, OrchestratorProcess]]:
+) -> AsyncIterator[tuple[LocalMesh, OrchestratorProcess]]:
     """Specialists as child processes (killable), the orchestrator in this process."""
-    specialists = LocalSpecialists(
-        engines=tuple(engines), log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"}
-    )
-    await specialists.start()
-    orchestrator = in_process_orchestrator(specialists.targets, **overrides)
-    try:
-        await orchestrator.start()
-        yield specialists, orchestrator
-    finally:
-        await orchestrator.stop(drain_delay=0, grace=1)
-        await specialists.stop()
+    options = {"port": 0, "drain_delay_seconds": 0, "shutdown_grace_seconds": 1, **overrides}
+    async with quiet_mesh(engines) as mesh:
+        yield mesh, await mesh.start_orchestrator(OrchestratorSettings(**options), no_tracing())
 
 
 @contextlib.asynccontextmanager
-async def process_mesh(
-    engines=ENGINES, **env: str
-) -> AsyncIterator[tuple[LocalSpecialists, OrchestratorChild]]:
-    """Every role its own OS process: LocalSpecialists plus `sentinel serve orchestrator`."""
-    specialists = LocalSpecialists(
-        engines=tuple(engines), log_level="ERROR", env={"GRPC_VERBOSITY": "ERROR"}
-    )
-    await specialists.start()
-    orchestrator = OrchestratorChild(
-        env={
-            "SENTINEL_SPECIALISTS": specialists.targets,
-            "SENTINEL_DRAIN_DELAY_SECONDS": "0.2",
-            "SENTINEL_SHUTDOWN_GRACE_SECONDS": "5",
-            **env,
-        }
-    )
-    try:
-        await orchestrator.start()
-        yield specialists, orchestrator
-    finally:
-        await orchestrator.close()
-        await specialists.stop()
+async def process_mesh(engines=ENGINES, **env: str) -> AsyncIterator[tuple[LocalMesh, RoleChild]]:
+    """Every role its own OS process: the specialists plus `sentinel serve orchestrator`,
+    whose final metrics (`lifetime_totals_of`) count what each incarnation scored."""
+    async with quiet_mesh(engines) as mesh:
+        orchestrator = await mesh.start_orchestrator_child(
+            env={
+                "SENTINEL_DRAIN_DELAY_SECONDS": "0.2",
+                "SENTINEL_SHUTDOWN_GRACE_SECONDS": "5",
+                **env,
+            },
+            metrics_port=0,
+            record_final_metrics=True,
+        )
+        yield mesh, orchestrator
 
 
 class BackgroundProducer:

@@ -68,7 +68,7 @@ def stub(orchestrator):
 
 
 def _scored(orchestrator) -> int:
-    value = orchestrator.scrape(READINGS)
+    value = orchestrator.sample(READINGS)
     assert value is not None
     return int(value)
 
@@ -391,13 +391,13 @@ def test_duplicates_timestamps_empty_and_undecodable_batches(orchestrator, stub)
                 request_serializer=lambda raw: raw,
                 response_deserializer=pb.DetectResponse.FromString,
             )
-            rejected = orchestrator.scrape(
+            rejected = orchestrator.sample(
                 "sentinel_orchestrator_batches_rejected_total", {"code": "INVALID_ARGUMENT"}
             )
             with pytest.raises(grpc.RpcError) as refused:
                 raw_detect(bad, timeout=10)
             assert (
-                orchestrator.scrape(
+                orchestrator.sample(
                     "sentinel_orchestrator_batches_rejected_total", {"code": "INVALID_ARGUMENT"}
                 )
                 == (rejected or 0) + 1

@@ -1,6 +1,6 @@
 """Fault matrix, orchestrator: SIGTERM mid-stream, started again on the same port.
 
-Every role is its own process (`sentinel serve orchestrator` + LocalSpecialists). The
+Every role is its own process (`sentinel serve orchestrator` + specialists, a LocalMesh). The
 TelemetryClient resumes on its own. "Scored" is counted by each orchestrator process itself
 (its lifetime totals, logged when it stops), so a batch scored by the first process and
 scored again by the second — possible only if an ack was lost — would show as scored > sent.
@@ -23,6 +23,8 @@ from faultkit import (
     specialists_and_orchestrator,
     wait_until,
 )
+
+from sentinel.app.soak import lifetime_totals_of
 
 
 async def test_orchestrator_sigterm_mid_stream_and_restart_on_the_same_port() -> None:
@@ -52,9 +54,9 @@ async def test_orchestrator_sigterm_mid_stream_and_restart_on_the_same_port() ->
         await asyncio.wait_for(producer.client.flush(), 30)
         await producer.client.close()
         assert await orchestrator.stop(signal.SIGTERM) == 0
-        totals = orchestrator.totals()
+        totals = lifetime_totals_of(orchestrator)
 
-    assert totals is not None, "every orchestrator process logs its totals on a graceful stop"
+    assert totals is not None, "every orchestrator process writes its metrics on a graceful stop"
     stats = producer.client.stats
     assert stats.reconnects >= 2
     producer.assert_exact(totals["readings_received"])
@@ -73,7 +75,7 @@ async def test_orchestrator_crash_without_drain_is_at_least_once() -> None:
     with no grace and no end_streams, like SIGKILL or OOM) loses acks of batches it had
     scored. The client resends them, the new process does not remember them, so nothing is
     lost but some readings are scored twice: at-least-once, not exactly-once."""
-    async with specialists_and_orchestrator() as (specialists, first):
+    async with specialists_and_orchestrator() as (mesh, first):
         port = first.port
         producer = RecordingProducer(
             f"127.0.0.1:{port}", "crash", [f"crash-{i}" for i in range(8)], seed=22
@@ -84,7 +86,7 @@ async def test_orchestrator_crash_without_drain_is_at_least_once() -> None:
         await wait_until(lambda: len(producer.ack_times) > 50, 20, "acks before the crash")
         await first.server.stop(0)  # no drain: streams are cut with batches in flight
         await first.pool.close()
-        second = in_process_orchestrator(specialists.targets, port=port)
+        second = in_process_orchestrator(mesh.specialist_targets, port=port)
         await second.start()
         try:
             acked = len(producer.ack_times)

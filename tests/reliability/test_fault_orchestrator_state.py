@@ -1,5 +1,5 @@
 """Fault matrix, orchestrator state: SIGTERM or SIGKILL mid-incident, then a restart from the
-state directory. Real processes: `sentinel serve orchestrator` plus LocalSpecialists.
+state directory. Real processes: `sentinel serve orchestrator` plus specialists (a LocalMesh).
 
 After the restart the incident is still open and resolves exactly once, the sensor scores
 `ok` at once (no warm-up), and batches resent from before the last checkpoint are duplicates.

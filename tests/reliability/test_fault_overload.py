@@ -17,7 +17,7 @@ import signal
 import grpc
 from faultkit import process_mesh, wait_until
 
-from sentinel.app.soak import Producer, proc_status_kib
+from sentinel.app.soak import Producer, lifetime_totals_of, proc_status_kib
 from sentinel.v1 import orchestrator_pb2 as pb
 from sentinel.v1 import orchestrator_pb2_grpc
 
@@ -67,7 +67,7 @@ async def test_overload_is_pushed_back_to_producers_and_nothing_is_dropped() -> 
         SENTINEL_SPECIALIST_TIMEOUT_SECONDS="0.3",
         SENTINEL_STREAM_INFLIGHT_BATCHES="1",
         SENTINEL_COALESCE_MAX_READINGS=str(BATCH_READINGS),
-    ) as (specialists, orchestrator):
+    ) as (mesh, orchestrator):
         producers = [
             Producer(
                 orchestrator.target,
@@ -81,7 +81,7 @@ async def test_overload_is_pushed_back_to_producers_and_nothing_is_dropped() -> 
         ]
         for producer in producers:
             producer.client.start()
-        hung = specialists.children["model"].process
+        hung = mesh.specialists["model"]
         hung.send_signal(signal.SIGSTOP)
         stop = asyncio.Event()
         depth: list[float] = []
@@ -91,11 +91,11 @@ async def test_overload_is_pushed_back_to_producers_and_nothing_is_dropped() -> 
             nonlocal peak_kib
             while not stop.is_set():
                 value = await asyncio.to_thread(
-                    orchestrator.scrape, "sentinel_orchestrator_queue_depth"
+                    orchestrator.sample, "sentinel_orchestrator_queue_depth"
                 )
                 if value is not None:
                     depth.append(value)
-                peak_kib = max(peak_kib, proc_status_kib(orchestrator.pid) or 0)
+                peak_kib = max(peak_kib, proc_status_kib(orchestrator.process.pid) or 0)
                 await asyncio.sleep(0.1)
 
         channel = grpc.aio.insecure_channel(orchestrator.target)
@@ -128,9 +128,9 @@ async def test_overload_is_pushed_back_to_producers_and_nothing_is_dropped() -> 
             await asyncio.wait_for(producer.client.flush(), 60)
             await producer.client.close()
         watcher.cancel()
-        peak_kib = max(peak_kib, proc_status_kib(orchestrator.pid) or 0)
+        peak_kib = max(peak_kib, proc_status_kib(orchestrator.process.pid) or 0)
         assert await orchestrator.stop(signal.SIGTERM) == 0
-        totals = orchestrator.totals()
+        totals = lifetime_totals_of(orchestrator)
 
     assert totals is not None
     sent = sum(p.sent_readings for p in producers) + flood.yielded * BATCH_READINGS

@@ -1,6 +1,6 @@
 """Fault matrix, specialists: SIGKILL + restart of each engine, and a hung engine (SIGSTOP).
 
-Specialists are real child processes (LocalSpecialists) on loopback ports; the orchestrator
+Specialists are real child processes (a LocalMesh) on loopback ports; the orchestrator
 runs in the test process so its counters can be read directly. Every test counts readings
 sent, acked and scored (the orchestrator's own counter) and asserts none lost, none twice.
 """
@@ -30,7 +30,7 @@ def _full(v) -> bool:
 
 
 async def test_each_specialist_sigkilled_mid_stream_then_restarted() -> None:
-    async with specialists_and_orchestrator() as (specialists, orchestrator):
+    async with specialists_and_orchestrator() as (mesh, orchestrator):
         producer = RecordingProducer(
             f"127.0.0.1:{orchestrator.port}", "kill", [f"kill-{i}" for i in range(6)], seed=11
         )
@@ -45,7 +45,7 @@ async def test_each_specialist_sigkilled_mid_stream_then_restarted() -> None:
         phases: dict[str, tuple[int, int, int]] = {}
         for name in ENGINES:
             killed_at = len(producer.seen)
-            specialists.kill(name, signal.SIGKILL)  # mid-stream: batches keep flowing
+            await mesh.specialists[name].stop(signal.SIGKILL)  # mid-stream: batches keep flowing
             await wait_until(
                 lambda name=name, i=killed_at: any(v.missing == (name,) for v in producer.seen[i:]),
                 15,
@@ -53,7 +53,7 @@ async def test_each_specialist_sigkilled_mid_stream_then_restarted() -> None:
             )
             await asyncio.sleep(0.3)  # stream on while it is down
             restarted_at = len(producer.seen)
-            await specialists.restart(name)
+            await mesh.specialists[name].start()  # on the same port
             await wait_until(
                 lambda i=restarted_at: any(_full(v) for v in producer.seen[i:]),
                 20,
@@ -91,7 +91,7 @@ async def test_each_specialist_sigkilled_mid_stream_then_restarted() -> None:
 
 async def test_hung_specialist_hits_its_deadline_and_the_stream_keeps_flowing() -> None:
     async with specialists_and_orchestrator(specialist_timeout_seconds=0.3) as (
-        specialists,
+        mesh,
         orchestrator,
     ):
         producer = RecordingProducer(
@@ -105,7 +105,7 @@ async def test_hung_specialist_hits_its_deadline_and_the_stream_keeps_flowing() 
             lambda: any(_full(v) for v in producer.seen), 15, "full verdicts before the hang"
         )
 
-        hung = specialists.children["statistical"].process
+        hung = mesh.specialists["statistical"]
         stopped_at = len(producer.seen)
         hung.send_signal(signal.SIGSTOP)  # the process is alive, its port open, it never answers
         try:

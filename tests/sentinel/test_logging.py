@@ -139,13 +139,14 @@ def test_numpy_warnings_are_json_log_lines_not_stderr_text(root_logger, capfd) -
 
 
 def test_importing_the_roles_configures_no_logging() -> None:
+    # -P: the installed roles (sentinel.orchestrator), not the checkout's top-level folders.
     code = (
-        "import logging, orchestrator.main, specialists.main, sentinel.app.cli,"
-        " sentinel.app.serve_all;"
+        "import logging, sentinel.orchestrator.main, sentinel.specialists.main, sentinel.app.cli,"
+        " sentinel.app.serve_all, sentinel.app.local_mesh;"
         "root = logging.getLogger(); print(len(root.handlers), root.level)"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        [sys.executable, "-P", "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", str(logging.WARNING)]

@@ -14,9 +14,12 @@ import sys
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from sentinel.orchestrator.metrics import OrchestratorMetrics
 from sentinel.specialists.passthrough import score_nothing
 
 from sentinel.app.bench import (
+    FAILED_CALLS,
     LOAD_GENERATOR,
     PASS_THROUGH,
     REAL,
@@ -24,13 +27,16 @@ from sentinel.app.bench import (
     MeshResult,
     Segment,
     latency_summary_ms,
+    make_batches,
     measurement_plan,
     open_loop_schedule,
     parse_stat_cpu_seconds,
     parse_vmhwm_bytes,
     payload_count,
     percentile,
+    readings_in,
 )
+from sentinel.app.local_mesh import sample_sum
 from sentinel.v1 import specialist_pb2
 
 PROCESSES = {"orchestrator", "threshold", "statistical", "model", LOAD_GENERATOR}
@@ -89,6 +95,12 @@ def test_baseline_plan_alternates_real_and_pass_through_abba() -> None:
     assert [name for name, _ in plan] == [REAL, PASS_THROUGH, PASS_THROUGH, REAL]
     for mesh in (REAL, PASS_THROUGH):
         assert sum(s for name, s in plan if name == mesh) == 10
+
+
+def test_the_open_loop_counts_the_readings_of_columnar_payloads() -> None:
+    """The payloads are columnar (no Reading messages): the schedule's batch size must count
+    their columns (it counted `readings`, 0, and `--rate` divided by zero)."""
+    assert readings_in(make_batches(1, 250, 100)[0]) == 250
 
 
 def test_payloads_cover_every_sensor_at_100k() -> None:
@@ -162,6 +174,17 @@ def test_open_loop_report_says_how_much_of_the_offered_rate_was_achieved() -> No
     assert report.to_json()["ratio_real_to_pass_through"] is None  # both got what was offered
 
 
+def test_failed_calls_are_the_orchestrators_exported_error_counter() -> None:
+    """What `specialist_calls_failed` sums is what the orchestrator exports per failed Score
+    call (every label set), and nothing else."""
+    metrics = OrchestratorMetrics(CollectorRegistry())
+    metrics.observe_call("threshold", "v1", 0.5, "DEADLINE_EXCEEDED")
+    metrics.observe_call("model", "v2", 0.1, "UNAVAILABLE")
+    metrics.observe_call("model", "v2", 0.1, "UNAVAILABLE")
+    metrics.observe_call("model", "v2", 0.01, "OK")
+    assert sample_sum(generate_latest(metrics.registry).decode(), FAILED_CALLS) == 3
+
+
 def test_pass_through_specialist_answers_one_row_per_reading() -> None:
     request = specialist_pb2.ScoreRequest(sensor_ids=["a"] * 3, values=[1.0, 2.0, 3.0])
     response = score_nothing(request, "model")
@@ -190,13 +213,15 @@ def test_bench_baseline_json_end_to_end() -> None:
         assert mesh["batches_sent"] == mesh["batches_acked"], name
         assert mesh["readings_acked"] == mesh["readings_sent"] == 1000 * mesh["batches_acked"]
         assert mesh["duplicate_acks"] == 0 and mesh["verdicts"] == 0, name
-        assert mesh["specialist_calls_failed"] >= 0, name
         assert mesh["latency_ms"]["samples"] == mesh["batches_acked"], name
         assert mesh["latency_ms"]["p50"] <= mesh["latency_ms"]["p99"] <= mesh["latency_ms"]["max"]
         assert set(mesh["cpu_ms_per_1000_readings"]) == PROCESSES, name
         assert set(mesh["peak_rss_bytes"]) == PROCESSES, name
         assert all(v > 1 << 20 for v in mesh["peak_rss_bytes"].values()), name
     real, base = data["meshes"][REAL], data["meshes"][PASS_THROUGH]
+    # Read from the real orchestrator's /metrics; the pass-through one exports none.
+    assert isinstance(real["specialist_calls_failed"], int) and real["specialist_calls_failed"] >= 0
+    assert base["specialist_calls_failed"] is None
     assert data["ratio_real_to_pass_through"] == pytest.approx(
         real["readings_per_second"] / base["readings_per_second"]
     )

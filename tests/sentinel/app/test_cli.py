@@ -114,7 +114,8 @@ RAW_CLIENT = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     import grpc
     from sentinel.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc as rpc
-    assert sys.modules["sentinel"].__file__.startswith(sys.argv[1]), sys.modules["sentinel"].__file__
+    loaded = sys.modules["sentinel"].__file__
+    assert loaded.startswith(sys.argv[1]), loaded
 
     async def main():
         async with grpc.aio.insecure_channel(sys.argv[2]) as channel:
@@ -122,7 +123,8 @@ RAW_CLIENT = textwrap.dedent(
             async def batches():
                 for i in range(1, 41):
                     value = 250.0 if i == 30 else 40.0 + (i % 3)
-                    yield pb.TelemetryBatch(batch_id=i, readings=[pb.Reading(sensor_id="raw-1", value=value)])
+                    reading = pb.Reading(sensor_id="raw-1", value=value)
+                    yield pb.TelemetryBatch(batch_id=i, readings=[reading])
             acks, alerts = [], []
             async for event in stub.StreamTelemetry(batches()):
                 kind = event.WhichOneof("event")
@@ -143,8 +145,8 @@ def test_serve_all_speaks_to_a_client_built_from_protos_alone(tmp_path: Path) ->
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     protos = REPO / "protos"
-    assert protoc.main(["protoc", f"-I{protos}", f"--python_out={stubs}", f"--grpc_python_out={stubs}",
-                        "sentinel/v1/orchestrator.proto"]) == 0  # fmt: skip
+    generate = ["protoc", f"-I{protos}", f"--python_out={stubs}", f"--grpc_python_out={stubs}"]
+    assert protoc.main([*generate, "sentinel/v1/orchestrator.proto"]) == 0
     for package in (stubs / "sentinel", stubs / "sentinel" / "v1"):
         (package / "__init__.py").touch()
     ready = tmp_path / "port"
