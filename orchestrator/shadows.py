@@ -24,6 +24,7 @@ Shadow state (calibration, incidents) is not checkpointed: after a restart it wa
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -225,11 +226,11 @@ class Shadows:
         if primary.engine_version:
             self._metrics.touch_shadow(name, primary.engine_version, shadow.client.engine_version)
 
-    def _unready(self, shadow: Shadow, request: bytes | None) -> str | None:
-        """Why `shadow` cannot score this round's request for its specialist (None: it can)."""
+    def _unready(self, shadow: Shadow) -> str | None:
+        """Why `shadow` cannot score its specialist's request of this round (None: it can)."""
         primary = self._primaries[shadow.name]
         mine = shadow.client.declaration
-        if request is None or not shadow.client.described or mine is None:
+        if not shadow.client.described or mine is None:
             return "not_ready"
         theirs = primary.declaration
         if theirs is None or (mine.window_length, mine.views) != (
@@ -263,15 +264,15 @@ class Shadows:
         calls = []
         for shadow in self.shadows:
             request = requests.get(shadow.name)
-            reason = self._unready(shadow, request)
+            reason = "not_ready" if request is None else self._unready(shadow)
             held = None
             if reason is None and not self.in_verdicts and slots is not None:
                 if slots.acquire():
                     held = slots
                 else:
                     reason = "busy"
-            if reason is not None:
-                self._metrics.shadow_skipped.labels(shadow.name, reason).inc()
+            if reason is not None or request is None:
+                self._metrics.shadow_skipped.labels(shadow.name, reason or "not_ready").inc()
                 continue
             task = asyncio.create_task(
                 self._traced_call(shadow, request, rows, metadata, batch_span.get_span_context()),
@@ -292,12 +293,14 @@ class Shadows:
         if not calls:
             return []
         # Windows are not needed to compare; dropping them bounds what waiting calls hold.
-        finished = replace(finished, stored=replace(finished.stored, windows=_EMPTY, extended=None))
+        finished = replace(
+            finished, stored=replace(finished.stored, windows=_EMPTY, extended=_EMPTY)
+        )
         for call in calls:
             call.round = finished
             call.shadow.pending.append(call)
             if not self.in_verdicts:
-                call.task.add_done_callback(lambda _, shadow=call.shadow: self._drain(shadow))
+                call.task.add_done_callback(functools.partial(self._answered, call.shadow))
         if self.in_verdicts:
             for shadow in {id(c.shadow): c.shadow for c in calls}.values():
                 self._drain(shadow)
@@ -377,6 +380,9 @@ class Shadows:
             else:
                 span.set_attribute("sentinel.engine_version", response.engine_version)
             return response
+
+    def _answered(self, shadow: Shadow, task: asyncio.Task) -> None:
+        self._drain(shadow)
 
     def _drain(self, shadow: Shadow) -> None:
         """Compare the waiting calls whose answer is in, oldest round first."""

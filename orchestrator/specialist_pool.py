@@ -316,7 +316,10 @@ class SpecialistClient:
     ) -> specialist_pb2.ScoreResponse | None:
         started = time.perf_counter()
         try:
-            response = await self._score(request, timeout=timeout, metadata=metadata)
+            # None when the answer is no ScoreResponse (grpc logs the decode error).
+            response: specialist_pb2.ScoreResponse | None = await self._score(
+                request, timeout=timeout, metadata=metadata
+            )
         except grpc.aio.AioRpcError as error:
             observe(
                 self.name, self.engine_version, time.perf_counter() - started, error.code().name

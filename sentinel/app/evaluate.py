@@ -293,7 +293,9 @@ class ShadowColumns:
 
     def agreement(self) -> Agreement:
         pairs = [
-            (a, b) for a, b in zip(self.own_flag, self.flag, strict=True) if None not in (a, b)
+            (bool(a), bool(b))
+            for a, b in zip(self.own_flag, self.flag, strict=True)
+            if a is not None and b is not None
         ]
         return Agreement(
             compared=len(pairs),
