@@ -10,6 +10,7 @@ from sentinel.v1 import orchestrator_pb2
 
 from .combine import STATUS_CODES, Combined, EngineVotes, Status
 from .incidents import AlertEvent, Incident
+from .shadows import ALERT_OPENED, ALERT_RESOLVED, NO_ALERT, ShadowOutcome
 
 _STATUS_TO_PROTO = {
     STATUS_CODES[Status.OK]: orchestrator_pb2.VERDICT_STATUS_OK,
@@ -19,6 +20,11 @@ _STATUS_TO_PROTO = {
 _ALERT_STATE = {
     "open": orchestrator_pb2.ALERT_STATE_OPEN,
     "resolved": orchestrator_pb2.ALERT_STATE_RESOLVED,
+}
+_SHADOW_ALERT = {
+    NO_ALERT: orchestrator_pb2.ALERT_STATE_UNSPECIFIED,
+    ALERT_OPENED: orchestrator_pb2.ALERT_STATE_OPEN,
+    ALERT_RESOLVED: orchestrator_pb2.ALERT_STATE_RESOLVED,
 }
 
 
@@ -30,21 +36,21 @@ def encode_verdicts(
     values: np.ndarray,
     combined: Combined,
     votes: Sequence[EngineVotes],
+    shadows: Sequence[ShadowOutcome] = (),
 ) -> list[orchestrator_pb2.Verdict]:
-    """Verdict messages for the given row indices (only rows a client asked to see)."""
+    """Verdict messages for the given row indices (only rows a client asked to see); with
+    `shadows` (SENTINEL_SHADOW_VERDICTS), each carries the shadows' votes too."""
     if rows.size == 0:
         return []
-    vote_columns = [
+    vote_columns = [_vote_columns(v, rows) for v in votes]
+    shadow_columns = [
         (
-            v.name,
-            v.version,
-            v.scores[rows].tolist(),
-            v.anomalies[rows].tolist(),
-            v.warming_up[rows].tolist(),
-            v.reasons,
-            (np.ones(rows.size) if v.likelihood is None else v.likelihood[rows]).tolist(),
+            _vote_columns(s.vote, rows),
+            s.verdict.anomaly[rows].tolist(),
+            s.verdict.score[rows].tolist(),
+            [_SHADOW_ALERT[a] for a in s.alerts[rows].tolist()],
         )
-        for v in votes
+        for s in shadows
     ]
     missing = list(combined.missing)
     out = []
@@ -81,9 +87,45 @@ def encode_verdicts(
                 ],
                 missing=missing,
                 batch_id=batch_id,
+                shadows=[
+                    orchestrator_pb2.ShadowVote(
+                        vote=orchestrator_pb2.Vote(
+                            specialist=name,
+                            engine_version=version,
+                            score=scores[k],
+                            anomaly=flags[k],
+                            warming_up=warming[k],
+                            reason=reasons[row],
+                            likelihood=likelihood[k],
+                        ),
+                        verdict_anomaly=verdict_anomaly[k],
+                        verdict_score=verdict_score[k],
+                        alert=alert[k],
+                    )
+                    for (
+                        (name, version, scores, flags, warming, reasons, likelihood),
+                        verdict_anomaly,
+                        verdict_score,
+                        alert,
+                    ) in shadow_columns
+                ],
             )
         )
     return out
+
+
+def _vote_columns(vote: EngineVotes, rows: np.ndarray) -> tuple:
+    """One engine's columns at `rows`, as Python lists (one conversion per column)."""
+    likelihood = np.ones(rows.size) if vote.likelihood is None else vote.likelihood[rows]
+    return (
+        vote.name,
+        vote.version,
+        vote.scores[rows].tolist(),
+        vote.anomalies[rows].tolist(),
+        vote.warming_up[rows].tolist(),
+        vote.reasons,
+        likelihood.tolist(),
+    )
 
 
 _RESOLVE_REASON = {

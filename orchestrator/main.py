@@ -32,6 +32,7 @@ from .pipeline import ScoringPipeline
 from .servicer import OrchestratorServicer, add_to_server
 from .session import StreamOptions
 from .settings import OrchestratorSettings
+from .shadows import Shadows
 from .specialist_pool import SpecialistClient, SpecialistPool, channel_options, parse_targets
 from .windows import WindowStore
 
@@ -88,12 +89,28 @@ class OrchestratorProcess:
         )
         clients = {c.name: c for c in self.pool.clients}
         self.metrics.bind_specialists(self.pool.names, lambda name: clients[name].up)
-        self.incidents = IncidentTracker(
-            settings.resolve_after,
-            max_open=settings.max_sensors,
-            resolve_after_seconds=settings.resolve_after_seconds,
-            max_bytes=settings.incident_budget_bytes,
-        )
+        self.incidents = self._incident_tracker()
+        combiner = Combiner(settings.combine_policy, settings.weights())
+        self.shadows: Shadows | None = None
+        if settings.shadows:
+            self.shadows = Shadows(
+                parse_targets(settings.shadows),
+                options,
+                specialist_credentials,
+                primaries=self.pool,
+                windows=self.windows,
+                calibration=self.history.calibration,
+                flag_below=settings.thresholds(),
+                combiner=combiner,
+                new_incidents=self._incident_tracker,
+                metrics=self.metrics,
+                tracer=tracer,
+                propagator=tracing.propagator,
+                timeout_seconds=settings.specialist_timeout_seconds,
+                inflight=settings.shadow_inflight_per_stream,
+                max_bytes_per_sensor=settings.max_shadow_bytes_per_sensor,
+                in_verdicts=settings.shadow_verdicts,
+            )
         self.hub = AlertHub(
             settings.alert_watch_queue, on_drop=self.metrics.alert_watchers_dropped.inc
         )
@@ -101,13 +118,14 @@ class OrchestratorProcess:
         self.pipeline = ScoringPipeline(
             history=self.history,
             pool=self.pool,
-            combiner=Combiner(settings.combine_policy, settings.weights()),
+            combiner=combiner,
             incidents=self.incidents,
             hub=self.hub,
             dedup=dedup,
             metrics=self.metrics,
             tracer=tracer,
             propagator=tracing.propagator,
+            shadows=self.shadows,
         )
         self.checkpointer = (
             Checkpointer(
@@ -185,6 +203,15 @@ class OrchestratorProcess:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._housekeeping: list[asyncio.Task] = []
 
+    def _incident_tracker(self) -> IncidentTracker:
+        settings = self.settings
+        return IncidentTracker(
+            settings.resolve_after,
+            max_open=settings.max_sensors,
+            resolve_after_seconds=settings.resolve_after_seconds,
+            max_bytes=settings.incident_budget_bytes,
+        )
+
     @property
     def port(self) -> int:
         return self.server.port
@@ -204,6 +231,8 @@ class OrchestratorProcess:
             # restored views and keep them.
             self.checkpointer.restore()
         await self.pool.start()
+        if self.shadows is not None:
+            await self.shadows.start()
         port = await self.server.start()
         await self.server.set_serving(STARTUP_SERVICE, False)
         self._housekeeping.append(asyncio.create_task(self._announce_startup()))
@@ -222,6 +251,7 @@ class OrchestratorProcess:
                 "port": port,
                 "metrics_port": self.metrics_endpoint.port if self.metrics_endpoint else None,
                 "specialists": ",".join(self.pool.names),
+                "shadows": self.settings.shadows,
                 "window": self.windows.length,
                 "memory_plan": self.settings.memory_plan().describe(),
                 "memory_budget_mib": self.settings.memory_budget_bytes // 2**20,
@@ -247,6 +277,8 @@ class OrchestratorProcess:
             # After the drain, so the alerts of the last batches are in the flush.
             await self.alertmanager.stop()
         await self.pool.close()
+        if self.shadows is not None:
+            await self.shadows.close()
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         if self.settings.final_metrics_file:

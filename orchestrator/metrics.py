@@ -3,12 +3,74 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from .agreement import Agreement
 
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Shadow minus specialist score; symmetric, finer near 0 where most rows land.
+DIFFERENCE_BUCKETS = (-0.5, -0.25, -0.1, -0.05, -0.01, 0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+SHADOW_LABELS = ("specialist", "primary_version", "shadow_version")
+
+
+class ArrayHistogram:
+    """A labelled Prometheus histogram observed a whole numpy array at a time
+    (prometheus_client's Histogram takes one value per call: a Python loop per row).
+
+    Its buckets may be negative, so it has no `_sum` (a sum that can fall is no counter:
+    rate() would read every fall as a reset); `_count` and the buckets are counters."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = np.asarray(buckets, dtype=np.float64)
+        # labels -> per-bucket counts, the last one +Inf
+        self._series: dict[tuple[str, ...], np.ndarray] = {}
+        self._lock = threading.Lock()  # scrapes run on the metrics endpoint's thread
+        registry.register(self)
+
+    def observe(self, labels: Sequence[str], values: np.ndarray) -> None:
+        values = values[np.isfinite(values)]
+        # Bucket i counts bounds[i - 1] < v <= bounds[i] (Prometheus' `le`).
+        index = np.searchsorted(self._bounds, values, side="left")
+        counts = np.bincount(index, minlength=self._bounds.size + 1)
+        key = tuple(labels)
+        with self._lock:
+            self._series[key] = self._series.get(key, 0) + counts
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        with self._lock:
+            series = list(self._series.items())
+        bounds = [floatToGoString(b) for b in self._bounds.tolist()] + ["+Inf"]
+        for labels, counts in series:
+            cumulative = np.cumsum(counts).tolist()
+            values = dict(zip(self._labelnames, labels, strict=True))
+            for bound, count in zip(bounds, cumulative, strict=True):
+                family.samples.append(
+                    Sample(f"{self._name}_bucket", {**values, "le": bound}, count)
+                )
+            family.samples.append(Sample(f"{self._name}_count", values, cumulative[-1]))
+        yield family
 
 
 class OrchestratorMetrics:
@@ -154,6 +216,73 @@ class OrchestratorMetrics:
             registry=registry,
         )
 
+        self.shadow_rows_compared = Counter(
+            "sentinel_orchestrator_shadow_rows_compared",
+            "Rows both a specialist and its shadow voted on (neither warming up), by specialist "
+            "and the two engine versions.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_both_anomalous = Counter(
+            "sentinel_orchestrator_shadow_both_anomalous",
+            "Compared rows flagged by both the specialist and its shadow.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_only_primary = Counter(
+            "sentinel_orchestrator_shadow_only_primary_anomalous",
+            "Compared rows flagged by the specialist but not by its shadow.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_only_shadow = Counter(
+            "sentinel_orchestrator_shadow_only_shadow_anomalous",
+            "Compared rows flagged by the shadow but not by its specialist.",
+            SHADOW_LABELS,
+            registry=registry,
+        )
+        self.shadow_score_difference = ArrayHistogram(
+            "sentinel_orchestrator_shadow_score_difference",
+            "Shadow score minus specialist score on compared rows (calibrated, in [0, 1]).",
+            SHADOW_LABELS,
+            DIFFERENCE_BUCKETS,
+            registry,
+        )
+        self.shadow_latency = Histogram(
+            "sentinel_orchestrator_shadow_call_duration_seconds",
+            "Score call latency per shadow (named by its specialist) and shadow engine version.",
+            ("specialist", "version"),
+            buckets=CALL_BUCKETS,
+            registry=registry,
+        )
+        self.shadow_errors = Counter(
+            "sentinel_orchestrator_shadow_errors",
+            "Failed shadow Score calls, by specialist, shadow engine version and gRPC code.",
+            ("specialist", "version", "code"),
+            registry=registry,
+        )
+        self.shadow_skipped = Counter(
+            "sentinel_orchestrator_shadow_calls_skipped",
+            "Shadow calls not made: busy (the stream's in-flight shadow calls at the limit), "
+            "not_ready (shadow or specialist not described) or mismatch (the shadow declares "
+            "another window or views than its specialist).",
+            ("specialist", "reason"),
+            registry=registry,
+        )
+        self.shadow_incidents = Counter(
+            "sentinel_orchestrator_shadow_incidents_opened",
+            "Incidents the verdict with the shadow in its specialist's place would have opened "
+            "(counted, never sent).",
+            ("specialist", "shadow_version"),
+            registry=registry,
+        )
+        self.shadow_up = Gauge(
+            "sentinel_orchestrator_shadow_up",
+            "1 while the shadow answers (its last Describe or Score succeeded), else 0.",
+            ("specialist",),
+            registry=registry,
+        )
+
     def bind_gauges(
         self,
         queue_depth: Callable[[], float],
@@ -183,6 +312,42 @@ class OrchestratorMetrics:
         self.specialist_latency.labels(specialist, version or "unknown").observe(seconds)
         if code != "OK":
             self.specialist_errors.labels(specialist, version or "unknown", code).inc()
+
+    def bind_shadows(self, names: Sequence[str], is_up: Callable[[str], bool]) -> None:
+        """One `shadow_up` series per configured shadow, read at scrape time."""
+        for name in names:
+            self.shadow_up.labels(name).set_function(functools.partial(_as_float, is_up, name))
+
+    def observe_shadow_call(self, specialist: str, version: str, seconds: float, code: str) -> None:
+        self.shadow_latency.labels(specialist, version or "unknown").observe(seconds)
+        if code != "OK":
+            self.shadow_errors.labels(specialist, version or "unknown", code).inc()
+
+    def touch_shadow(self, specialist: str, primary_version: str, shadow_version: str) -> None:
+        """A shadow is ready: its series exist at 0 before its first call, so that the first
+        increase() over them counts from 0 (Prometheus extrapolates a series that starts late)."""
+        labels = (specialist, primary_version or "unknown", shadow_version or "unknown")
+        for counter in (
+            self.shadow_rows_compared,
+            self.shadow_both_anomalous,
+            self.shadow_only_primary,
+            self.shadow_only_shadow,
+        ):
+            counter.labels(*labels)
+        self.shadow_score_difference.observe(labels, np.empty(0))
+        self.shadow_latency.labels(specialist, labels[2])
+        self.shadow_incidents.labels(specialist, labels[2])
+
+    def count_agreement(
+        self, specialist: str, primary_version: str, shadow_version: str, agreement: Agreement
+    ) -> None:
+        labels = (specialist, primary_version or "unknown", shadow_version or "unknown")
+        # Every series is touched, zero or not, so rates over them exist from the first batch.
+        self.shadow_rows_compared.labels(*labels).inc(agreement.compared)
+        self.shadow_both_anomalous.labels(*labels).inc(agreement.both)
+        self.shadow_only_primary.labels(*labels).inc(agreement.only_primary)
+        self.shadow_only_shadow.labels(*labels).inc(agreement.only_shadow)
+        self.shadow_score_difference.observe(labels, agreement.differences)
 
 
 def _as_float(is_up: Callable[[str], bool], name: str) -> float:

@@ -32,6 +32,7 @@ from .encode import encode_alert, encode_verdicts
 from .history import History
 from .incidents import AlertEvent, IncidentTracker
 from .metrics import OrchestratorMetrics
+from .shadows import FinishedRound, InFlight, ShadowCall, Shadows
 from .specialist_pool import CompactWindows, SpecialistPool
 from .windows import BatchWindows
 
@@ -72,6 +73,7 @@ class Prepared:
     started: float
     client_id: str = ""
     votes: list[EngineVotes] = field(default_factory=list)
+    shadow_calls: list[ShadowCall] = field(default_factory=list)
     closed: bool = False  # finished or abandoned
 
     @property
@@ -95,8 +97,10 @@ class ScoringPipeline:
         metrics: OrchestratorMetrics,
         tracer: trace.Tracer,
         propagator: TextMapPropagator,
+        shadows: Shadows | None = None,
     ) -> None:
         self.history = history
+        self.shadows = shadows
         self.windows = history.windows
         self.pool = pool
         self.combiner = combiner
@@ -208,22 +212,38 @@ class ScoringPipeline:
                     links.append(trace.Link(context, {"sentinel.batch_id": batch.batch_id}))
         return links
 
+    def shadow_slots(self) -> InFlight | None:
+        """A stream's bound on its shadow calls (None without shadows)."""
+        return self.shadows.stream_slots() if self.shadows is not None else None
+
     async def score(
-        self, prepared: Prepared, forwarded: Sequence[tuple[str, str]] = ()
+        self,
+        prepared: Prepared,
+        forwarded: Sequence[tuple[str, str]] = (),
+        shadow_slots: InFlight | None = None,
     ) -> Prepared:
         if prepared.sensor_ids:
             token = otel_context.attach(trace.set_span_in_context(prepared.span))
             try:
-                prepared.votes = await self.pool.fan_out(
+                rows = len(prepared.sensor_ids)
+                requests = self.pool.requests(
                     prepared.sensor_ids,
                     prepared.values,
                     prepared.timestamps,
                     prepared.windows,
                     prepared.fill,
-                    forwarded,
                     lambda name: self.history.views_for(name, prepared.views),
                     _compact(prepared.stored),
                 )
+                if self.shadows is not None:
+                    # Beside the specialists' calls, on the same request bytes; never awaited
+                    # here unless verdicts are to carry the shadows' votes.
+                    prepared.shadow_calls = self.shadows.launch(
+                        requests, rows, forwarded, prepared.span, shadow_slots
+                    )
+                prepared.votes = await self.pool.score(requests, rows, forwarded)
+                if self.shadows is not None:
+                    await self.shadows.wait(prepared.shadow_calls)
             finally:
                 otel_context.detach(token)
         return prepared
@@ -242,6 +262,8 @@ class ScoringPipeline:
         their readings stay in the history) and its span ends with an error."""
         if not prepared.closed:
             prepared.span.set_status(trace.Status(trace.StatusCode.ERROR, "round abandoned"))
+        if self.shadows is not None:
+            self.shadows.abandon(prepared.shadow_calls)
         self._close(prepared, scored=False)
 
     def _close(self, prepared: Prepared, scored: bool) -> None:
@@ -288,6 +310,20 @@ class ScoringPipeline:
         trace_id = _trace_id(span)
         # Incidents of sensors evicted to make room for this round resolve before it counts.
         events = self.incidents.resolve_evicted(prepared.stored.evicted_ids)
+        shadows = []
+        if self.shadows is not None:
+            self.shadows.forget(prepared.stored.evicted_ids)
+            shadows = self.shadows.finished(
+                prepared.shadow_calls,
+                FinishedRound(
+                    prepared.sensor_ids,
+                    prepared.timestamps,
+                    prepared.values,
+                    prepared.stored,
+                    votes,
+                    self.pool.names,
+                ),
+            )
         events += self.incidents.update(
             prepared.sensor_ids,
             prepared.timestamps,
@@ -334,6 +370,7 @@ class ScoringPipeline:
                 prepared.values,
                 combined,
                 votes,
+                shadows,
             )
             results.append(BatchResult(batch.batch_id, batch.rows, verdicts=verdicts))
         if results:
@@ -358,7 +395,7 @@ class ScoringPipeline:
         await self.admit()
         prepared = self.prepare(batches, client_id, parent)
         try:
-            scored = await self.score(prepared, forwarded)
+            scored = await self.score(prepared, forwarded, self.shadow_slots())
         except BaseException:
             self.abandon(prepared)
             raise
@@ -394,6 +431,8 @@ class ScoringPipeline:
     def sweep_stale(self, stale_after_seconds: float) -> int:
         """Resolve the incidents of sensors silent for `stale_after_seconds`; returns how many."""
         events = self.incidents.sweep_stale(stale_after_seconds)
+        if self.shadows is not None:
+            self.shadows.sweep_stale(stale_after_seconds)
         self.publish(events, [encode_alert(event) for event in events])
         return len(events)
 

@@ -102,6 +102,7 @@ class StreamSession:
         self._room.set()
         self._client_id = client_id
         self._forwarded = tuple(forwarded)
+        self._shadow_slots = pipeline.shadow_slots()
         stream_span = trace.get_current_span(stream_context) if stream_context else None
         link_context = stream_span.get_span_context() if stream_span else None
         self._links = (trace.Link(link_context),) if link_context and link_context.is_valid else ()
@@ -327,7 +328,9 @@ class StreamSession:
         except BaseException:
             self._scoring.give(working)
             raise
-        scoring = asyncio.create_task(self._pipeline.score(prepared, self._forwarded))
+        scoring = asyncio.create_task(
+            self._pipeline.score(prepared, self._forwarded, self._shadow_slots)
+        )
         self._inflight.put_nowait(_Round(prepared, scoring, self._cost(batches), working))
         self._rounds_open += 1
         return True

@@ -35,6 +35,19 @@ class OrchestratorSettings(ServerSettings):
     """Per-specialist weights for the weighted policy, e.g. model=2,threshold=1 (default 1)."""
     specialist_timeout_seconds: float = Field(default=1.0, gt=0)
     """Deadline of each Score call; a specialist slower than this is missing from the verdict."""
+    shadows: str = ""
+    """Shadow engines as name=target pairs, name a configured specialist (e.g.
+    model=dns:///model-v2.sentinel.svc:50051): sent that specialist's Score requests, compared
+    with it row by row (sentinel_orchestrator_shadow_* metrics); they never vote."""
+    shadow_inflight_per_stream: int = Field(default=4, ge=1)
+    """Shadow calls of one stream in flight or awaiting comparison; beyond it they are skipped
+    (counted), so a slow shadow never holds a stream back."""
+    max_shadow_bytes_per_sensor: int = Field(default=1_024, ge=0)
+    """Per-sensor budget for the shadows' calibration state (apart from the history's, so a
+    shadow never crowds out a specialist); a shadow needing more is left out."""
+    shadow_verdicts: bool = False
+    """Verdicts wait for the shadows (up to specialist_timeout_seconds) and carry their votes,
+    for replay/evaluate --shadow. A shadow can then delay verdicts: not for production."""
     client_retries: bool = True
     """gRPC-level retries of Score calls; turn off inside Istio, which retries itself."""
     resolve_after: int = Field(default=10, ge=0)
@@ -143,7 +156,7 @@ class OrchestratorSettings(ServerSettings):
     alertmanager_flush_seconds: float = Field(default=2.0, ge=0)
     """On shutdown, time given to deliver the alerts still queued for Alertmanager."""
 
-    @field_validator("specialists")
+    @field_validator("specialists", "shadows")
     @classmethod
     def _targets_parse(cls, value: str) -> str:
         parse_targets(value)
@@ -195,6 +208,13 @@ class OrchestratorSettings(ServerSettings):
             )
         parse_weights(self.combine_weights)
         parse_thresholds(self.likelihood_thresholds)
+        names = [t.name for t in parse_targets(self.specialists)]
+        for shadow in parse_targets(self.shadows):
+            if shadow.name not in names:
+                raise ValueError(
+                    f"shadows: {shadow.name!r} is not a configured specialist "
+                    f"(specialists: {', '.join(names) or 'none'})"
+                )
         if self.resolve_after == 0 and self.resolve_after_seconds == 0:
             raise ValueError("resolve_after or resolve_after_seconds must be set")
         return self
@@ -231,9 +251,12 @@ class OrchestratorSettings(ServerSettings):
             )
 
     def memory_plan(self) -> MemoryPlan:
-        """The most each part of the client-driven state may take (bytes), from these limits."""
+        """The most each part of the client-driven state may take (bytes), from these limits.
+        Shadows add their calibration state per sensor and an incident tracker each."""
+        shadows = len(parse_targets(self.shadows)) if self.shadows else 0
         per_sensor = (
             self.max_history_bytes_per_sensor
+            + (self.max_shadow_bytes_per_sensor if shadows else 0)
             + SENSOR_INDEX_BYTES
             + str_bytes(self.max_sensor_id_length)
         )
@@ -241,7 +264,7 @@ class OrchestratorSettings(ServerSettings):
         return MemoryPlan(
             histories=self.max_sensors * per_sensor,
             checkpoint_copy=copy,
-            incidents=self.incident_budget_bytes,
+            incidents=self.incident_budget_bytes * (1 + shadows),
             dedup=self.dedup_budget_bytes,
             inflight=self.inflight_budget_bytes,
             scoring=self.scoring_budget_bytes,

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SPECIALIST_SERVICE = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_name
 SCORE_METHOD = f"/{SPECIALIST_SERVICE}/Score"
+INVALID_RESPONSE = "INVALID_RESPONSE"
+"""The `code` of a call whose answer was unusable (wrong number of rows), in the metrics."""
 WARN_EVERY_SECONDS = 60.0
 """An unreachable specialist is logged as a warning at most this often (and when it is back)."""
 
@@ -155,6 +157,19 @@ def parse_declaration(info: specialist_pb2.DescribeResponse) -> Declaration:
     return Declaration(window_length=info.window_length, views=views, channels=channels)
 
 
+def engine_votes(name: str, response: specialist_pb2.ScoreResponse) -> EngineVotes:
+    """A (row-checked) ScoreResponse as the columns the combiner and calibration read."""
+    return EngineVotes(
+        name=name,
+        version=response.engine_version,
+        scores=np.asarray(response.scores, dtype=np.float64),
+        anomalies=np.asarray(response.anomalies, dtype=bool),
+        warming_up=np.asarray(response.warming_up, dtype=bool),
+        reasons=response.reasons,
+        channels={c.name: np.asarray(c.values, dtype=np.float64) for c in response.channels},
+    )
+
+
 class SpecialistClient:
     def __init__(
         self,
@@ -162,9 +177,12 @@ class SpecialistClient:
         options: Sequence[tuple[str, object]],
         credentials: grpc.ChannelCredentials | None = None,
         check: DeclarationCheck | None = None,
+        shadow: bool = False,
     ) -> None:
         self.name = target.name
         self._check = check
+        # A shadow's trouble never touches verdicts: its log lines say so.
+        self._role = "shadow" if shadow else "specialist"
         self.target = target.target
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target.target, options=options)
@@ -186,6 +204,7 @@ class SpecialistClient:
         self.up = False
         """Whether the last Describe or Score succeeded (the `specialist_up` gauge)."""
         self._warned_at: float | None = None
+        self._call_warned_at: float | None = None
 
     @property
     def described(self) -> bool:
@@ -208,7 +227,7 @@ class SpecialistClient:
             self.up = False
             return False
         if self._warned_at is not None:
-            log.warning("specialist reachable again", extra={"specialist": self.name})
+            log.warning(f"{self._role} reachable again", extra={"specialist": self.name})
             self._warned_at = None
         self.up = True
         changed = (declaration, info.engine_version) != (self.declaration, self.engine_version)
@@ -218,7 +237,7 @@ class SpecialistClient:
         self.engine = info.engine
         if changed:
             log.info(
-                "specialist described",
+                f"{self._role} described",
                 extra={
                     "specialist": self.name,
                     "engine": info.engine,
@@ -256,7 +275,9 @@ class SpecialistClient:
             return
         self._warned_at = now
         log.warning(
-            "specialist unreachable; its votes are missing and verdicts are degraded",
+            "shadow unreachable; nothing is compared until it answers (verdicts unaffected)"
+            if self._role == "shadow"
+            else "specialist unreachable; its votes are missing and verdicts are degraded",
             extra={
                 "specialist": self.name,
                 "target": self.target,
@@ -265,10 +286,22 @@ class SpecialistClient:
             },
         )
 
+    def _call_failure_level(self) -> int:
+        """A specialist's failed call is a warning every time (its rows are degraded); a
+        shadow's at most once per WARN_EVERY_SECONDS (it only counts, and a hung one fails
+        every call), debug otherwise."""
+        if self._role != "shadow":
+            return logging.WARNING
+        now = time.monotonic()
+        if self._call_warned_at is not None and now - self._call_warned_at < WARN_EVERY_SECONDS:
+            return logging.DEBUG
+        self._call_warned_at = now
+        return logging.WARNING
+
     def _log_refused(self, refused: DeclarationRefused) -> None:
         # Every sensor's history grows with what the engines ask for: refuse, stay missing.
         log.error(
-            "specialist declaration refused; not used: %s",
+            f"{self._role} declaration refused; not used: %s",
             refused,
             extra={"specialist": self.name, "refused": str(refused)},
         )
@@ -283,7 +316,10 @@ class SpecialistClient:
     ) -> specialist_pb2.ScoreResponse | None:
         started = time.perf_counter()
         try:
-            response = await self._score(request, timeout=timeout, metadata=metadata)
+            # None when the answer is no ScoreResponse (grpc logs the decode error).
+            response: specialist_pb2.ScoreResponse | None = await self._score(
+                request, timeout=timeout, metadata=metadata
+            )
         except grpc.aio.AioRpcError as error:
             observe(
                 self.name, self.engine_version, time.perf_counter() - started, error.code().name
@@ -292,8 +328,9 @@ class SpecialistClient:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 # Possibly a different pod or version next time: learn it again.
                 self.window_length = None
-            log.warning(
-                "specialist call failed",
+            log.log(
+                self._call_failure_level(),
+                f"{self._role} call failed",
                 extra={
                     "specialist": self.name,
                     "code": error.code().name,
@@ -303,7 +340,16 @@ class SpecialistClient:
             return None
         except asyncio.CancelledError:
             raise
-        observe(self.name, response.engine_version, time.perf_counter() - started, "OK")
+        seconds = time.perf_counter() - started
+        if response is None:
+            # grpc hands back None for an answer that is no ScoreResponse (and logs it).
+            observe(self.name, self.engine_version, seconds, INVALID_RESPONSE)
+            log.log(
+                self._call_failure_level(),
+                f"{self._role} answered something that is not a ScoreResponse",
+                extra={"specialist": self.name},
+            )
+            return None
         self.up = True
         columns: tuple[Sized, ...] = (
             response.scores,
@@ -313,10 +359,13 @@ class SpecialistClient:
             *(c.values for c in response.channels),
         )
         if any(len(column) != rows for column in columns):
+            # Counted as a failed call: its votes are missing as if it had not answered.
+            observe(self.name, response.engine_version, seconds, INVALID_RESPONSE)
             log.error(
-                "specialist answered the wrong number of rows", extra={"specialist": self.name}
+                f"{self._role} answered the wrong number of rows", extra={"specialist": self.name}
             )
             return None
+        observe(self.name, response.engine_version, seconds, "OK")
         if response.engine_version:
             self.engine_version = response.engine_version
         return response
@@ -389,13 +438,25 @@ class SpecialistPool:
     ) -> list[EngineVotes]:
         """Score the rows on every described specialist concurrently; failures are left out.
         `compact`: the same windows as one row per sensor (sent instead when smaller)."""
-        calls = []
-        rows = len(sensor_ids)
+        requests = self.requests(sensor_ids, values, timestamps, windows, fill, views_for, compact)
+        return await self.score(requests, len(sensor_ids), metadata)
+
+    def requests(
+        self,
+        sensor_ids: Sequence[str],
+        values: np.ndarray,
+        timestamps: np.ndarray,
+        windows: np.ndarray,
+        fill: np.ndarray,
+        views_for: Callable[[str], dict[str, np.ndarray]] = lambda name: {},
+        compact: CompactWindows | None = None,
+    ) -> dict[str, bytes]:
+        """The encoded Score request of every specialist ready for this batch, by name."""
         # Concatenated protobuf encodings merge: shared columns + per-engine windows.
         shared = specialist_pb2.ScoreRequest(
             sensor_ids=sensor_ids, values=values.tolist(), timestamps_unix_nanos=timestamps.tolist()
         ).SerializeToString()
-        ready = []
+        requests = {}
         for client in self.clients:
             if not client.described or client.window_length > windows.shape[1]:
                 continue
@@ -403,13 +464,21 @@ class SpecialistPool:
             views = views_for(client.name)
             if client.declaration is not None and set(views) != set(client.declaration.views):
                 continue  # described after this batch's history was taken: next batch
-            ready.append(client)
             own = specialist_pb2.ScoreRequest(
                 window_fill=np.minimum(fill, length).tolist(),
                 views=encode_views(views),
                 **_window_fields(windows, length, compact),
             ).SerializeToString()
-            calls.append(self._traced_score(client, shared + own, rows, metadata))
+            requests[client.name] = shared + own
+        return requests
+
+    async def score(
+        self, requests: dict[str, bytes], rows: int, metadata: Sequence[tuple[str, str]]
+    ) -> list[EngineVotes]:
+        """Send each specialist its request (see `requests`) concurrently; failures are left
+        out of the votes."""
+        ready = [c for c in self.clients if c.name in requests]
+        calls = [self._traced_score(c, requests[c.name], rows, metadata) for c in ready]
         # return_exceptions: an unexpected error in one specialist's call is logged and counted
         # for that specialist (its votes are missing: degraded), not raised for the first one
         # only while the others' are lost.
@@ -426,21 +495,8 @@ class SpecialistPool:
                     extra={"specialist": client.name},
                 )
                 continue
-            if response is None:
-                continue
-            votes.append(
-                EngineVotes(
-                    name=client.name,
-                    version=response.engine_version,
-                    scores=np.asarray(response.scores, dtype=np.float64),
-                    anomalies=np.asarray(response.anomalies, dtype=bool),
-                    warming_up=np.asarray(response.warming_up, dtype=bool),
-                    reasons=response.reasons,
-                    channels={
-                        c.name: np.asarray(c.values, dtype=np.float64) for c in response.channels
-                    },
-                )
-            )
+            if response is not None:
+                votes.append(engine_votes(client.name, response))
         return votes
 
     async def _traced_score(

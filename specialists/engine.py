@@ -106,6 +106,37 @@ class Engine(Protocol):
     def score(self, batch: ScoreInput) -> ScoreOutput: ...
 
 
+class VersionTagged:
+    """An engine whose reported version carries a tag (`version+tag`): the same engine code
+    with other settings is then a version of its own in Describe, Score and every metric."""
+
+    def __init__(self, engine: Engine, tag: str) -> None:
+        self._engine = engine
+        self.version = f"{engine.version}+{tag}"
+
+    @property
+    def name(self) -> str:
+        return self._engine.name
+
+    @property
+    def window_length(self) -> int:
+        return self._engine.window_length
+
+    @property
+    def views(self) -> Sequence[ViewSpec]:
+        return self._engine.views
+
+    @property
+    def channels(self) -> Sequence[ChannelSpec]:
+        return self._engine.channels
+
+    def parameters(self) -> Mapping[str, str]:
+        return self._engine.parameters()
+
+    def score(self, batch: ScoreInput) -> ScoreOutput:
+        return self._engine.score(batch)
+
+
 def ratio_score(magnitude: np.ndarray, cutoff: float) -> np.ndarray:
     """Map a non-negative magnitude to [0, 1) so that `cutoff` lands exactly on 0.5.
 

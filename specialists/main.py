@@ -18,7 +18,7 @@ from sentinel.server import (
 from sentinel.telemetry import MetricsEndpoint, Tracing, configure_logging, configure_tracing
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
 
-from .engine import Engine
+from .engine import Engine, VersionTagged
 from .metrics import SpecialistMetrics
 from .servicer import SpecialistServicer
 from .settings import SpecialistSettings
@@ -29,6 +29,11 @@ SERVICE_NAME = specialist_pb2.DESCRIPTOR.services_by_name["Specialist"].full_nam
 
 
 def build_engine(settings: SpecialistSettings) -> Engine:
+    engine = _untagged_engine(settings)
+    return VersionTagged(engine, settings.version_tag) if settings.version_tag else engine
+
+
+def _untagged_engine(settings: SpecialistSettings) -> Engine:
     if settings.engine == "threshold":
         from .threshold import AdaptiveLimits, ThresholdEngine, load_rules
 

@@ -32,3 +32,6 @@ class SpecialistSettings(ServerSettings):
     """statistical: time resolution of the seasonal history the orchestrator keeps."""
     model_path: str | None = None
     """ONNX model: a bundled name (iforest-v1, iforest-v2) or a file path; unset = iforest-v1."""
+    version_tag: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=64)
+    """Appended to the engine version Describe and Score report (statistical-1.0.0+TAG), to
+    tell two deployments of one engine with different settings apart (e.g. primary and shadow)."""

@@ -87,6 +87,12 @@ def serve(
         str | None,
         typer.Option(help="orchestrator: name=target,... [env SENTINEL_SPECIALISTS]."),
     ] = None,
+    shadows: Annotated[
+        str | None,
+        typer.Option(
+            help="orchestrator: shadow engines name=target,... (never vote) [env SENTINEL_SHADOWS]."
+        ),
+    ] = None,
     policy: Annotated[
         str | None, typer.Option(help="orchestrator: combine policy any|majority|weighted.")
     ] = None,
@@ -94,6 +100,13 @@ def serve(
     model: Annotated[
         str | None,
         typer.Option(help="model: bundled model name (iforest-v1, iforest-v2) or .onnx path."),
+    ] = None,
+    version_tag: Annotated[
+        str | None,
+        typer.Option(
+            help="specialists: appended to the reported engine version (VERSION+TAG), to tell "
+            "two deployments of one engine apart [env SENTINEL_VERSION_TAG]."
+        ),
     ] = None,
     ready_file: Annotated[
         str | None,
@@ -120,7 +133,8 @@ def serve(
         from sentinel.orchestrator.settings import OrchestratorSettings
 
         orchestrator_settings = OrchestratorSettings(
-            **common, **_overrides(specialists=specialists, combine_policy=policy)
+            **common,
+            **_overrides(specialists=specialists, shadows=shadows, combine_policy=policy),
         )
         if role is Role.orchestrator:
             from sentinel.orchestrator.main import main as orchestrator_main
@@ -140,6 +154,7 @@ def serve(
         **_overrides(
             threshold_rules_file=str(rules) if rules else None,
             model_path=model,
+            version_tag=version_tag,
         ),
     )
     specialist_main(settings, ready_file, console_spans)
@@ -203,6 +218,20 @@ def demo(
     )
 
 
+ShadowOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="NAME=TARGET: also score NAME's requests on the specialist at TARGET (e.g. "
+        "model=127.0.0.1:50071, started with `sentinel serve model --model NEW`), which never "
+        "votes; repeat for more shadows."
+    ),
+]
+SHADOW_WITH_TARGET = (
+    "--shadow configures the embedded mesh; a running orchestrator shadows what its own "
+    "SENTINEL_SHADOWS names (its verdicts carry them with SENTINEL_SHADOW_VERDICTS=true)"
+)
+
+
 @app.command()
 def replay(
     file: Annotated[
@@ -227,17 +256,21 @@ def replay(
             "file's sensor id (the smallest one if it has several)."
         ),
     ] = None,
+    shadow: ShadowOpt = None,
 ) -> None:
     """Stream a CSV through the mesh and write one verdict row per input row, in file order
     (with an `alert` column: open/resolved on the row whose verdict emitted the alert event,
-    and each specialist's score and likelihood)."""
+    and each specialist's score and likelihood; with --shadow, each shadow's score, flag,
+    verdict and alert columns)."""
     from rich.console import Console
     from rich.progress import Progress
 
-    from sentinel.app.replay import read_series
+    from sentinel.app.replay import read_series, shadow_mesh_settings
     from sentinel.app.replay import replay as run_replay
     from sentinel.telemetry import configure_logging
 
+    if shadow and target:
+        raise typer.BadParameter(SHADOW_WITH_TARGET, param_hint="--shadow")
     configure_logging("WARNING", "text")
     console = Console(stderr=True)
     series = read_series(file)
@@ -256,7 +289,7 @@ def replay(
                 )
             from sentinel.app.local_mesh import embedded_mesh
 
-            async with embedded_mesh() as local_target:
+            async with embedded_mesh(**shadow_mesh_settings(shadow or [])) as local_target:
                 return await run_replay(
                     series, local_target, out, batch_size, advance, partition=partition
                 )
@@ -497,11 +530,13 @@ def evaluate(
             "specialist likelihoods (needs the `plot` extra: matplotlib).",
         ),
     ] = None,
+    shadow: ShadowOpt = None,
 ) -> None:
     """Replay every CSV under DIRECTORY through one mesh (embedded, or --target) and print its
     NAB score: per file (standard profile) and normalised under the standard,
     reward_low_FP_rate and reward_low_FN_rate profiles (never fires = 0, perfect = 100).
-    Embedded engine settings: SENTINEL_* env."""
+    With --shadow, the same replay also scores the verdict with each shadow in its specialist's
+    place, printed side by side. Embedded engine settings: SENTINEL_* env."""
     from rich.console import Console
     from rich.progress import Progress
 
@@ -530,6 +565,7 @@ def evaluate(
                 sensor_prefix=sensor_prefix,
                 plot_dir=plot,
                 progress=advance,
+                shadows=shadow or [],
             )
     except (ValueError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)

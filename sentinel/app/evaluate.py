@@ -38,6 +38,11 @@ What counts as a detection (``--detections``), read from the `sentinel replay` v
 Verdict rows missing from the replay (``status == missing``, only after a reconnect) count as
 not anomalous and are reported.
 
+With shadows (``--shadow NAME=TARGET``), the same replay also scores, per shadow, the verdict
+with the shadow in NAME's place (its ``NAME_shadow_verdict`` / ``NAME_shadow_alert`` columns):
+both scores come from one pass over the data, side by side, with the two engines' row-by-row
+agreement. Rows a shadow did not answer count as not detected by it, and are reported.
+
 Reusable pieces (pure unless noted): `score_file` / `score_profiles` (one file),
 `score_corpus` (a list of one profile's FileScores, e.g. one category's), `category`,
 `score_verdicts` (reads a verdict file) and `evaluate` / `run` (replays a directory).
@@ -266,6 +271,63 @@ def category(key: str) -> str:
 
 
 @dataclass
+class ShadowColumns:
+    """One shadow's columns of a verdict file (see `sentinel.replay.write_verdicts`); None
+    where the cell is empty."""
+
+    own_flag: list[bool | None]  # the shadowed specialist's own vote
+    flag: list[bool | None]  # the shadow's vote
+    verdict: list[bool | None]  # the verdict with the shadow in the specialist's place
+    alerts: list[str]
+
+    def detections(self, mode: str) -> list[int]:
+        if mode == "alerts":
+            return [i for i, cell in enumerate(self.alerts) if "open" in cell.split(";")]
+        if mode == "verdicts":
+            return [i for i, flag in enumerate(self.verdict) if flag]
+        raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")
+
+    @property
+    def unanswered(self) -> int:
+        return sum(v is None for v in self.verdict)
+
+    def agreement(self) -> Agreement:
+        pairs = [
+            (bool(a), bool(b))
+            for a, b in zip(self.own_flag, self.flag, strict=True)
+            if a is not None and b is not None
+        ]
+        return Agreement(
+            compared=len(pairs),
+            both=sum(a and b for a, b in pairs),
+            only_primary=sum(a and not b for a, b in pairs),
+            only_shadow=sum(b and not a for a, b in pairs),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """A specialist's and its shadow's votes on the rows both voted on."""
+
+    compared: int = 0
+    both: int = 0
+    only_primary: int = 0
+    only_shadow: int = 0
+
+    def __add__(self, other: Agreement) -> Agreement:
+        return Agreement(
+            self.compared + other.compared,
+            self.both + other.both,
+            self.only_primary + other.only_primary,
+            self.only_shadow + other.only_shadow,
+        )
+
+
+def _flag(cell: str) -> bool | None:
+    return None if cell == "" else cell == "1"
+
+
+@dataclass
 class VerdictTable:
     """The columns of a `sentinel replay` verdict file that evaluation and plots use."""
 
@@ -276,6 +338,7 @@ class VerdictTable:
     missing: int
     likelihoods: dict[str, list[float]]  # specialist -> per row (NaN where the cell is empty)
     degraded: int = 0  # rows some specialist did not vote on (status degraded)
+    shadows: dict[str, ShadowColumns] = field(default_factory=dict)  # by shadowed specialist
 
     @property
     def rows(self) -> int:
@@ -305,9 +368,13 @@ def read_verdicts(path: Path) -> VerdictTable:
                 f"{path}: not a verdict file (no {', '.join(sorted(missing_columns))})"
             )
         names = [f.removesuffix("_likelihood") for f in fields if f.endswith("_likelihood")]
+        shadowed = [
+            f.removesuffix("_shadow_verdict") for f in fields if f.endswith("_shadow_verdict")
+        ]
         table = VerdictTable(
             [], [], [], [] if "alert" in fields else None, 0, {n: [] for n in names}
         )
+        table.shadows = {n: ShadowColumns([], [], [], []) for n in shadowed}
         for row in reader:
             table.timestamps.append(row["timestamp"])
             table.values.append(float(row["value"]))
@@ -321,6 +388,11 @@ def read_verdicts(path: Path) -> VerdictTable:
             for name in names:
                 cell = row[f"{name}_likelihood"]
                 table.likelihoods[name].append(float(cell) if cell else math.nan)
+            for name, columns in table.shadows.items():
+                columns.own_flag.append(_flag(row[f"{name}_flag"]))
+                columns.flag.append(_flag(row[f"{name}_shadow_flag"]))
+                columns.verdict.append(_flag(row[f"{name}_shadow_verdict"]))
+                columns.alerts.append(row[f"{name}_shadow_alert"])
     return table
 
 
@@ -335,6 +407,11 @@ class FileResult:
     missing: int  # rows without a verdict
     scores: dict[str, FileScore]  # profile name -> score
     degraded: int = 0  # rows some specialist did not vote on
+    # Per shadow (the specialist it shadows): the scores of the verdict with it in place, the
+    # rows it did not answer, and its agreement with the specialist.
+    shadow_scores: dict[str, dict[str, FileScore]] = field(default_factory=dict)
+    shadow_unanswered: dict[str, int] = field(default_factory=dict)
+    agreement: dict[str, Agreement] = field(default_factory=dict)
 
     @property
     def category(self) -> str:
@@ -363,6 +440,14 @@ def score_verdicts(
         missing=table.missing,
         degraded=table.degraded,
         scores=score_profiles(table.rows, spans, detections, profiles, probation_percent, key),
+        shadow_scores={
+            name: score_profiles(
+                table.rows, spans, columns.detections(mode), profiles, probation_percent, key
+            )
+            for name, columns in table.shadows.items()
+        },
+        shadow_unanswered={name: c.unanswered for name, c in table.shadows.items()},
+        agreement={name: c.agreement() for name, c in table.shadows.items()},
     )
 
 
@@ -385,6 +470,8 @@ class Evaluation:
     sensor_prefix: str = ""
     skipped: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
+    # Per shadow: profile name -> corpus score of the verdict with the shadow in place.
+    shadow_corpora: dict[str, dict[str, CorpusScore]] = field(default_factory=dict)
 
     @property
     def corpus(self) -> CorpusScore:
@@ -401,6 +488,24 @@ class Evaluation:
 
     def file_scores(self, profile: str = "standard") -> list[FileScore]:
         return [f.scores[profile] for f in self.files]
+
+    def agreement(self, shadow: str) -> Agreement:
+        return sum((f.agreement.get(shadow, Agreement()) for f in self.files), Agreement())
+
+    def shadow_unanswered(self, shadow: str) -> int:
+        return sum(f.shadow_unanswered.get(shadow, 0) for f in self.files)
+
+
+def shadow_corpus_scores(files: Sequence[FileResult]) -> dict[str, dict[str, CorpusScore]]:
+    """Per shadow, profile name -> corpus score of the verdict with that shadow in place."""
+    shadows = list(files[0].shadow_scores) if files else []
+    return {
+        shadow: {
+            name: score_corpus([f.shadow_scores[shadow][name] for f in files])
+            for name in files[0].shadow_scores[shadow]
+        }
+        for shadow in shadows
+    }
 
 
 def load_windows(path: Path) -> dict[str, list[tuple[str, str]]]:
@@ -512,6 +617,7 @@ async def evaluate(
     plot_dir: Path | None = None,
     profiles: Mapping[str, CostProfile] = PROFILES,
     mesh_settings: Mapping[str, object] | None = None,
+    shadows: Sequence[str] = (),
 ) -> Evaluation:
     """Replay every labelled CSV under `root` through one mesh and score it.
 
@@ -520,13 +626,14 @@ async def evaluate(
     orchestrator. Each file is its own sensor, `sensor_prefix + windows key`; the prefix
     defaults to "" for an embedded mesh and to a fresh `default_sensor_prefix()` with `target`
     (a running mesh may hold history for earlier runs' sensor ids). `plot_dir`: one PNG per
-    file (needs matplotlib)."""
-    from sentinel.app.replay import replay
+    file (needs matplotlib). `shadows` (NAME=TARGET each, embedded mesh only): also score the
+    verdict with each shadow in its specialist's place, from the same replay."""
+    from sentinel.app.replay import replay, shadow_mesh_settings
 
     if mode not in MODES:
         raise ValueError(f"detections must be one of {', '.join(MODES)}, not {mode!r}")
-    if target and mesh_settings:
-        raise ValueError("mesh settings apply to an embedded mesh, not to --target")
+    if target and (mesh_settings or shadows):
+        raise ValueError("mesh settings and shadows apply to an embedded mesh, not to --target")
     if plot_dir is not None:
         require_matplotlib()
     if sensor_prefix is None:
@@ -558,7 +665,8 @@ async def evaluate(
     with tempfile.TemporaryDirectory(prefix="sentinel-evaluate-") as scratch:
         out_dir = verdicts_dir or Path(scratch)
         out_dir.mkdir(parents=True, exist_ok=True)
-        async with _mesh(target, mesh_settings or {}) as mesh_target:
+        embedded = {**(mesh_settings or {}), **shadow_mesh_settings(shadows)}
+        async with _mesh(target, embedded) as mesh_target:
             for done, (key, series, _) in enumerate(prepared):
                 if progress:
                     progress(done, len(prepared), key)
@@ -582,9 +690,12 @@ async def evaluate(
     else:
         settings = detection_settings()
         settings |= {f"SENTINEL_{k.upper()}": str(v) for k, v in (mesh_settings or {}).items()}
+        if shadows:
+            settings["SENTINEL_SHADOWS"] = ",".join(shadows)
     return Evaluation(
         files=results,
         corpora=corpus_scores(results),
+        shadow_corpora=shadow_corpus_scores(results),
         mode=mode,
         seconds=time.monotonic() - started,
         target=target,
@@ -653,6 +764,8 @@ def render(evaluation: Evaluation) -> str:
         + (" (no labelled windows)" if corpus.normalised is None else ""),
         f"{len(corpus.files)} files in {evaluation.seconds:.1f} s",
     ]
+    if evaluation.shadow_corpora:
+        lines += ["", *render_shadows(evaluation)]
     if evaluation.missing_rows:
         lines.append(
             f"warning: {evaluation.missing_rows} rows had no verdict (counted as not anomalous)"
@@ -667,18 +780,67 @@ def render(evaluation: Evaluation) -> str:
     return "\n".join(lines)
 
 
+def render_shadows(evaluation: Evaluation) -> list[str]:
+    """NAB scores of the verdict and of the verdict with each shadow in its specialist's place,
+    side by side, and each specialist's agreement with its shadow."""
+    profiles = list(evaluation.corpora)
+    table = [
+        ["NAB score (normalised), one replay", *profiles],
+        ["verdict", *(_normalised_text(evaluation.corpora[p]) for p in profiles)],
+    ]
+    for shadow, corpora in evaluation.shadow_corpora.items():
+        table.append(
+            [f"verdict with {shadow}'s shadow", *(_normalised_text(corpora[p]) for p in profiles)]
+        )
+    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            [
+                row[0].ljust(widths[0]),
+                *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)),
+            ]
+        )
+        for row in table
+    ]
+    for shadow in evaluation.shadow_corpora:
+        agreement = evaluation.agreement(shadow)
+        lines.append(
+            f"{shadow} and its shadow both voted on {agreement.compared} rows: both flagged "
+            f"{agreement.both}, only {shadow} {agreement.only_primary}, only the shadow "
+            f"{agreement.only_shadow}"
+        )
+        unanswered = evaluation.shadow_unanswered(shadow)
+        if unanswered:
+            lines.append(
+                f"warning: {shadow}'s shadow did not answer for {unanswered} rows (counted as "
+                "not detected with it in place)"
+            )
+    return lines
+
+
 def write_report(path: Path, evaluation: Evaluation) -> None:
     """The per-file table as CSV (standard-profile raw scores) plus one `normalised_<profile>`
-    column per profile, filled on the TOTAL row."""
+    column per profile, filled on the TOTAL row (and, with shadows, one
+    `normalised_<profile>_with_<specialist>_shadow` column per shadow and profile)."""
     corpus = evaluation.corpus
     names = list(evaluation.corpora)
+    shadowed = [
+        (shadow, name) for shadow in evaluation.shadow_corpora for name in evaluation.corpora
+    ]
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*REPORT_COLUMNS, *(f"normalised_{name}" for name in names)])
+        writer.writerow(
+            [
+                *REPORT_COLUMNS,
+                *(f"normalised_{name}" for name in names),
+                *(f"normalised_{name}_with_{shadow}_shadow" for shadow, name in shadowed),
+            ]
+        )
         for row in report_rows(corpus):
-            totals = [""] * len(names)
+            totals = [""] * (len(names) + len(shadowed))
             if row[0] == "TOTAL":
                 values = [evaluation.corpora[name].normalised for name in names]
+                values += [evaluation.shadow_corpora[s][name].normalised for s, name in shadowed]
                 totals = ["" if v is None else f"{v:.4f}" for v in values]
             writer.writerow([*row, *totals])
 
@@ -787,6 +949,7 @@ def run(
     sensor_prefix: str | None = None,
     plot_dir: Path | None = None,
     progress: ProgressCallback | None = None,
+    shadows: Sequence[str] = (),
 ) -> Evaluation:
     """`evaluate` in a fresh event loop; also writes the CSV report to `out` when given."""
     evaluation = asyncio.run(
@@ -800,6 +963,7 @@ def run(
             target=target,
             sensor_prefix=sensor_prefix,
             plot_dir=plot_dir,
+            shadows=shadows,
         )
     )
     if out is not None:

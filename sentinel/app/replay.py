@@ -161,6 +161,28 @@ ALERT_EVENTS = {
     orchestrator_pb2.ALERT_STATE_RESOLVED: "resolved",
 }
 
+SHADOW_COLUMNS = ("flag", "shadow_score", "shadow_flag", "shadow_verdict", "shadow_alert")
+"""Per shadowed specialist NAME, the columns `NAME_<column>` (see `write_verdicts`)."""
+
+
+def shadow_mesh_settings(shadows: Sequence[str]) -> dict[str, object]:
+    """Settings of an embedded orchestrator whose verdicts carry the shadows' votes, for
+    `replay --shadow` / `evaluate --shadow` (NAME=TARGET each, TARGET a running specialist)."""
+    if not shadows:
+        return {}
+    for shadow in shadows:
+        name, sep, target = shadow.partition("=")
+        if not (sep and name.strip() and target.strip()):
+            raise ValueError(
+                f"--shadow {shadow!r}: expected NAME=TARGET, e.g. model=127.0.0.1:50071"
+            )
+    return {
+        "shadows": ",".join(shadows),
+        "shadow_verdicts": True,
+        # Offline, a few files' sensors: room for any shadows' calibration.
+        "max_shadow_bytes_per_sensor": 65_536,
+    }
+
 
 class VerdictCollector:
     """Collects verdicts and alert events by (batch id, position), so that rows are written
@@ -266,12 +288,22 @@ def write_verdicts(
     empty), then `<specialist>_score` and `<specialist>_likelihood` per specialist (empty while
     it warms up or when it did not answer). A row without a verdict has status `missing`.
 
+    When the verdicts carry shadow votes (an orchestrator with SENTINEL_SHADOW_VERDICTS), then
+    per shadowed specialist NAME: `NAME_flag` (NAME's own vote, 0/1), `NAME_shadow_score` and
+    `NAME_shadow_flag` (the shadow's vote; all three empty while that engine warms up),
+    `NAME_shadow_verdict` (0/1: the verdict with the shadow in NAME's place) and
+    `NAME_shadow_alert` (`open` / `resolved`: what that verdict's incidents did at this row);
+    the shadow's four are empty on rows it did not answer.
+
     Returns counts: rows, anomalies, missing, alerts_opened, alerts_resolved."""
     if alerts is None:
         alerts = [""] * len(verdicts)
     if len(alerts) != len(verdicts) or len(verdicts) != len(series.values):
         raise ValueError("verdicts, alerts and series must have one entry per row")
     specialists = sorted({v.specialist for verdict in verdicts if verdict for v in verdict.votes})
+    shadowed = sorted(
+        {s.vote.specialist for verdict in verdicts if verdict for s in verdict.shadows}
+    )
     counts = {"rows": 0, "anomalies": 0, "missing": 0, "alerts_opened": 0, "alerts_resolved": 0}
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -285,6 +317,7 @@ def write_verdicts(
                 "status",
                 "alert",
                 *(f"{s}_{column}" for s in specialists for column in ("score", "likelihood")),
+                *(f"{s}_{column}" for s in shadowed for column in SHADOW_COLUMNS),
             ]
         )
         for i, verdict in enumerate(verdicts):
@@ -304,7 +337,7 @@ def write_verdicts(
                         "",
                         "missing",
                         alerts[i],
-                        *([""] * (2 * len(specialists))),
+                        *([""] * (2 * len(specialists) + len(SHADOW_COLUMNS) * len(shadowed))),
                     ]
                 )
                 continue
@@ -327,6 +360,28 @@ def write_verdicts(
                     _status_name(verdict.status),
                     alerts[i],
                     *cells,
+                    *_shadow_cells(verdict, votes, shadowed),
                 ]
             )
     return counts
+
+
+def _shadow_cells(
+    verdict: orchestrator_pb2.Verdict,
+    votes: dict[str, orchestrator_pb2.Vote],
+    shadowed: Sequence[str],
+) -> list[str]:
+    shadows = {s.vote.specialist: s for s in verdict.shadows}
+    cells: list[str] = []
+    for name in shadowed:
+        shadow, own = shadows.get(name), votes.get(name)
+        cells.append("" if own is None or own.warming_up else str(int(own.anomaly)))
+        if shadow is None:
+            cells += [""] * (len(SHADOW_COLUMNS) - 1)
+            continue
+        if shadow.vote.warming_up:
+            cells += ["", ""]
+        else:
+            cells += [f"{shadow.vote.score:.6f}", str(int(shadow.vote.anomaly))]
+        cells += [str(int(shadow.verdict_anomaly)), ALERT_EVENTS.get(shadow.alert, "")]
+    return cells

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esentinel/v1/orchestrator.proto\x12\x0bsentinel.v1\"I\n\x07Reading\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x1c\n\x14timestamp_unix_nanos\x18\x03 \x01(\x03\"\xb9\x01\n\x0eTelemetryBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12&\n\x08readings\x18\x02 \x03(\x0b\x32\x14.sentinel.v1.Reading\x12*\n\x08verdicts\x18\x03 \x01(\x0e\x32\x18.sentinel.v1.VerdictMode\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\x12,\n\x07\x63olumns\x18\x05 \x01(\x0b\x32\x1b.sentinel.v1.ReadingColumns\"S\n\x0eReadingColumns\x12\x12\n\nsensor_ids\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x1d\n\x15timestamps_unix_nanos\x18\x03 \x03(\x03\"J\n\x08\x42\x61tchAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x19\n\x11readings_accepted\x18\x02 \x01(\r\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\x8a\x01\n\x04Vote\x12\x12\n\nspecialist\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nomaly\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nwarming_up\x18\x06 \x01(\x08\x12\x12\n\nlikelihood\x18\x07 \x01(\x01\"\xda\x01\n\x07Verdict\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x1c\n\x14timestamp_unix_nanos\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nomaly\x18\x04 \x01(\x08\x12\r\n\x05score\x18\x05 \x01(\x01\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.sentinel.v1.VerdictStatus\x12 \n\x05votes\x18\x07 \x03(\x0b\x32\x11.sentinel.v1.Vote\x12\x0f\n\x07missing\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\x04\"6\n\x0cVerdictBatch\x12&\n\x08verdicts\x18\x01 \x03(\x0b\x32\x14.sentinel.v1.Verdict\"\xb1\x03\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x11\n\tsensor_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.sentinel.v1.AlertState\x12\"\n\x1a\x66irst_timestamp_unix_nanos\x18\x04 \x01(\x03\x12!\n\x19last_timestamp_unix_nanos\x18\x05 \x01(\x03\x12\x12\n\npeak_value\x18\x06 \x01(\x01\x12\x12\n\npeak_score\x18\x07 \x01(\x01\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\x17\n\x0f\x65ngine_versions\x18\t \x03(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x1a\n\x12\x61nomalous_readings\x18\x0b \x01(\r\x12\x10\n\x08\x62\x61tch_id\x18\x0c \x01(\x04\x12\x15\n\rreading_index\x18\r \x01(\r\x12%\n\x1dresolved_timestamp_unix_nanos\x18\x0e \x01(\x03\x12\x32\n\x0eresolve_reason\x18\x0f \x01(\x0e\x32\x1a.sentinel.v1.ResolveReason\x12\x10\n\x08snapshot\x18\x10 \x01(\x08\"\x1f\n\rReconnectHint\x12\x0e\n\x06reason\x18\x01 \x01(\t\"+\n\tHeartbeat\x12\x1e\n\x16server_time_unix_nanos\x18\x01 \x01(\x03\"\xee\x01\n\x0bStreamEvent\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.sentinel.v1.BatchAckH\x00\x12-\n\x08verdicts\x18\x02 \x01(\x0b\x32\x19.sentinel.v1.VerdictBatchH\x00\x12#\n\x05\x61lert\x18\x03 \x01(\x0b\x32\x12.sentinel.v1.AlertH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.sentinel.v1.HeartbeatH\x00\x12/\n\treconnect\x18\x05 \x01(\x0b\x32\x1a.sentinel.v1.ReconnectHintH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\x0e\x44\x65tectResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12&\n\x08verdicts\x18\x02 \x03(\x0b\x32\x14.sentinel.v1.Verdict\x12\"\n\x06\x61lerts\x18\x03 \x03(\x0b\x32\x12.sentinel.v1.Alert\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x19\n\x11readings_accepted\x18\x05 \x01(\r\".\n\x12WatchAlertsRequest\x12\x18\n\x10sensor_id_prefix\x18\x01 \x01(\t\"-\n\x11ListAlertsRequest\x12\x18\n\x10sensor_id_prefix\x18\x01 \x01(\t\"8\n\x12ListAlertsResponse\x12\"\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x12.sentinel.v1.Alert*t\n\x0bVerdictMode\x12\x1c\n\x18VERDICT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_MODE_NONE\x10\x01\x12\x1a\n\x16VERDICT_MODE_ANOMALIES\x10\x02\x12\x14\n\x10VERDICT_MODE_ALL\x10\x03*\x82\x01\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_STATUS_OK\x10\x01\x12\x1b\n\x17VERDICT_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19VERDICT_STATUS_WARMING_UP\x10\x03*Y\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41LERT_STATE_OPEN\x10\x01\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x02*\x7f\n\rResolveReason\x12\x1e\n\x1aRESOLVE_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14RESOLVE_REASON_QUIET\x10\x01\x12\x18\n\x14RESOLVE_REASON_STALE\x10\x02\x12\x1a\n\x16RESOLVE_REASON_EVICTED\x10\x03\x32\xb5\x02\n\x0cOrchestrator\x12L\n\x0fStreamTelemetry\x12\x1b.sentinel.v1.TelemetryBatch\x1a\x18.sentinel.v1.StreamEvent(\x01\x30\x01\x12\x42\n\x06\x44\x65tect\x12\x1b.sentinel.v1.TelemetryBatch\x1a\x1b.sentinel.v1.DetectResponse\x12\x44\n\x0bWatchAlerts\x12\x1f.sentinel.v1.WatchAlertsRequest\x1a\x12.sentinel.v1.Alert0\x01\x12M\n\nListAlerts\x12\x1e.sentinel.v1.ListAlertsRequest\x1a\x1f.sentinel.v1.ListAlertsResponseBW\n\x12io.sentinelmesh.v1P\x01Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esentinel/v1/orchestrator.proto\x12\x0bsentinel.v1\"I\n\x07Reading\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x1c\n\x14timestamp_unix_nanos\x18\x03 \x01(\x03\"\xb9\x01\n\x0eTelemetryBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12&\n\x08readings\x18\x02 \x03(\x0b\x32\x14.sentinel.v1.Reading\x12*\n\x08verdicts\x18\x03 \x01(\x0e\x32\x18.sentinel.v1.VerdictMode\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\x12,\n\x07\x63olumns\x18\x05 \x01(\x0b\x32\x1b.sentinel.v1.ReadingColumns\"S\n\x0eReadingColumns\x12\x12\n\nsensor_ids\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x1d\n\x15timestamps_unix_nanos\x18\x03 \x03(\x03\"J\n\x08\x42\x61tchAck\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12\x19\n\x11readings_accepted\x18\x02 \x01(\r\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"\x8a\x01\n\x04Vote\x12\x12\n\nspecialist\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nomaly\x18\x04 \x01(\x08\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nwarming_up\x18\x06 \x01(\x08\x12\x12\n\nlikelihood\x18\x07 \x01(\x01\"\x84\x02\n\x07Verdict\x12\x11\n\tsensor_id\x18\x01 \x01(\t\x12\x1c\n\x14timestamp_unix_nanos\x18\x02 \x01(\x03\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nomaly\x18\x04 \x01(\x08\x12\r\n\x05score\x18\x05 \x01(\x01\x12*\n\x06status\x18\x06 \x01(\x0e\x32\x1a.sentinel.v1.VerdictStatus\x12 \n\x05votes\x18\x07 \x03(\x0b\x32\x11.sentinel.v1.Vote\x12\x0f\n\x07missing\x18\x08 \x03(\t\x12\x10\n\x08\x62\x61tch_id\x18\t \x01(\x04\x12(\n\x07shadows\x18\n \x03(\x0b\x32\x17.sentinel.v1.ShadowVote\"\x85\x01\n\nShadowVote\x12\x1f\n\x04vote\x18\x01 \x01(\x0b\x32\x11.sentinel.v1.Vote\x12\x17\n\x0fverdict_anomaly\x18\x02 \x01(\x08\x12\x15\n\rverdict_score\x18\x03 \x01(\x01\x12&\n\x05\x61lert\x18\x04 \x01(\x0e\x32\x17.sentinel.v1.AlertState\"6\n\x0cVerdictBatch\x12&\n\x08verdicts\x18\x01 \x03(\x0b\x32\x14.sentinel.v1.Verdict\"\xb1\x03\n\x05\x41lert\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x11\n\tsensor_id\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.sentinel.v1.AlertState\x12\"\n\x1a\x66irst_timestamp_unix_nanos\x18\x04 \x01(\x03\x12!\n\x19last_timestamp_unix_nanos\x18\x05 \x01(\x03\x12\x12\n\npeak_value\x18\x06 \x01(\x01\x12\x12\n\npeak_score\x18\x07 \x01(\x01\x12\x0f\n\x07reasons\x18\x08 \x03(\t\x12\x17\n\x0f\x65ngine_versions\x18\t \x03(\t\x12\x10\n\x08trace_id\x18\n \x01(\t\x12\x1a\n\x12\x61nomalous_readings\x18\x0b \x01(\r\x12\x10\n\x08\x62\x61tch_id\x18\x0c \x01(\x04\x12\x15\n\rreading_index\x18\r \x01(\r\x12%\n\x1dresolved_timestamp_unix_nanos\x18\x0e \x01(\x03\x12\x32\n\x0eresolve_reason\x18\x0f \x01(\x0e\x32\x1a.sentinel.v1.ResolveReason\x12\x10\n\x08snapshot\x18\x10 \x01(\x08\"\x1f\n\rReconnectHint\x12\x0e\n\x06reason\x18\x01 \x01(\t\"+\n\tHeartbeat\x12\x1e\n\x16server_time_unix_nanos\x18\x01 \x01(\x03\"\xee\x01\n\x0bStreamEvent\x12$\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x15.sentinel.v1.BatchAckH\x00\x12-\n\x08verdicts\x18\x02 \x01(\x0b\x32\x19.sentinel.v1.VerdictBatchH\x00\x12#\n\x05\x61lert\x18\x03 \x01(\x0b\x32\x12.sentinel.v1.AlertH\x00\x12+\n\theartbeat\x18\x04 \x01(\x0b\x32\x16.sentinel.v1.HeartbeatH\x00\x12/\n\treconnect\x18\x05 \x01(\x0b\x32\x1a.sentinel.v1.ReconnectHintH\x00\x42\x07\n\x05\x65vent\"\x9c\x01\n\x0e\x44\x65tectResponse\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\x04\x12&\n\x08verdicts\x18\x02 \x03(\x0b\x32\x14.sentinel.v1.Verdict\x12\"\n\x06\x61lerts\x18\x03 \x03(\x0b\x32\x12.sentinel.v1.Alert\x12\x11\n\tduplicate\x18\x04 \x01(\x08\x12\x19\n\x11readings_accepted\x18\x05 \x01(\r\".\n\x12WatchAlertsRequest\x12\x18\n\x10sensor_id_prefix\x18\x01 \x01(\t\"-\n\x11ListAlertsRequest\x12\x18\n\x10sensor_id_prefix\x18\x01 \x01(\t\"8\n\x12ListAlertsResponse\x12\"\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x12.sentinel.v1.Alert*t\n\x0bVerdictMode\x12\x1c\n\x18VERDICT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_MODE_NONE\x10\x01\x12\x1a\n\x16VERDICT_MODE_ANOMALIES\x10\x02\x12\x14\n\x10VERDICT_MODE_ALL\x10\x03*\x82\x01\n\rVerdictStatus\x12\x1e\n\x1aVERDICT_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11VERDICT_STATUS_OK\x10\x01\x12\x1b\n\x17VERDICT_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19VERDICT_STATUS_WARMING_UP\x10\x03*Y\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41LERT_STATE_OPEN\x10\x01\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x02*\x7f\n\rResolveReason\x12\x1e\n\x1aRESOLVE_REASON_UNSPECIFIED\x10\x00\x12\x18\n\x14RESOLVE_REASON_QUIET\x10\x01\x12\x18\n\x14RESOLVE_REASON_STALE\x10\x02\x12\x1a\n\x16RESOLVE_REASON_EVICTED\x10\x03\x32\xb5\x02\n\x0cOrchestrator\x12L\n\x0fStreamTelemetry\x12\x1b.sentinel.v1.TelemetryBatch\x1a\x18.sentinel.v1.StreamEvent(\x01\x30\x01\x12\x42\n\x06\x44\x65tect\x12\x1b.sentinel.v1.TelemetryBatch\x1a\x1b.sentinel.v1.DetectResponse\x12\x44\n\x0bWatchAlerts\x12\x1f.sentinel.v1.WatchAlertsRequest\x1a\x12.sentinel.v1.Alert0\x01\x12M\n\nListAlerts\x12\x1e.sentinel.v1.ListAlertsRequest\x1a\x1f.sentinel.v1.ListAlertsResponseBW\n\x12io.sentinelmesh.v1P\x01Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,14 +32,14 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sentinel.v1.orchestrator_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022io.sentinelmesh.v1P\001Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1'
-  _globals['_VERDICTMODE']._serialized_start=1956
-  _globals['_VERDICTMODE']._serialized_end=2072
-  _globals['_VERDICTSTATUS']._serialized_start=2075
-  _globals['_VERDICTSTATUS']._serialized_end=2205
-  _globals['_ALERTSTATE']._serialized_start=2207
-  _globals['_ALERTSTATE']._serialized_end=2296
-  _globals['_RESOLVEREASON']._serialized_start=2298
-  _globals['_RESOLVEREASON']._serialized_end=2425
+  _globals['_VERDICTMODE']._serialized_start=2134
+  _globals['_VERDICTMODE']._serialized_end=2250
+  _globals['_VERDICTSTATUS']._serialized_start=2253
+  _globals['_VERDICTSTATUS']._serialized_end=2383
+  _globals['_ALERTSTATE']._serialized_start=2385
+  _globals['_ALERTSTATE']._serialized_end=2474
+  _globals['_RESOLVEREASON']._serialized_start=2476
+  _globals['_RESOLVEREASON']._serialized_end=2603
   _globals['_READING']._serialized_start=47
   _globals['_READING']._serialized_end=120
   _globals['_TELEMETRYBATCH']._serialized_start=123
@@ -51,25 +51,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VOTE']._serialized_start=472
   _globals['_VOTE']._serialized_end=610
   _globals['_VERDICT']._serialized_start=613
-  _globals['_VERDICT']._serialized_end=831
-  _globals['_VERDICTBATCH']._serialized_start=833
-  _globals['_VERDICTBATCH']._serialized_end=887
-  _globals['_ALERT']._serialized_start=890
-  _globals['_ALERT']._serialized_end=1323
-  _globals['_RECONNECTHINT']._serialized_start=1325
-  _globals['_RECONNECTHINT']._serialized_end=1356
-  _globals['_HEARTBEAT']._serialized_start=1358
-  _globals['_HEARTBEAT']._serialized_end=1401
-  _globals['_STREAMEVENT']._serialized_start=1404
-  _globals['_STREAMEVENT']._serialized_end=1642
-  _globals['_DETECTRESPONSE']._serialized_start=1645
-  _globals['_DETECTRESPONSE']._serialized_end=1801
-  _globals['_WATCHALERTSREQUEST']._serialized_start=1803
-  _globals['_WATCHALERTSREQUEST']._serialized_end=1849
-  _globals['_LISTALERTSREQUEST']._serialized_start=1851
-  _globals['_LISTALERTSREQUEST']._serialized_end=1896
-  _globals['_LISTALERTSRESPONSE']._serialized_start=1898
-  _globals['_LISTALERTSRESPONSE']._serialized_end=1954
-  _globals['_ORCHESTRATOR']._serialized_start=2428
-  _globals['_ORCHESTRATOR']._serialized_end=2737
+  _globals['_VERDICT']._serialized_end=873
+  _globals['_SHADOWVOTE']._serialized_start=876
+  _globals['_SHADOWVOTE']._serialized_end=1009
+  _globals['_VERDICTBATCH']._serialized_start=1011
+  _globals['_VERDICTBATCH']._serialized_end=1065
+  _globals['_ALERT']._serialized_start=1068
+  _globals['_ALERT']._serialized_end=1501
+  _globals['_RECONNECTHINT']._serialized_start=1503
+  _globals['_RECONNECTHINT']._serialized_end=1534
+  _globals['_HEARTBEAT']._serialized_start=1536
+  _globals['_HEARTBEAT']._serialized_end=1579
+  _globals['_STREAMEVENT']._serialized_start=1582
+  _globals['_STREAMEVENT']._serialized_end=1820
+  _globals['_DETECTRESPONSE']._serialized_start=1823
+  _globals['_DETECTRESPONSE']._serialized_end=1979
+  _globals['_WATCHALERTSREQUEST']._serialized_start=1981
+  _globals['_WATCHALERTSREQUEST']._serialized_end=2027
+  _globals['_LISTALERTSREQUEST']._serialized_start=2029
+  _globals['_LISTALERTSREQUEST']._serialized_end=2074
+  _globals['_LISTALERTSRESPONSE']._serialized_start=2076
+  _globals['_LISTALERTSRESPONSE']._serialized_end=2132
+  _globals['_ORCHESTRATOR']._serialized_start=2606
+  _globals['_ORCHESTRATOR']._serialized_end=2915
 # @@protoc_insertion_point(module_scope)

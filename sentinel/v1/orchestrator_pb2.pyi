@@ -112,7 +112,7 @@ class Vote(_message.Message):
     def __init__(self, specialist: _Optional[str] = ..., engine_version: _Optional[str] = ..., score: _Optional[float] = ..., anomaly: _Optional[bool] = ..., reason: _Optional[str] = ..., warming_up: _Optional[bool] = ..., likelihood: _Optional[float] = ...) -> None: ...
 
 class Verdict(_message.Message):
-    __slots__ = ("sensor_id", "timestamp_unix_nanos", "value", "anomaly", "score", "status", "votes", "missing", "batch_id")
+    __slots__ = ("sensor_id", "timestamp_unix_nanos", "value", "anomaly", "score", "status", "votes", "missing", "batch_id", "shadows")
     SENSOR_ID_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_UNIX_NANOS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class Verdict(_message.Message):
     VOTES_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SHADOWS_FIELD_NUMBER: _ClassVar[int]
     sensor_id: str
     timestamp_unix_nanos: int
     value: float
@@ -131,7 +132,20 @@ class Verdict(_message.Message):
     votes: _containers.RepeatedCompositeFieldContainer[Vote]
     missing: _containers.RepeatedScalarFieldContainer[str]
     batch_id: int
-    def __init__(self, sensor_id: _Optional[str] = ..., timestamp_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ..., anomaly: _Optional[bool] = ..., score: _Optional[float] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., batch_id: _Optional[int] = ...) -> None: ...
+    shadows: _containers.RepeatedCompositeFieldContainer[ShadowVote]
+    def __init__(self, sensor_id: _Optional[str] = ..., timestamp_unix_nanos: _Optional[int] = ..., value: _Optional[float] = ..., anomaly: _Optional[bool] = ..., score: _Optional[float] = ..., status: _Optional[_Union[VerdictStatus, str]] = ..., votes: _Optional[_Iterable[_Union[Vote, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., batch_id: _Optional[int] = ..., shadows: _Optional[_Iterable[_Union[ShadowVote, _Mapping]]] = ...) -> None: ...
+
+class ShadowVote(_message.Message):
+    __slots__ = ("vote", "verdict_anomaly", "verdict_score", "alert")
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_ANOMALY_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    vote: Vote
+    verdict_anomaly: bool
+    verdict_score: float
+    alert: AlertState
+    def __init__(self, vote: _Optional[_Union[Vote, _Mapping]] = ..., verdict_anomaly: _Optional[bool] = ..., verdict_score: _Optional[float] = ..., alert: _Optional[_Union[AlertState, str]] = ...) -> None: ...
 
 class VerdictBatch(_message.Message):
     __slots__ = ("verdicts",)

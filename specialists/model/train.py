@@ -5,7 +5,7 @@ deterministic: the same arguments and library versions give byte-identical files
 models were made with::
 
     python -m specialists.model.train --out specialists/model/models/iforest-v1.onnx \
-        --version iforest-1.1.0
+        --version iforest-1.2.0
     python -m specialists.model.train --out specialists/model/models/iforest-v2.onnx \
         --version iforest-2.0.0 --trees 150 --max-samples 128 --contamination 0.005
 

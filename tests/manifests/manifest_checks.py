@@ -51,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_K8S_VERSION = "1.31.0"
 
 #: Overlays a user deploys; each must render and validate.
-OVERLAYS = ("dev", "prod", "canary", "flagger")
+OVERLAYS = ("dev", "prod", "canary", "shadow", "flagger")
 
 #: Files that are YAML but not Kubernetes objects (linted only).
 ADAPTER_CONFIG = REPO_ROOT / "k8s" / "monitoring" / "adapter-config.yaml"
@@ -928,6 +928,42 @@ def _specialist_deadlines(b: Bundle) -> dict[tuple[str, str], float]:
     return out
 
 
+def _specialist_target(
+    b: Bundle, ns: str, oid: str, setting: str, entry: str, specialist_svc: str | None
+) -> tuple[str, tuple[str, str] | None, list[str]]:
+    """An entry `name=host:port` of SENTINEL_SPECIALISTS / SENTINEL_SHADOWS: its name, the
+    Service it resolves to (None if none) and what is wrong with it."""
+    entry = entry.strip()
+    name, sep, target = entry.partition("=")
+    m = _TARGET.match(target)
+    if not sep or not m:
+        return name, None, [f"{oid}: bad {setting} entry {entry!r} (want name=host:port)"]
+    what = "shadow" if setting == "SENTINEL_SHADOWS" else "specialist"
+    key = b.resolve_host(m.group("host"), ns)
+    if key is None:
+        return (
+            name,
+            None,
+            [
+                f"{oid}: {what} {name!r} target host {m.group('host')!r} is not a Service in the "
+                "bundle"
+            ],
+        )
+    errors = []
+    svc = b.kind("Service")[key]
+    port = int(m.group("port"))
+    sport = next((p for p in svc["spec"].get("ports") or [] if p.get("port") == port), None)
+    if sport is None:
+        errors.append(f"{oid}: {what} {name!r}: Service {key[1]} has no port {port}")
+    elif not str(sport.get("name", "")).startswith("grpc"):
+        errors.append(f"{oid}: {what} {name!r}: port {port} is not the grpc port")
+    if specialist_svc not in b.proto_services_behind(key):
+        errors.append(
+            f"{oid}: {what} {name!r}: Service {key[1]} does not front {specialist_svc} pods"
+        )
+    return name, key, errors
+
+
 def _check_specialist_targets(b: Bundle, services: dict) -> list[str]:
     errors = []
     specialist_svc = _role_service("threshold", services)
@@ -938,43 +974,37 @@ def _check_specialist_targets(b: Bundle, services: dict) -> list[str]:
             continue
         found = True
         oid = f"ConfigMap/{cm_name}"
-        configured = set()
+        configured: dict[str, tuple[str, str]] = {}  # specialist name -> its Service
+        shadows: set[tuple[str, str]] = set()
         for entry in str(data["SENTINEL_SPECIALISTS"]).split(","):
-            entry = entry.strip()
-            name, sep, target = entry.partition("=")
-            m = _TARGET.match(target)
-            if not sep or not m:
-                errors.append(
-                    f"{oid}: bad SENTINEL_SPECIALISTS entry {entry!r} (want name=host:port)"
-                )
-                continue
-            key = b.resolve_host(m.group("host"), ns)
+            name, key, problems = _specialist_target(
+                b, ns, oid, "SENTINEL_SPECIALISTS", entry, specialist_svc
+            )
+            errors += problems
             if key is None:
-                errors.append(
-                    f"{oid}: specialist {name!r} target host {m.group('host')!r} is not "
-                    "a Service in the bundle"
-                )
                 continue
-            configured.add(key)
+            configured[name] = key
             if key[1] != name:
                 errors.append(f"{oid}: specialist {name!r} points at Service {key[1]!r}")
-            svc = b.kind("Service")[key]
-            port = int(m.group("port"))
-            sport = next((p for p in svc["spec"].get("ports") or [] if p.get("port") == port), None)
-            if sport is None:
-                errors.append(f"{oid}: specialist {name!r}: Service {key[1]} has no port {port}")
-            elif not str(sport.get("name", "")).startswith("grpc"):
-                errors.append(f"{oid}: specialist {name!r}: port {port} is not the grpc port")
-            if specialist_svc not in b.proto_services_behind(key):
-                errors.append(
-                    f"{oid}: specialist {name!r}: Service {key[1]} does not front "
-                    f"{specialist_svc} pods"
-                )
+        # Shadows (SENTINEL_SHADOWS): each of a configured specialist, at another Service that
+        # fronts specialist pods (e.g. Flagger's <name>-canary).
+        for entry in filter(None, str(data.get("SENTINEL_SHADOWS", "")).split(",")):
+            name, key, problems = _specialist_target(
+                b, ns, oid, "SENTINEL_SHADOWS", entry, specialist_svc
+            )
+            errors += problems
+            if name not in configured:
+                errors.append(f"{oid}: shadow {name!r} is not a specialist in SENTINEL_SPECIALISTS")
+            elif key == configured[name]:
+                errors.append(f"{oid}: shadow {name!r} is its own specialist's Service {key[1]!r}")
+            if key is not None:
+                shadows.add(key)
         # every specialist Service (not Flagger's -primary/-canary aliases) is configured
         for key in b.kind("Service"):
             if key[0] != ns or ("Service", *key) in b.synthetic:
                 continue
-            if specialist_svc in b.proto_services_behind(key) and key not in configured:
+            known = set(configured.values()) | shadows
+            if specialist_svc in b.proto_services_behind(key) and key not in known:
                 errors.append(
                     f"{oid}: specialist Service {key[1]!r} is not in SENTINEL_SPECIALISTS"
                 )

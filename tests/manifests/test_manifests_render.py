@@ -124,6 +124,34 @@ def test_canary_overlay_raises_v2_and_stops_mirroring(rendered):
     assert hpa["spec"]["minReplicas"] >= 2
 
 
+def orchestrator_env(objects):
+    config = one(objects, "StatefulSet", "orchestrator")["spec"]["template"]["spec"]
+    refs = {e["configMapRef"]["name"] for e in config["containers"][0]["envFrom"]}
+    return {
+        k: v for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] in refs
+        for k, v in (o.get("data") or {}).items()
+    }  # fmt: skip
+
+
+def test_shadow_overlay_shadows_v2_with_no_live_traffic(rendered):
+    objects = rendered["shadow"]
+    vs = one(objects, "VirtualService", "model")
+    assert weights(vs, "score") == {"v1": 100, "v2": 0}
+    assert weights(vs, "default") == {"v1": 100, "v2": 0}
+    assert not any("mirror" in r for r in vs["spec"]["http"])
+    assert orchestrator_env(objects)["SENTINEL_SHADOWS"] == (
+        "model=dns:///model-v2.sentinel.svc.cluster.local:50051"
+    )
+    assert one(objects, "Service", "model-v2")["spec"]["selector"] == {
+        "app": "model",
+        "version": "v2",
+    }
+    assert one(objects, "HorizontalPodAutoscaler", "model-v2")["spec"]["minReplicas"] >= 3
+    # Elsewhere nothing is shadowed but by Flagger's canary.
+    for overlay in ("dev", "prod", "canary"):
+        assert "SENTINEL_SHADOWS" not in orchestrator_env(rendered[overlay]), overlay
+
+
 def test_flagger_overlay_hands_the_model_to_flagger(rendered):
     objects = rendered["flagger"]
     names = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -136,6 +164,10 @@ def test_flagger_overlay_hands_the_model_to_flagger(rendered):
         ("DestinationRule", "model"),
     ]:
         assert gone not in names, f"{gone} must be left to Flagger"
+    # While a new version is analysed the orchestrators shadow it (Flagger's model-canary).
+    assert orchestrator_env(objects)["SENTINEL_SHADOWS"] == (
+        "model=dns:///model-canary.sentinel.svc.cluster.local:50051"
+    )
 
 
 @pytest.mark.parametrize("overlay", mc.OVERLAYS)

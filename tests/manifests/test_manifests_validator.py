@@ -271,3 +271,34 @@ def test_orchestrator_as_a_deployment_is_reported(prod, registry, adapter_metric
         "run it as a StatefulSet of shards",
         "scaleTargetRef StatefulSet/orchestrator not in bundle",
     )
+
+
+@pytest.fixture
+def flagger(rendered):
+    return copy.deepcopy(rendered["flagger"])
+
+
+def orchestrator_config(objects):
+    return next(
+        o for o in objects if o["kind"] == "ConfigMap" and "SENTINEL_SHADOWS" in o.get("data", {})
+    )
+
+
+def test_unbroken_flagger_overlay_with_its_shadow_passes(flagger, registry, adapter_metrics):
+    assert all_problems(flagger, registry, adapter_metrics) == []
+
+
+@pytest.mark.parametrize(
+    ("shadows", "needle"),
+    [
+        ("forest=dns:///model-canary.sentinel.svc.cluster.local:50051", "shadow 'forest' is not"),
+        ("model=dns:///model.sentinel.svc.cluster.local:50051", "its own specialist's Service"),
+        ("model=dns:///model-v3.sentinel.svc.cluster.local:50051", "is not a Service"),
+        ("model=dns:///model-canary.sentinel.svc.cluster.local:9464", "no port 9464"),
+        ("model=dns:///orchestrator.sentinel.svc.cluster.local:50051", "does not front"),
+        ("model", "bad SENTINEL_SHADOWS entry"),
+    ],
+)
+def test_a_broken_shadow_target_is_reported(flagger, registry, adapter_metrics, shadows, needle):
+    orchestrator_config(flagger)["data"]["SENTINEL_SHADOWS"] = shadows
+    assert_reported(all_problems(flagger, registry, adapter_metrics), needle)

@@ -14,8 +14,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from sentinel.orchestrator.agreement import Agreement
 from sentinel.orchestrator.metrics import OrchestratorMetrics
 from sentinel.specialists.metrics import SpecialistMetrics
 
@@ -34,6 +36,11 @@ def exported_metrics() -> dict[str, set[str]]:
     orchestrator.alerts.labels("open").inc()
     orchestrator.rejected.labels("INVALID_ARGUMENT").inc()
     orchestrator.bind_specialists(["threshold"], lambda name: True)
+    orchestrator.observe_shadow_call("model", "2.0.0", 0.01, "UNAVAILABLE")
+    orchestrator.count_agreement("model", "1.0.0", "2.0.0", Agreement(1, 0, 1, 0, np.zeros(1)))
+    orchestrator.shadow_skipped.labels("model", "busy").inc()
+    orchestrator.shadow_incidents.labels("model", "2.0.0").inc()
+    orchestrator.bind_shadows(["model"], lambda name: True)
     specialist = SpecialistMetrics(CollectorRegistry(), "threshold", "1.0.0")
     names: dict[str, set[str]] = {}
     for registry in (orchestrator.registry, specialist.registry):
@@ -84,6 +91,7 @@ def test_dashboard_covers_what_operators_need(dashboard: dict) -> None:
         "degraded",
         "errors",
         "alerts",
+        "shadow",
     ):
         assert topic in titles, topic
     assert "rate(sentinel_orchestrator_readings_received_total" in exprs
@@ -109,6 +117,14 @@ def test_dashboard_covers_what_operators_need(dashboard: dict) -> None:
         in exprs
     )
     assert "sum by (state) (rate(sentinel_orchestrator_alerts_total" in exprs
+    # The canary row: both engines' anomaly rates on the same compared rows, by version.
+    assert re.search(
+        r"sum by \(specialist, primary_version, shadow_version\) \(rate\("
+        r"sentinel_orchestrator_shadow_only_shadow_anomalous_total[^\n]*\) / "
+        r"sum by \(specialist, primary_version, shadow_version\) \(rate\("
+        r"sentinel_orchestrator_shadow_rows_compared_total",
+        exprs,
+    )
 
 
 def test_every_queried_metric_and_label_is_exported(dashboard: dict) -> None:
@@ -182,9 +198,10 @@ async def _prometheus_query(base: str, promql: str) -> list:
 async def test_every_panel_shows_data_from_a_real_prometheus(
     dashboard: dict, tmp_path: Path
 ) -> None:
-    """A real Prometheus scrapes a running mesh (a spike, then a specialist lost midway, so that
-    alerts, degraded verdicts and errors exist too); every query of the dashboard returns series."""
-    from mesh_fixtures import running_mesh
+    """A real Prometheus scrapes a running mesh with a shadow model (a spike, then a specialist
+    and the shadow lost midway, so that alerts, degraded verdicts, errors and skipped shadow calls
+    exist too); every query of the dashboard returns series."""
+    from mesh_fixtures import running_mesh, start_specialist
 
     from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -192,7 +209,12 @@ async def test_every_panel_shows_data_from_a_real_prometheus(
     overrides = {engine: {"metrics_port": 0} for engine in engines}
     # windows fill sooner (model: 32); the spike is over the test mesh's hard limit (90)
     overrides["statistical"].update(statistical_short=5, statistical_reference=20)
-    async with running_mesh(metrics_port=0, specialist_overrides=overrides) as mesh:
+    shadow = await start_specialist("model", model_path="iforest-v2")
+    async with running_mesh(
+        metrics_port=0,
+        specialist_overrides=overrides,
+        shadows=f"model=127.0.0.1:{shadow.server.port}",
+    ) as mesh:
         targets = {"orchestrator": mesh.orchestrator.metrics_endpoint.port}
         targets.update({name: p.metrics_endpoint.port for name, p in mesh.specialists.items()})
         port = _free_port()
@@ -247,6 +269,8 @@ async def test_every_panel_shows_data_from_a_real_prometheus(
 
             consumer = asyncio.create_task(consume(mesh.stub.StreamTelemetry(requests())))
             for i in range(1, 76):  # ~3 s at 25 batches/s: warm-up, spike, a specialist lost
+                if i == 45:  # before its specialist: a shadow is called only beside it
+                    await shadow.stop(drain_delay=0, grace=0)
                 if i == 50:
                     await mesh.specialists["model"].stop(drain_delay=0, grace=0)
                 values = [250.0 if (i == 40 and j == 0) else 40.0 + (i + j) % 3 for j in range(5)]
@@ -267,6 +291,8 @@ async def test_every_panel_shows_data_from_a_real_prometheus(
         finally:
             server.terminate()
             server.wait(timeout=10)
+            with contextlib.suppress(Exception):
+                await shadow.stop(drain_delay=0, grace=0)
 
     def series(fragment: str) -> list:
         return next(r for e, r in results.items() if fragment in e)

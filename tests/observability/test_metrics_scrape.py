@@ -224,7 +224,8 @@ def check_naming(scrape: Scrape) -> None:
         if family.type == "counter":
             assert names <= {f"{family.name}_total", f"{family.name}_created"}, names
         elif family.type == "histogram":
-            assert family.name.endswith("_seconds"), family.name
+            # Durations in seconds; a score difference has no unit (scores are in [0, 1]).
+            assert family.name.endswith(("_seconds", "_score_difference")), family.name
             assert names <= {f"{family.name}{x}" for x in ("_bucket", "_count", "_sum", "_created")}
         else:
             assert family.type == "gauge", family

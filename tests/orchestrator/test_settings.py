@@ -189,6 +189,20 @@ def test_a_zero_threshold_switches_a_channel_off():
     assert settings.thresholds() == {"statistical.level": 0.0}
 
 
+def test_shadows_name_configured_specialists():
+    settings = OrchestratorSettings(
+        specialists="threshold=127.0.0.1:1,model=127.0.0.1:2", shadows="model=127.0.0.1:3"
+    )
+    assert parse_targets(settings.shadows) == [SpecialistTarget("model", "127.0.0.1:3")]
+    assert settings.shadow_verdicts is False  # shadows never delay verdicts unless asked
+    with pytest.raises(ValidationError, match="shadows: 'forest' is not a configured specialist"):
+        OrchestratorSettings(specialists="model=127.0.0.1:2", shadows="forest=127.0.0.1:3")
+    with pytest.raises(ValidationError, match="expected name=target"):
+        OrchestratorSettings(shadows="model")
+    with pytest.raises(ValidationError, match="configured twice"):
+        OrchestratorSettings(shadows="model=127.0.0.1:3,model=127.0.0.1:4")
+
+
 # -- the memory budget (issue 13) ---------------------------------------------------------------
 
 MIB = 1024 * 1024

@@ -58,7 +58,7 @@ async def test_all_mode_returns_one_verdict_per_reading_with_votes(mesh) -> None
     assert {v.specialist for v in last.votes} == {"threshold", "statistical", "model"}
     assert not any(v.warming_up for v in last.votes)
     assert all(0.0 <= v.score <= 1.0 for v in verdicts)
-    assert {v.engine_version for v in last.votes} >= {THRESHOLD_VERSION, "iforest-1.1.0"}
+    assert {v.engine_version for v in last.votes} >= {THRESHOLD_VERSION, "iforest-1.2.0"}
     # Calibrated engines carry a likelihood in [0, 1]; the threshold engine has none (1).
     likelihood = {v.specialist: v.likelihood for v in last.votes}
     assert likelihood["threshold"] == 1.0

@@ -142,7 +142,10 @@ class _SlowPipeline:
     def prepare(self, batches, client_id="", parent=None, links=()):
         return list(batches)
 
-    async def score(self, prepared, forwarded=()):
+    def shadow_slots(self):
+        return None  # no shadow engines
+
+    async def score(self, prepared, forwarded=(), shadow_slots=None):
         await self.release.wait()
         return prepared
 

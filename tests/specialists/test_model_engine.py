@@ -18,7 +18,7 @@ from sentinel.specialists.model.features import CLIP, FEATURE_SET, robust_window
 from sentinel.specialists.model.synthetic import normal_series
 from signals import Bench
 
-BUNDLED_VERSIONS = {"iforest-v1": "iforest-1.1.0", "iforest-v2": "iforest-2.0.0"}
+BUNDLED_VERSIONS = {"iforest-v1": "iforest-1.2.0", "iforest-v2": "iforest-2.0.0"}
 MODELS_DIR = Path(__file__).resolve().parents[2] / "specialists" / "model" / "models"
 
 
@@ -75,7 +75,7 @@ def test_bundled_models_load_with_version_and_window(name: str, version: str) ->
 
 @pytest.mark.parametrize("reference", [None, ""])
 def test_default_is_iforest_v1(reference: str | None) -> None:
-    assert load_model_engine(reference).version == "iforest-1.1.0"
+    assert load_model_engine(reference).version == "iforest-1.2.0"
 
 
 @pytest.mark.parametrize("name", sorted(BUNDLED_VERSIONS))

@@ -124,3 +124,35 @@ async def test_window_shorter_than_engine_needs_is_invalid_argument(statistical)
         await statistical.Score(request)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "windows" in error.value.details()
+
+
+async def test_a_version_tag_tells_two_deployments_of_one_engine_apart() -> None:
+    """The same engine with other settings and `version_tag`: Describe, Score and the metrics
+    report VERSION+TAG (what the orchestrator labels primary and shadow with)."""
+    process = await start_specialist(
+        "statistical", statistical_short=SHORT, statistical_reference=REFERENCE, version_tag="ref15"
+    )
+    tagged = f"{ENGINE_VERSION}+ref15"
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
+            stub = specialist_pb2_grpc.SpecialistStub(channel)
+            info = await stub.Describe(pb.DescribeRequest())
+            window = np.full((1, 20), 10.0)
+            answer = await stub.Score(_request(window, [10.0], [20], [10.0]))
+        assert (info.engine, info.engine_version, info.window_length) == ("statistical", tagged, 20)
+        assert answer.engine_version == tagged
+        rows = process.registry.get_sample_value(
+            "sentinel_specialist_rows_scored_total", {"engine": "statistical", "version": tagged}
+        )
+        assert rows == 1
+    finally:
+        await process.stop(drain_delay=0, grace=0)
+
+
+@pytest.mark.parametrize("tag", ["has space", "a/b", "x" * 65])
+def test_a_version_tag_is_a_plain_label(tag: str) -> None:
+    from pydantic import ValidationError
+    from sentinel.specialists.settings import SpecialistSettings
+
+    with pytest.raises(ValidationError, match="version_tag"):
+        SpecialistSettings(version_tag=tag)
