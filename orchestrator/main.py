@@ -209,7 +209,7 @@ class OrchestratorProcess:
             settings.resolve_after,
             max_open=settings.max_sensors,
             resolve_after_seconds=settings.resolve_after_seconds,
-            max_bytes=settings.incident_budget_bytes,
+            max_bytes=settings.incident_bytes_per_tracker(),
         )
 
     @property

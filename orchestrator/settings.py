@@ -120,19 +120,20 @@ class OrchestratorSettings(ServerSettings):
     """Memory planned for what clients can make the orchestrator hold: histories (and their
     copy while a checkpoint is taken), incidents, dedup memory, batches in flight. Startup
     refuses limits whose worst case exceeds it. Leave ~1/4 of the container limit spare."""
-    inflight_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
+    inflight_budget_bytes: int = Field(default=48 * MIB, ge=MIB)
     """Batches received and not yet answered (columns and ids while queued, then verdicts until
     sent), all streams and Detect calls together; one that does not fit: RESOURCE_EXHAUSTED."""
     stream_budget_bytes: int = Field(default=16 * MIB, ge=MIB)
     """Received bytes after which one stream is not read further until some are answered
     (backpressure); a stream holding nothing may always take one batch."""
-    scoring_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
+    scoring_budget_bytes: int = Field(default=56 * MIB, ge=MIB)
     """Working memory of scoring rounds (each row's copy of its sensor's history, the votes);
     a round waits for room, holding back its own stream (backpressure, queue depth rises)."""
-    dedup_budget_bytes: int = Field(default=32 * MIB, ge=0)
+    dedup_budget_bytes: int = Field(default=16 * MIB, ge=0)
     """Memory of remembered batch ids; beyond it (or dedup_batches) the oldest are forgotten."""
-    incident_budget_bytes: int = Field(default=64 * MIB, ge=MIB)
-    """Memory of open incidents; beyond it the oldest one resolves with reason `evicted`."""
+    incident_budget_bytes: int = Field(default=32 * MIB, ge=MIB)
+    """Memory of open incidents (shared equally with the shadows' trackers); beyond it the
+    oldest one resolves with reason `evicted`."""
     alert_watch_queue: int = Field(default=1_000, ge=1)
     """Alerts buffered per WatchAlerts subscriber before it is ended as too slow."""
     alertmanager_url: str = ""
@@ -252,8 +253,9 @@ class OrchestratorSettings(ServerSettings):
 
     def memory_plan(self) -> MemoryPlan:
         """The most each part of the client-driven state may take (bytes), from these limits.
-        Shadows add their calibration state per sensor and an incident tracker each."""
-        shadows = len(parse_targets(self.shadows)) if self.shadows else 0
+        Shadows add their calibration state per sensor (their incident trackers share the
+        incident budget)."""
+        shadows = self.shadow_count()
         per_sensor = (
             self.max_history_bytes_per_sensor
             + (self.max_shadow_bytes_per_sensor if shadows else 0)
@@ -264,11 +266,18 @@ class OrchestratorSettings(ServerSettings):
         return MemoryPlan(
             histories=self.max_sensors * per_sensor,
             checkpoint_copy=copy,
-            incidents=self.incident_budget_bytes * (1 + shadows),
+            incidents=self.incident_budget_bytes,
             dedup=self.dedup_budget_bytes,
             inflight=self.inflight_budget_bytes,
             scoring=self.scoring_budget_bytes,
         )
+
+    def shadow_count(self) -> int:
+        return len(parse_targets(self.shadows)) if self.shadows else 0
+
+    def incident_bytes_per_tracker(self) -> int:
+        """The incident budget, shared equally by the incidents and each shadow's."""
+        return self.incident_budget_bytes // (1 + self.shadow_count())
 
     def scoring_budget(self) -> ScoringBudget:
         """The budget of scoring rounds: a row copies at most max_history_bytes_per_sensor."""

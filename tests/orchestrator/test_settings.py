@@ -229,7 +229,7 @@ def test_the_default_memory_plan_fits_the_default_budget_and_the_receive_limit_f
         # ... nor a round of the largest batch be scored.
         ({"scoring_budget_bytes": 32 * MIB}, r"scoring_budget_bytes \(33,554,432\) must hold"),
         # The parts add up to more than the total.
-        ({"max_sensors": 200_000}, r"exceeds memory_budget_bytes \(768 MiB\); at most 10\d,\d{3}"),
+        ({"max_sensors": 200_000}, r"exceeds memory_budget_bytes \(768 MiB\); at most 12\d,\d{3}"),
         # A checkpoint copies the histories: 100,000 sensors and their copy do not fit 768 MiB.
         ({"state_dir": "/tmp/state"}, r"checkpoint copy 391 MiB.*at most 6\d,\d{3} sensors"),
     ],
