@@ -179,8 +179,10 @@ def shadow_mesh_settings(shadows: Sequence[str]) -> dict[str, object]:
     return {
         "shadows": ",".join(shadows),
         "shadow_verdicts": True,
-        # Offline, a few files' sensors: room for any shadows' calibration.
+        # Offline, a few files' sensors: room for any shadows' calibration. The memory plan
+        # reckons with 100,000 sensors of it (6.7 GiB), which a replay never comes near.
         "max_shadow_bytes_per_sensor": 65_536,
+        "memory_budget_bytes": 8 * 1024**3,
     }
 
 
