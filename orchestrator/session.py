@@ -319,20 +319,25 @@ class StreamSession:
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
         working = self._scoring.cost(sum(b.rows for b in batches))
-        # Room for the round's working memory first (waiting here holds this stream's queue
-        # back), then at once into the window store: no checkpoint may start in between.
-        await self._scoring.take(working)
+        # A round waiting for room is work the mesh has to do: it counts in the queue depth.
+        self._rounds_open += 1
         try:
-            await self._pipeline.admit()
-            prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
+            # Room for the round's working memory first (waiting here holds this stream's
+            # queue back), then at once into the window store: no checkpoint in between.
+            await self._scoring.take(working)
+            try:
+                await self._pipeline.admit()
+                prepared = self._pipeline.prepare(batches, self._client_id, parent, self._links)
+            except BaseException:
+                self._scoring.give(working)
+                raise
         except BaseException:
-            self._scoring.give(working)
+            self._rounds_open -= 1
             raise
         scoring = asyncio.create_task(
             self._pipeline.score(prepared, self._forwarded, self._shadow_slots)
         )
         self._inflight.put_nowait(_Round(prepared, scoring, self._cost(batches), working))
-        self._rounds_open += 1
         return True
 
     async def _finish(self) -> None:

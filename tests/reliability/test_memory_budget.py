@@ -211,3 +211,32 @@ async def test_a_full_in_flight_budget_refuses_with_resource_exhausted_and_clien
 async def _queue_requests(queue: asyncio.Queue):
     while (item := await queue.get()) is not None:
         yield item
+
+
+async def test_rounds_wait_for_the_scoring_budget_and_count_in_the_queue_depth() -> None:
+    """A round needs room for its working memory; waiting for it, the round is still work the
+    mesh has to do, so the autoscaler's signal (queue depth) counts it."""
+    async with running_mesh(
+        engines=("threshold",),
+        max_batch_readings=500,
+        coalesce_max_readings=500,
+        scoring_budget_bytes=3 * MIB,  # one round of 500 readings (2.6 MB) at a time
+    ) as mesh:
+        servicer, scoring = mesh.orchestrator.servicer, mesh.orchestrator.scoring
+        a: asyncio.Queue = asyncio.Queue()
+        b: asyncio.Queue = asyncio.Queue()
+        first = mesh.stub.StreamTelemetry(_queue_requests(a))
+        second = mesh.stub.StreamTelemetry(_queue_requests(b))
+        async with mesh.orchestrator.pipeline.quiesced(timeout=5):  # rounds held back
+            await a.put(batch(1, [1.0] * 500, sensor="a"))
+            await wait_until(lambda: scoring.used > 0, 10, "the first round has its room")
+            await b.put(batch(1, [1.0] * 500, sensor="b"))
+            await wait_until(lambda: servicer.queue_depth == 2, 10, "the second round counted")
+            value = mesh.orchestrator.registry.get_sample_value
+            used = value("sentinel_orchestrator_memory_used_bytes", {"part": "scoring"})
+            assert used == scoring.used <= 3 * MIB  # the second waits for room
+        await a.put(None)
+        await b.put(None)
+        assert [ack.batch_id for ack in (await collect(first))["ack"]] == [1]
+        assert [ack.batch_id for ack in (await collect(second))["ack"]] == [1]
+        assert scoring.used == 0 and servicer.queue_depth == 0
