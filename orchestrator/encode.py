@@ -73,45 +73,35 @@ def encode_verdicts(
                 anomaly=anomaly,
                 score=score,
                 status=_STATUS_TO_PROTO[status],
-                votes=[
-                    orchestrator_pb2.Vote(
-                        specialist=name,
-                        engine_version=version,
-                        score=scores[k],
-                        anomaly=flags[k],
-                        warming_up=warming[k],
-                        reason=reasons[row],
-                        likelihood=likelihood[k],
-                    )
-                    for name, version, scores, flags, warming, reasons, likelihood in vote_columns
-                ],
+                votes=[_vote(columns, k, row) for columns in vote_columns],
                 missing=missing,
                 batch_id=batch_id,
                 shadows=[
                     orchestrator_pb2.ShadowVote(
-                        vote=orchestrator_pb2.Vote(
-                            specialist=name,
-                            engine_version=version,
-                            score=scores[k],
-                            anomaly=flags[k],
-                            warming_up=warming[k],
-                            reason=reasons[row],
-                            likelihood=likelihood[k],
-                        ),
+                        vote=_vote(columns, k, row),
                         verdict_anomaly=verdict_anomaly[k],
                         verdict_score=verdict_score[k],
                         alert=alert[k],
                     )
-                    for (
-                        (name, version, scores, flags, warming, reasons, likelihood),
-                        verdict_anomaly,
-                        verdict_score,
-                        alert,
-                    ) in shadow_columns
+                    for columns, verdict_anomaly, verdict_score, alert in shadow_columns
                 ],
             )
         )
     return out
+
+
+def _vote(columns: tuple, k: int, row: int) -> orchestrator_pb2.Vote:
+    """The Vote of the k-th selected row (batch row `row`) from `_vote_columns`."""
+    name, version, scores, flags, warming, reasons, likelihood = columns
+    return orchestrator_pb2.Vote(
+        specialist=name,
+        engine_version=version,
+        score=scores[k],
+        anomaly=flags[k],
+        warming_up=warming[k],
+        reason=reasons[row],
+        likelihood=likelihood[k],
+    )
 
 
 def _vote_columns(vote: EngineVotes, rows: np.ndarray) -> tuple:
