@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nab_files import stamp, write_series
 
 from sentinel.app.evaluate import PROFILES, evaluate, probationary_length, verdict_file_name
 from sentinel.app.local_mesh import serve_command, wait_ready
 
 ROWS = 2000
-FIRST = np.datetime64("2021-03-01T00:00:00")
 # Both meshes: default detection settings, and a Score deadline no loaded CI machine misses
 # (a late specialist would make one run's verdicts degraded and the comparison meaningless).
 MESH_ENV = {"SENTINEL_SPECIALIST_TIMEOUT_SECONDS": "10"}
@@ -38,18 +38,6 @@ def mesh_environ() -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")},
         **MESH_ENV,
     }
-
-
-def stamp(row: int) -> str:
-    return str(FIRST + np.timedelta64(5 * row, "m")).replace("T", " ")
-
-
-def write_series(path: Path, values: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["timestamp", "value"])
-        writer.writerows((stamp(i), f"{v:.4f}") for i, v in enumerate(values))
 
 
 def nab_window(center: int, width: int = 100) -> list[str]:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nab_files import stamp, write_series
 
 from sentinel.app.evaluate import PROFILES, evaluate, render
 from sentinel.app.local_mesh import serve_command, wait_ready
 
 ROWS = 1400
-FIRST = np.datetime64("2021-03-01T00:00:00")
 
 
 def clean_environ(**extra: str) -> dict[str, str]:
@@ -34,18 +34,6 @@ def clean_environ(**extra: str) -> dict[str, str]:
         "SENTINEL_SPECIALIST_TIMEOUT_SECONDS": "30",
         **extra,
     }
-
-
-def stamp(row: int) -> str:
-    return str(FIRST + np.timedelta64(5 * row, "m")).replace("T", " ")
-
-
-def write_series(path: Path, values: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["timestamp", "value"])
-        writer.writerows((stamp(i), f"{v:.4f}") for i, v in enumerate(values))
 
 
 def write_corpus(root: Path) -> Path:
