@@ -156,6 +156,7 @@ class OrchestratorProcess:
                 limits=limits,
                 queue_batches=settings.stream_queue_batches,
                 inflight_batches=settings.stream_inflight_batches,
+                busy_rounds=settings.busy_rounds,
                 coalesce_max_readings=settings.coalesce_max_readings,
                 heartbeat_seconds=settings.heartbeat_seconds,
                 max_age_seconds=settings.max_stream_age_seconds,

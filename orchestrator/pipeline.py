@@ -282,6 +282,11 @@ class ScoringPipeline:
         if self._rounds_open == 0:
             self._quiet.set()
 
+    @property
+    def rounds_open(self) -> int:
+        """Rounds prepared and not yet finished or abandoned (all streams and Detect calls)."""
+        return self._rounds_open
+
     async def admit(self) -> None:
         """Wait while a checkpoint is being taken (called before `prepare`)."""
         await self._admitting.wait()

@@ -36,6 +36,7 @@ from sentinel.v1 import orchestrator_pb2
 from .batches import DecodedBatch, Limits
 from .budget import MIB, InflightBudget, ScoringBudget
 from .pipeline import BatchResult, Prepared, ScoringPipeline
+from .round_slots import RoundSlots
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class StreamOptions:
     limits: Limits
     queue_batches: int = 8
     inflight_batches: int = 2
+    busy_rounds: int = 2  # rounds open (all streams) beyond which a stream keeps to one
     coalesce_max_readings: int = 4096
     heartbeat_seconds: float = 30.0
     max_age_seconds: float = 1800.0
@@ -115,7 +117,9 @@ class StreamSession:
         # Rounds being scored: the processor takes a slot *before* it takes batches off the
         # ingest queue, so that while the mesh is busy, arriving batches wait there and
         # coalesce into the next, larger round (per-round costs are most of the cost).
-        self._slots = asyncio.Semaphore(options.inflight_batches)
+        self._slots = RoundSlots(
+            options.inflight_batches, options.busy_rounds, lambda: pipeline.rounds_open
+        )
         self._batches_queued = 0
         self._rounds_open = 0
         # Not bounded in count but in bytes: every verdict in it was reserved with its batch

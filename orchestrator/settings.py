@@ -88,6 +88,9 @@ class OrchestratorSettings(ServerSettings):
     """Batches buffered per stream before the orchestrator stops reading (backpressure)."""
     stream_inflight_batches: int = Field(default=2, ge=1)
     """Scoring rounds of one stream in flight at once (pipelining of fan-out calls)."""
+    busy_rounds: int = Field(default=2, ge=1)
+    """Rounds open across all streams from which a stream keeps to one round at a time (its
+    queued batches coalesce into larger rounds instead); raise with many specialist replicas."""
     coalesce_max_readings: int = Field(default=COALESCE_DEFAULT, ge=1)
     """Queued batches of one stream are scored together up to this many readings (at most
     max_sensors; left at its default, it follows a smaller max_sensors)."""
