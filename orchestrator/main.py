@@ -8,6 +8,7 @@ import logging
 import grpc
 from prometheus_client import CollectorRegistry, write_to_textfile
 
+from sentinel.allocator import keep_freed_memory
 from sentinel.server import (
     GrpcServer,
     drain_and_stop,
@@ -318,4 +319,6 @@ def main(
     settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False
 ) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    if not keep_freed_memory(settings.allocator_keep_bytes) and settings.allocator_keep_bytes:
+        log.info("allocator tuning unavailable (no glibc mallopt); using the C library defaults")
     asyncio.run(serve(settings, ready_file, console_spans))

@@ -16,6 +16,7 @@ import logging
 
 import grpc
 
+from sentinel.allocator import keep_freed_memory
 from sentinel.errors import InvalidArgument
 from sentinel.server import GrpcServer, drain_and_stop, parse_bind, serve_until_signalled
 from sentinel.telemetry import configure_logging
@@ -146,4 +147,6 @@ async def serve(settings: OrchestratorSettings, ready_file: str | None = None) -
 
 def main(settings: OrchestratorSettings, ready_file: str | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    # The same allocator as the real roles, so the comparison is of the work alone.
+    keep_freed_memory(settings.allocator_keep_bytes)
     asyncio.run(serve(settings, ready_file))

@@ -35,6 +35,8 @@ class ServerSettings(BaseSettings):
     """On SIGTERM: time in-flight RPCs get to finish before they are cancelled."""
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest gRPC message accepted or sent, in bytes."""
+    allocator_keep_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    """Freed memory kept for reuse rather than returned to the OS (glibc; 0 = its defaults)."""
 
     @property
     def tls_enabled(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from sentinel.allocator import keep_freed_memory
 from sentinel.server import GrpcServer, drain_and_stop, parse_bind, serve_until_signalled
 from sentinel.telemetry import configure_logging
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
@@ -72,4 +73,6 @@ async def serve(settings: SpecialistSettings, ready_file: str | None = None) -> 
 
 def main(settings: SpecialistSettings, ready_file: str | None = None) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    # The same allocator as the real roles, so the comparison is of the work alone.
+    keep_freed_memory(settings.allocator_keep_bytes)
     asyncio.run(serve(settings, ready_file))
