@@ -42,7 +42,8 @@ class EngineVotes:
     scores: np.ndarray
     anomalies: np.ndarray
     warming_up: np.ndarray
-    reasons: Sequence[str]
+    # Why a row was flagged, by row; rows without a reason have no entry (most rows).
+    reasons: Mapping[int, str]
     # Raw channel values (name -> float64 [rows]) before calibration.
     channels: Mapping[str, np.ndarray] = field(default_factory=dict)
     # Lowest calibrated likelihood per row (None: the engine has no calibrated channel).

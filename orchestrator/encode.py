@@ -99,7 +99,7 @@ def _vote(columns: tuple, k: int, row: int) -> orchestrator_pb2.Vote:
         score=scores[k],
         anomaly=flags[k],
         warming_up=warming[k],
-        reason=reasons[row],
+        reason=reasons.get(row, ""),
         likelihood=likelihood[k],
     )
 

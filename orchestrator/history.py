@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -43,13 +44,22 @@ class ChannelDecl:
     flag_below: float
 
 
+class RowColumn(Enum):
+    """A per-row column of Score requests besides values, windows and views."""
+
+    SENSOR_IDS = "sensor_ids"
+    TIMESTAMPS = "timestamps"
+
+
 @dataclass(frozen=True, slots=True)
 class Declaration:
-    """What one described specialist needs kept per sensor."""
+    """What one described specialist needs kept per sensor, and which row columns it reads."""
 
     window_length: int
     views: Mapping[str, RangeSpec | SeasonalSpec]
     channels: Mapping[str, ChannelDecl]
+    # None: an engine predating the declaration, sent every row column in per-row form.
+    row_columns: frozenset[RowColumn] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +412,7 @@ class History:
             score = np.where(vote.anomalies, vote.scores, 0.0)
             flagged = vote.anomalies.copy()
             judged = ~vote.warming_up & vote.anomalies
-            reasons = list(vote.reasons)
+            reasons = dict(vote.reasons)
             for name, column in mine:
                 flag_below = self.channels[ChannelKey(vote.name, name)].flag_below
                 ready = np.isfinite(q[:, column])
@@ -413,7 +423,8 @@ class History:
                 score = np.maximum(score, likelihood_score(channel_q, flag_below))
                 for row in np.flatnonzero(hit).tolist():
                     note = f"{name} likelihood {channel_q[row]:.3g} < {flag_below:g}"
-                    reasons[row] = f"{reasons[row]}; {note}" if reasons[row] else note
+                    said = reasons.get(row)
+                    reasons[row] = f"{said}; {note}" if said else note
                 flagged |= hit
             out.append(
                 replace(

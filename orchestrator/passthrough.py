@@ -57,11 +57,11 @@ class PassThroughServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def _fan_out(self, batch: DecodedBatch) -> None:
         rows = batch.rows
+        # What the real orchestrator sends a specialist that reads no row columns (as the
+        # pass-through specialists declare): values and fills, no ids or timestamps, and
+        # sparse reasons allowed, so the baseline pays for the same wire as the real mesh.
         payload = specialist_pb2.ScoreRequest(
-            sensor_ids=batch.sensor_ids,
-            values=batch.values.tolist(),
-            timestamps_unix_nanos=batch.timestamps.tolist(),
-            window_fill=[0] * rows,
+            values=batch.values.tolist(), window_fill=[0] * rows, sparse_reasons=True
         ).SerializeToString()
         responses = await asyncio.gather(
             *(score(payload, timeout=self._timeout) for score in self._score.values())

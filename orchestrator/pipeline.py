@@ -33,7 +33,7 @@ from .history import History
 from .incidents import AlertEvent, IncidentTracker
 from .metrics import OrchestratorMetrics
 from .shadows import FinishedRound, InFlight, ShadowCall, Shadows
-from .specialist_pool import CompactWindows, SpecialistPool
+from .specialist_pool import CompactWindows, DistinctSensors, SpecialistPool
 from .windows import BatchWindows
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,8 @@ class ScoringPipeline:
                     prepared.fill,
                     lambda name: self.history.views_for(name, prepared.views),
                     _compact(prepared.stored),
+                    DistinctSensors(prepared.stored.sensors, prepared.stored.group),
+                    self.shadows.row_columns() if self.shadows is not None else None,
                 )
                 if self.shadows is not None:
                     # Beside the specialists' calls, on the same request bytes; never awaited
@@ -455,8 +457,9 @@ def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[st
     reasons, versions = [], []
     for vote in votes:
         if vote.anomalies[row] and not vote.warming_up[row]:
-            if vote.reasons[row]:
-                reasons.append(f"{vote.name}: {vote.reasons[row]}")
+            reason = vote.reasons.get(row)
+            if reason:
+                reasons.append(f"{vote.name}: {reason}")
             versions.append(f"{vote.name}@{vote.version}")
     return reasons, versions
 

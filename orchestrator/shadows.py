@@ -8,7 +8,8 @@ history's budget, so a shadow never crowds a specialist out), compared row by ro
 specialist's vote (agreement metrics), and fed to a verdict with the shadow in the specialist's
 place and to incidents of that verdict: the alerts the shadow would have opened, counted and
 never sent. A shadow must read what its specialist reads (same window length and views);
-otherwise it sits out (counted as `mismatch`).
+otherwise it sits out (counted as `mismatch`). Row columns (sensor ids, timestamps) may differ:
+the specialist's request then carries those its shadow reads too.
 
 What a shadow can never do: vote, make a verdict degraded, delay a verdict or an ack. Its calls
 run beside the specialists' and nothing waits for them; a stream has at most `inflight` shadow
@@ -46,6 +47,7 @@ from .incidents import IncidentTracker
 from .metrics import OrchestratorMetrics
 from .specialist_pool import (
     SPECIALIST_SERVICE,
+    RowColumns,
     SpecialistClient,
     SpecialistPool,
     SpecialistTarget,
@@ -252,6 +254,15 @@ class Shadows:
         return None
 
     # -- one round ----------------------------------------------------------------------------
+    def row_columns(self) -> dict[str, RowColumns]:
+        """By specialist, the row columns its (described) shadow reads: its specialist's
+        requests carry them too, since the shadow scores the same bytes."""
+        return {
+            s.name: s.client.declaration.row_columns
+            for s in self.shadows
+            if s.client.described and s.client.declaration is not None
+        }
+
     def launch(
         self,
         requests: dict[str, bytes],

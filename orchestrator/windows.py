@@ -43,6 +43,9 @@ class BatchWindows:
     # values); row i's window is extended[group[i], rank[i] : rank[i] + length].
     extended: np.ndarray
     group: np.ndarray
+    # The batch's distinct sensor ids in order of first appearance: row i's is
+    # sensors[group[i]] (sent so to engines that read sensor ids).
+    sensors: Sequence[str]
     # The same grouping by sensor, for state that advances reading by reading: `order` lists
     # the rows by sensor, then reading; sensor u of the batch has counts[u] rows and slot
     # sensor_slots[u].
@@ -202,6 +205,7 @@ class WindowStore:
             generation=self._generation[row_slots],
             extended=extended,
             group=group,
+            sensors=unique_ids,
             order=order,
             counts=counts,
             sensor_slots=slots,

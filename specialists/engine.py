@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -49,35 +50,57 @@ class ChannelSpec:
     flag_below: float
 
 
+class RowColumn(Enum):
+    """A per-row column an engine may read besides values, windows and views. The orchestrator
+    sends an engine only the ones it declares (`Engine.row_columns`)."""
+
+    SENSOR_IDS = "sensor ids"
+    TIMESTAMPS = "timestamps"
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreInput:
-    """Row i is (sensor_ids[i], values[i], timestamps[i], windows[i], window_fill[i]) plus
-    row i of every view the engine declared."""
+    """Row i is (values[i], windows[i], window_fill[i]) plus row i of every view the engine
+    declared, and of the row columns it declared: sensor sensors[sensor_index[i]] and
+    timestamps[i]. A column that was not sent is None."""
 
-    sensor_ids: Sequence[str]
     values: np.ndarray  # float64 [rows]
-    timestamps: np.ndarray  # int64 [rows], Unix nanoseconds
     windows: np.ndarray  # float [rows, window_length], oldest first, NaN where unfilled
     window_fill: np.ndarray  # int64 [rows], valid trailing positions of each window row
     views: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> [rows, width]
+    # Each distinct sensor id once, and row i's position in it: engines that work per sensor
+    # (threshold's rules) do so once per sensor, not once per row.
+    sensors: Sequence[str] | None = None
+    sensor_index: np.ndarray | None = None  # int64 [rows]
+    timestamps: np.ndarray | None = None  # int64 [rows], Unix nanoseconds
 
     @property
     def rows(self) -> int:
         return int(self.values.shape[0])
+
+    def has(self, column: RowColumn) -> bool:
+        """Whether the request carried `column`."""
+        if column is RowColumn.SENSOR_IDS:
+            return self.sensors is not None and self.sensor_index is not None
+        return self.timestamps is not None
 
 
 @dataclass(frozen=True, slots=True)
 class ScoreOutput:
     scores: np.ndarray  # float64 [rows] in [0, 1]
     anomalies: np.ndarray  # bool [rows]
-    reasons: list[str]  # per row; empty where there is nothing to explain
+    # Why a row was flagged, by row; rows with nothing to explain have no entry (most rows:
+    # they are neither built nor sent).
+    reasons: Mapping[int, str]
     warming_up: np.ndarray  # bool [rows]; such rows carry no vote
     channels: Mapping[str, np.ndarray] = field(default_factory=dict)  # name -> float64 [rows]
 
     def __post_init__(self) -> None:
         n = self.scores.shape[0]
-        if not (self.anomalies.shape[0] == n == len(self.reasons) == self.warming_up.shape[0]):
+        if not (self.anomalies.shape[0] == n == self.warming_up.shape[0]):
             raise ValueError("ScoreOutput columns must have one entry per row")
+        if self.reasons and not (0 <= min(self.reasons) and max(self.reasons) < n):
+            raise ValueError("ScoreOutput reasons must be keyed by rows of the batch")
         if any(column.shape[0] != n for column in self.channels.values()):
             raise ValueError("ScoreOutput channels must have one entry per row")
 
@@ -100,6 +123,11 @@ class Engine(Protocol):
 
     @property
     def channels(self) -> Sequence[ChannelSpec]: ...
+
+    @property
+    def row_columns(self) -> frozenset[RowColumn]:
+        """The row columns `score` reads (empty: none); no others are sent."""
+        ...
 
     def parameters(self) -> Mapping[str, str]: ...
 
@@ -130,11 +158,24 @@ class VersionTagged:
     def channels(self) -> Sequence[ChannelSpec]:
         return self._engine.channels
 
+    @property
+    def row_columns(self) -> frozenset[RowColumn]:
+        return self._engine.row_columns
+
     def parameters(self) -> Mapping[str, str]:
         return self._engine.parameters()
 
     def score(self, batch: ScoreInput) -> ScoreOutput:
         return self._engine.score(batch)
+
+
+def distinct_sensors(sensor_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Per-row sensor ids as (each distinct id once, in order of first appearance; every row's
+    index into those): `ScoreInput.sensors` and `sensor_index`."""
+    # Through a dict: sorting the ids (np.unique on an object array) costs more than this.
+    position = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
+    index = np.fromiter(map(position.__getitem__, sensor_ids), np.int64, len(sensor_ids))
+    return list(position), index
 
 
 def ratio_score(magnitude: np.ndarray, cutoff: float) -> np.ndarray:

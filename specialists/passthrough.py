@@ -26,7 +26,10 @@ class PassThroughSpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
 
     async def Describe(self, request, context):  # noqa: N802 (gRPC method name)
         return specialist_pb2.DescribeResponse(
-            engine=self._name, engine_version=VERSION, window_length=0
+            engine=self._name,
+            engine_version=VERSION,
+            window_length=0,
+            row_columns=[specialist_pb2.ROW_COLUMN_NONE],
         )
 
     async def Score(self, request, context):  # noqa: N802
@@ -34,12 +37,14 @@ class PassThroughSpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
 
 
 def score_nothing(request: specialist_pb2.ScoreRequest, name: str) -> specialist_pb2.ScoreResponse:
-    """Scores 0, no anomalies, no reasons, not warming up: one entry per row of `request`."""
+    """Scores 0, no anomalies, no reasons, not warming up: one entry per row of `request`
+    (and no reason at all where the request allows sparse reasons, as a real engine would)."""
     rows = len(request.values)
     response = specialist_pb2.ScoreResponse(engine=name, engine_version=VERSION)
     response.scores.extend([0.0] * rows)
     response.anomalies.extend([False] * rows)
-    response.reasons.extend([""] * rows)
+    if not request.sparse_reasons:
+        response.reasons.extend([""] * rows)
     response.warming_up.extend([False] * rows)
     return response
 

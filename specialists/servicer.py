@@ -12,8 +12,10 @@ from sentinel.errors import InvalidArgument
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
 
 from .codec import (
+    check_declared_inputs,
     decode_score_request,
     encode_channel_spec,
+    encode_row_columns,
     encode_score_response,
     encode_view_spec,
 )
@@ -48,6 +50,7 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
             parameters=dict(self._engine.parameters()),
             views=[encode_view_spec(v) for v in self._engine.views],
             channels=[encode_channel_spec(c) for c in self._engine.channels],
+            row_columns=encode_row_columns(self._engine.row_columns),
         )
 
     async def Score(self, request, context):  # noqa: N802
@@ -61,16 +64,7 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
         ) as span:
             try:
                 batch = decode_score_request(request)
-                needed = self._engine.window_length
-                if batch.rows and batch.windows.shape[1] < needed:
-                    raise InvalidArgument(
-                        "windows.shape",
-                        f"{batch.windows.shape[1]} columns, {self._engine.name} needs {needed}",
-                    )
-                if batch.rows:
-                    for view in self._engine.views:
-                        if view.name not in batch.views:
-                            raise InvalidArgument("views", f"view {view.name!r} is missing")
+                check_declared_inputs(self._engine, batch)
                 output = self._engine.score(batch)
             except InvalidArgument as error:
                 self._metrics.rejected()
@@ -83,6 +77,8 @@ class SpecialistServicer(specialist_pb2_grpc.SpecialistServicer):
             span.set_attribute("sentinel.rows_warming_up", warming)
             span.set_attribute("sentinel.engine", self._engine.name)
             span.set_attribute("sentinel.engine_version", self._engine.version)
-            response = encode_score_response(output, self._engine.name, self._engine.version)
+            response = encode_score_response(
+                output, self._engine.name, self._engine.version, request.sparse_reasons
+            )
         self._metrics.scored(batch.rows, anomalies, warming, time.perf_counter() - started)
         return response

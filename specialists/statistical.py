@@ -27,6 +27,7 @@ from sentinel.errors import InvalidArgument
 
 from .engine import (
     ChannelSpec,
+    RowColumn,
     ScoreInput,
     ScoreOutput,
     SeasonalViewSpec,
@@ -86,6 +87,8 @@ class StatisticalParams:
 
 class StatisticalEngine:
     name = "statistical"
+    # The daily view is aligned by the orchestrator: the engine reads no timestamps.
+    row_columns: frozenset[RowColumn] = frozenset()
 
     def __init__(self, params: StatisticalParams | None = None, daily: bool = True) -> None:
         self.params = params or StatisticalParams()
@@ -164,7 +167,7 @@ class StatisticalEngine:
         return ScoreOutput(
             scores=np.where(np.isfinite(level), ratio_score(level, 4.0), 0.0),
             anomalies=np.zeros(rows, dtype=bool),
-            reasons=[""] * rows,
+            reasons={},
             warming_up=~judged,
             channels=channels,
         )

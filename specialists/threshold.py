@@ -30,7 +30,7 @@ import numpy as np
 
 from sentinel.errors import InvalidArgument
 
-from .engine import ChannelSpec, RangeViewSpec, ScoreInput, ScoreOutput, ratio_score
+from .engine import ChannelSpec, RangeViewSpec, RowColumn, ScoreInput, ScoreOutput, ratio_score
 
 ENGINE_VERSION = "2.0.0"
 RANGE_VIEW = "range"
@@ -98,6 +98,7 @@ class ThresholdEngine:
     name = "threshold"
     window_length = 0
     channels: tuple[ChannelSpec, ...] = ()
+    row_columns = frozenset({RowColumn.SENSOR_IDS})  # rules match sensor ids
 
     def __init__(
         self,
@@ -142,13 +143,11 @@ class ThresholdEngine:
         rows = batch.rows
         if rows == 0:
             return _empty_output()
-        # Pattern matching happens once per distinct sensor, then broadcasts to rows. Distinct
-        # ids in order of appearance through a dict: sorting the ids (np.unique on an object
-        # array) cost more than the whole rest of the scoring.
-        position = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(batch.sensor_ids))}
-        unique_ids = list(position)
-        inverse = np.fromiter(map(position.__getitem__, batch.sensor_ids), np.int64, rows)
-        rules = [self.rule_for(s) for s in unique_ids]
+        # Pattern matching happens once per distinct sensor, then broadcasts to rows.
+        if batch.sensors is None or batch.sensor_index is None:
+            raise InvalidArgument("sensors", "threshold reads sensor ids; none were sent")
+        inverse = batch.sensor_index
+        rules = [self.rule_for(s) for s in batch.sensors]
         low = np.array([r.low for r in rules])[inverse]
         high = np.array([r.high for r in rules])[inverse]
         values = batch.values
@@ -174,7 +173,7 @@ class ThresholdEngine:
             scores = np.maximum(scores, adaptive_score)
             anomalies = anomalies | new_high | new_low
 
-        reasons = [""] * rows
+        reasons: dict[int, str] = {}
         for i in np.flatnonzero(anomalies).tolist():
             rule = rules[inverse[i]]
             if above[i]:
@@ -240,6 +239,6 @@ def _empty_output() -> ScoreOutput:
     return ScoreOutput(
         scores=np.empty(0),
         anomalies=np.empty(0, dtype=bool),
-        reasons=[],
+        reasons={},
         warming_up=np.empty(0, dtype=bool),
     )

@@ -15,7 +15,11 @@ from sentinel.orchestrator.combine import EngineVotes
 from sentinel.orchestrator.history import History
 from sentinel.orchestrator.specialist_pool import parse_declaration
 from sentinel.orchestrator.windows import WindowStore
-from sentinel.specialists.codec import encode_channel_spec, encode_view_spec
+from sentinel.specialists.codec import (
+    encode_channel_spec,
+    encode_row_columns,
+    encode_view_spec,
+)
 from sentinel.specialists.engine import Engine, ScoreInput
 
 from sentinel.v1 import specialist_pb2
@@ -65,7 +69,7 @@ class Scored:
 
     scores: np.ndarray
     anomalies: np.ndarray  # the engine's own flags
-    reasons: list[str]
+    reasons: list[str]  # per row, "" where there is none
     warming_up: np.ndarray  # the engine's own
     channels: dict[str, np.ndarray]
     flagged: np.ndarray  # after calibration (engine flag or a likelihood below threshold)
@@ -80,6 +84,7 @@ def declare(history: History, engine: Engine) -> None:
         window_length=engine.window_length,
         views=[encode_view_spec(v) for v in engine.views],
         channels=[encode_channel_spec(c) for c in engine.channels],
+        row_columns=encode_row_columns(engine.row_columns),
     )
     declaration = parse_declaration(info)
     history.check(engine.name, declaration)
@@ -105,12 +110,13 @@ class Bench:
             windows = stored.windows[:, stored.windows.shape[1] - length :]
             out = engine.score(
                 ScoreInput(
-                    sensor_ids=sensor_ids,
                     values=values,
-                    timestamps=np.asarray(timestamps, dtype=np.int64),
                     windows=windows,
                     window_fill=np.minimum(stored.fill, length),
                     views=self.history.views_for(engine.name, views),
+                    sensors=stored.sensors,
+                    sensor_index=stored.group,
+                    timestamps=np.asarray(timestamps, dtype=np.int64),
                 )
             )
             outputs[engine.name] = out
@@ -127,7 +133,7 @@ class Bench:
             result[vote.name] = Scored(
                 scores=np.asarray(out.scores),
                 anomalies=np.asarray(out.anomalies),
-                reasons=list(vote.reasons),
+                reasons=[vote.reasons.get(row, "") for row in range(len(values))],
                 warming_up=np.asarray(out.warming_up),
                 channels={k: np.asarray(v) for k, v in out.channels.items()},
                 flagged=np.asarray(vote.anomalies),

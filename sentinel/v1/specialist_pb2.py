@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csentinel/v1/specialist.proto\x12\x0bsentinel.v1\"\x11\n\x0f\x44\x65scribeRequest\"\x99\x02\n\x10\x44\x65scribeResponse\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\x15\n\rwindow_length\x18\x03 \x01(\r\x12\x41\n\nparameters\x18\x04 \x03(\x0b\x32-.sentinel.v1.DescribeResponse.ParametersEntry\x12$\n\x05views\x18\x05 \x03(\x0b\x32\x15.sentinel.v1.ViewSpec\x12*\n\x08\x63hannels\x18\x06 \x03(\x0b\x32\x18.sentinel.v1.ChannelSpec\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbc\x01\n\x08ViewSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.sentinel.v1.ViewKind\x12\x10\n\x08readings\x18\x03 \x01(\r\x12\r\n\x05\x62lock\x18\x04 \x01(\r\x12\x16\n\x0eperiod_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x62ucket_seconds\x18\x06 \x01(\x01\x12\x11\n\tsmoothing\x18\x07 \x01(\r\x12\x19\n\x11tolerance_buckets\x18\x08 \x01(\r\"^\n\x0b\x43hannelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x0b\x63\x61libration\x18\x02 \x01(\x0e\x32\x18.sentinel.v1.Calibration\x12\x12\n\nflag_below\x18\x03 \x01(\x01\"N\n\x06Tensor\x12\'\n\x05\x64type\x18\x01 \x01(\x0e\x32\x18.sentinel.v1.TensorDType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xf2\x01\n\x0cScoreRequest\x12\x12\n\nsensor_ids\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x1d\n\x15timestamps_unix_nanos\x18\x03 \x03(\x03\x12$\n\x07windows\x18\x04 \x01(\x0b\x32\x13.sentinel.v1.Tensor\x12\x13\n\x0bwindow_fill\x18\x05 \x03(\r\x12 \n\x05views\x18\x06 \x03(\x0b\x32\x11.sentinel.v1.View\x12\x13\n\x0bwindow_rows\x18\x07 \x03(\r\x12\x16\n\x0ewindow_offsets\x18\x08 \x03(\r\x12\x15\n\rwindow_length\x18\t \x01(\r\"9\n\x04View\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06values\x18\x02 \x01(\x0b\x32\x13.sentinel.v1.Tensor\"\'\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"\xa7\x01\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x01\x12\x11\n\tanomalies\x18\x02 \x03(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x12\n\nwarming_up\x18\x04 \x03(\x08\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x06 \x01(\t\x12&\n\x08\x63hannels\x18\x07 \x03(\x0b\x32\x14.sentinel.v1.Channel*R\n\x08ViewKind\x12\x19\n\x15VIEW_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fVIEW_KIND_RANGE\x10\x01\x12\x16\n\x12VIEW_KIND_SEASONAL\x10\x02*o\n\x0b\x43\x61libration\x12\x1b\n\x17\x43\x41LIBRATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41LIBRATION_LIKELIHOOD\x10\x01\x12\'\n#CALIBRATION_STANDARDIZED_LIKELIHOOD\x10\x02*b\n\x0bTensorDType\x12\x1d\n\x19TENSOR_D_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TENSOR_D_TYPE_FLOAT32\x10\x01\x12\x19\n\x15TENSOR_D_TYPE_FLOAT64\x10\x02\x32\x95\x01\n\nSpecialist\x12G\n\x08\x44\x65scribe\x12\x1c.sentinel.v1.DescribeRequest\x1a\x1d.sentinel.v1.DescribeResponse\x12>\n\x05Score\x12\x19.sentinel.v1.ScoreRequest\x1a\x1a.sentinel.v1.ScoreResponseBW\n\x12io.sentinelmesh.v1P\x01Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csentinel/v1/specialist.proto\x12\x0bsentinel.v1\"\x11\n\x0f\x44\x65scribeRequest\"\xc6\x02\n\x10\x44\x65scribeResponse\x12\x0e\n\x06\x65ngine\x18\x01 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x02 \x01(\t\x12\x15\n\rwindow_length\x18\x03 \x01(\r\x12\x41\n\nparameters\x18\x04 \x03(\x0b\x32-.sentinel.v1.DescribeResponse.ParametersEntry\x12$\n\x05views\x18\x05 \x03(\x0b\x32\x15.sentinel.v1.ViewSpec\x12*\n\x08\x63hannels\x18\x06 \x03(\x0b\x32\x18.sentinel.v1.ChannelSpec\x12+\n\x0brow_columns\x18\x07 \x03(\x0e\x32\x16.sentinel.v1.RowColumn\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xbc\x01\n\x08ViewSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.sentinel.v1.ViewKind\x12\x10\n\x08readings\x18\x03 \x01(\r\x12\r\n\x05\x62lock\x18\x04 \x01(\r\x12\x16\n\x0eperiod_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x62ucket_seconds\x18\x06 \x01(\x01\x12\x11\n\tsmoothing\x18\x07 \x01(\r\x12\x19\n\x11tolerance_buckets\x18\x08 \x01(\r\"^\n\x0b\x43hannelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x0b\x63\x61libration\x18\x02 \x01(\x0e\x32\x18.sentinel.v1.Calibration\x12\x12\n\nflag_below\x18\x03 \x01(\x01\"N\n\x06Tensor\x12\'\n\x05\x64type\x18\x01 \x01(\x0e\x32\x18.sentinel.v1.TensorDType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xb0\x02\n\x0cScoreRequest\x12\x12\n\nsensor_ids\x18\x01 \x03(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\x12\x1d\n\x15timestamps_unix_nanos\x18\x03 \x03(\x03\x12$\n\x07windows\x18\x04 \x01(\x0b\x32\x13.sentinel.v1.Tensor\x12\x13\n\x0bwindow_fill\x18\x05 \x03(\r\x12 \n\x05views\x18\x06 \x03(\x0b\x32\x11.sentinel.v1.View\x12\x13\n\x0bwindow_rows\x18\x07 \x03(\r\x12\x16\n\x0ewindow_offsets\x18\x08 \x03(\r\x12\x15\n\rwindow_length\x18\t \x01(\r\x12\x0f\n\x07sensors\x18\n \x03(\t\x12\x13\n\x0bsensor_rows\x18\x0b \x03(\r\x12\x16\n\x0esparse_reasons\x18\x0c \x01(\x08\"9\n\x04View\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x06values\x18\x02 \x01(\x0b\x32\x13.sentinel.v1.Tensor\"\'\n\x07\x43hannel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"\xbc\x01\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x01\x12\x11\n\tanomalies\x18\x02 \x03(\x08\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x12\n\nwarming_up\x18\x04 \x03(\x08\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x16\n\x0e\x65ngine_version\x18\x06 \x01(\t\x12&\n\x08\x63hannels\x18\x07 \x03(\x0b\x32\x14.sentinel.v1.Channel\x12\x13\n\x0breason_rows\x18\x08 \x03(\r*r\n\tRowColumn\x12\x1a\n\x16ROW_COLUMN_UNSPECIFIED\x10\x00\x12\x13\n\x0fROW_COLUMN_NONE\x10\x01\x12\x19\n\x15ROW_COLUMN_SENSOR_IDS\x10\x02\x12\x19\n\x15ROW_COLUMN_TIMESTAMPS\x10\x03*R\n\x08ViewKind\x12\x19\n\x15VIEW_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fVIEW_KIND_RANGE\x10\x01\x12\x16\n\x12VIEW_KIND_SEASONAL\x10\x02*o\n\x0b\x43\x61libration\x12\x1b\n\x17\x43\x41LIBRATION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41LIBRATION_LIKELIHOOD\x10\x01\x12\'\n#CALIBRATION_STANDARDIZED_LIKELIHOOD\x10\x02*b\n\x0bTensorDType\x12\x1d\n\x19TENSOR_D_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TENSOR_D_TYPE_FLOAT32\x10\x01\x12\x19\n\x15TENSOR_D_TYPE_FLOAT64\x10\x02\x32\x95\x01\n\nSpecialist\x12G\n\x08\x44\x65scribe\x12\x1c.sentinel.v1.DescribeRequest\x1a\x1d.sentinel.v1.DescribeResponse\x12>\n\x05Score\x12\x19.sentinel.v1.ScoreRequest\x1a\x1a.sentinel.v1.ScoreResponseBW\n\x12io.sentinelmesh.v1P\x01Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,32 +34,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\022io.sentinelmesh.v1P\001Z?github.com/sentinel-mesh/sentinel/gen/go/sentinel/v1;sentinelv1'
   _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._loaded_options = None
   _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_VIEWKIND']._serialized_start=1230
-  _globals['_VIEWKIND']._serialized_end=1312
-  _globals['_CALIBRATION']._serialized_start=1314
-  _globals['_CALIBRATION']._serialized_end=1425
-  _globals['_TENSORDTYPE']._serialized_start=1427
-  _globals['_TENSORDTYPE']._serialized_end=1525
+  _globals['_ROWCOLUMN']._serialized_start=1358
+  _globals['_ROWCOLUMN']._serialized_end=1472
+  _globals['_VIEWKIND']._serialized_start=1474
+  _globals['_VIEWKIND']._serialized_end=1556
+  _globals['_CALIBRATION']._serialized_start=1558
+  _globals['_CALIBRATION']._serialized_end=1669
+  _globals['_TENSORDTYPE']._serialized_start=1671
+  _globals['_TENSORDTYPE']._serialized_end=1769
   _globals['_DESCRIBEREQUEST']._serialized_start=45
   _globals['_DESCRIBEREQUEST']._serialized_end=62
   _globals['_DESCRIBERESPONSE']._serialized_start=65
-  _globals['_DESCRIBERESPONSE']._serialized_end=346
-  _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._serialized_start=297
-  _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._serialized_end=346
-  _globals['_VIEWSPEC']._serialized_start=349
-  _globals['_VIEWSPEC']._serialized_end=537
-  _globals['_CHANNELSPEC']._serialized_start=539
-  _globals['_CHANNELSPEC']._serialized_end=633
-  _globals['_TENSOR']._serialized_start=635
-  _globals['_TENSOR']._serialized_end=713
-  _globals['_SCOREREQUEST']._serialized_start=716
-  _globals['_SCOREREQUEST']._serialized_end=958
-  _globals['_VIEW']._serialized_start=960
-  _globals['_VIEW']._serialized_end=1017
-  _globals['_CHANNEL']._serialized_start=1019
-  _globals['_CHANNEL']._serialized_end=1058
-  _globals['_SCORERESPONSE']._serialized_start=1061
-  _globals['_SCORERESPONSE']._serialized_end=1228
-  _globals['_SPECIALIST']._serialized_start=1528
-  _globals['_SPECIALIST']._serialized_end=1677
+  _globals['_DESCRIBERESPONSE']._serialized_end=391
+  _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._serialized_start=342
+  _globals['_DESCRIBERESPONSE_PARAMETERSENTRY']._serialized_end=391
+  _globals['_VIEWSPEC']._serialized_start=394
+  _globals['_VIEWSPEC']._serialized_end=582
+  _globals['_CHANNELSPEC']._serialized_start=584
+  _globals['_CHANNELSPEC']._serialized_end=678
+  _globals['_TENSOR']._serialized_start=680
+  _globals['_TENSOR']._serialized_end=758
+  _globals['_SCOREREQUEST']._serialized_start=761
+  _globals['_SCOREREQUEST']._serialized_end=1065
+  _globals['_VIEW']._serialized_start=1067
+  _globals['_VIEW']._serialized_end=1124
+  _globals['_CHANNEL']._serialized_start=1126
+  _globals['_CHANNEL']._serialized_end=1165
+  _globals['_SCORERESPONSE']._serialized_start=1168
+  _globals['_SCORERESPONSE']._serialized_end=1356
+  _globals['_SPECIALIST']._serialized_start=1772
+  _globals['_SPECIALIST']._serialized_end=1921
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ import onnxruntime as ort
 
 from sentinel.errors import InvalidArgument
 
-from ..engine import ChannelSpec, ScoreInput, ScoreOutput
+from ..engine import ChannelSpec, RowColumn, ScoreInput, ScoreOutput
 from .features import CLIP, FEATURE_SET, feature_count, robust_window_features
 from .metadata import ModelMetadata
 
@@ -90,6 +90,7 @@ class ModelEngine:
         return self._meta.window_length
 
     views: tuple = ()
+    row_columns: frozenset[RowColumn] = frozenset()  # the features are of the window alone
 
     @property
     def channels(self) -> tuple[ChannelSpec, ...]:
@@ -114,7 +115,7 @@ class ModelEngine:
             return ScoreOutput(
                 np.zeros(0, dtype=np.float64),
                 empty,
-                [],
+                {},
                 warming_up=empty,
                 channels={FOREST_CHANNEL: np.zeros(0)},
             )
@@ -128,7 +129,7 @@ class ModelEngine:
         recent = windows[:, -length:]
         # A row whose last L positions hold a gap cannot be judged any more than a short one.
         ready = (batch.window_fill >= length) & np.isfinite(recent).all(axis=1)
-        reasons = [""] * rows
+        reasons: dict[int, str] = {}
         if ready.all():  # the steady state: score the batch as it is, no row selection
             ready_rows = None
             features = robust_window_features(recent, batch.values, length)

@@ -12,14 +12,13 @@ from sentinel.orchestrator.metrics import DIFFERENCE_BUCKETS, ArrayHistogram
 
 
 def votes(version: str, scores, anomalies, warming) -> EngineVotes:
-    n = len(scores)
     return EngineVotes(
         name="model",
         version=version,
         scores=np.asarray(scores, dtype=np.float64),
         anomalies=np.asarray(anomalies, dtype=bool),
         warming_up=np.asarray(warming, dtype=bool),
-        reasons=[""] * n,
+        reasons={},
     )
 
 

@@ -18,7 +18,7 @@ def votes(name, scores, anomalies=None, warming=None, version="1.0.0") -> Engine
     scores = np.asarray(scores, dtype=np.float64)
     anomalies = scores >= 0.5 if anomalies is None else np.asarray(anomalies, dtype=bool)
     warming = np.zeros(scores.shape[0], bool) if warming is None else np.asarray(warming, bool)
-    return EngineVotes(name, version, scores, anomalies, warming, [""] * scores.shape[0])
+    return EngineVotes(name, version, scores, anomalies, warming, {})
 
 
 # ---------------------------------------------------------------- examples
@@ -248,7 +248,7 @@ def test_tiny_weights_do_not_underflow_the_weighted_score():
         scores=np.array([2.2250738585072014e-308, 0.7]),
         anomalies=np.array([False, True]),
         warming_up=np.array([False, False]),
-        reasons=["", ""],
+        reasons={},
     )
     out = Combiner(Policy.WEIGHTED, {"a": 3.1e-290}).combine(2, [vote], ["a"])
     assert out.score.tolist() == [2.2250738585072014e-308, 0.7]

@@ -64,7 +64,7 @@ def votes_for(values: np.ndarray, warming: np.ndarray | None = None) -> EngineVo
         scores=np.zeros(rows),
         anomalies=np.zeros(rows, dtype=bool),
         warming_up=np.zeros(rows, dtype=bool) if warming is None else warming,
-        reasons=[""] * rows,
+        reasons={},
         channels={"c": values.copy(), "z": (values - 50.0) / 3.0},
     )
 
@@ -340,7 +340,7 @@ def test_calibrate_flags_unlikely_rows_and_keeps_the_engines_own_flags():
     values = np.array([50.0, 90.0, 95.0, 92.0])
     stored, _ = history.append(["s"] * 4, values, T0 + np.arange(40, 44) * NANOS)
     engine = replace(votes_for(values), anomalies=np.array([True, False, False, False]),
-                     reasons=["engine said so", "", "", ""],
+                     reasons={0: "engine said so"},
                      scores=np.array([0.7, 0.0, 0.0, 0.0]))  # fmt: skip
     (vote,) = history.calibrate(stored, [engine])
     assert vote.anomalies[0] and vote.reasons[0] == "engine said so"

@@ -65,7 +65,7 @@ def test_zero_length_windows_round_trip():
 
 def test_decode_score_request():
     decoded = decode_score_request(request(rows=2, length=3))
-    assert decoded.sensor_ids == ["s0", "s1"]
+    assert decoded.sensors == ["s0", "s1"] and decoded.sensor_index.tolist() == [0, 1]
     assert decoded.values.dtype == np.float64 and decoded.values.tolist() == [0.0, 1.0]
     assert decoded.timestamps.dtype == np.int64 and decoded.timestamps.tolist() == [0, 1]
     assert decoded.windows.tolist() == [[0, 1, 2], [3, 4, 5]]
@@ -116,10 +116,14 @@ def test_mismatched_column_lengths_are_named(column):
     assert error_field(req) == column
 
 
-def test_missing_column_is_named():
+def test_a_row_column_that_was_not_sent_is_none():
+    # Engines that do not declare a row column are not sent it (DescribeResponse.row_columns).
     req = request(rows=2, length=3)
     req.ClearField("timestamps_unix_nanos")
-    assert error_field(req) == "timestamps_unix_nanos"
+    req.ClearField("sensor_ids")
+    decoded = decode_score_request(req)
+    assert decoded.timestamps is None and decoded.sensors is None
+    assert decoded.sensor_index is None and decoded.rows == 2
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
@@ -129,21 +133,30 @@ def test_non_finite_values_are_named(bad):
     assert error_field(req) == "values[1]"
 
 
-def test_encode_score_response():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_encode_score_response(sparse):
     output = ScoreOutput(
         scores=np.array([0.1, 0.9]),
         anomalies=np.array([False, True]),
-        reasons=["", "too high"],
+        reasons={1: "too high"},
         warming_up=np.array([True, False]),
     )
-    response = encode_score_response(output, "threshold", "1.2.3")
+    response = encode_score_response(output, "threshold", "1.2.3", sparse_reasons=sparse)
     assert response.engine == "threshold" and response.engine_version == "1.2.3"
     assert list(response.scores) == [0.1, 0.9]
     assert list(response.anomalies) == [False, True]
-    assert list(response.reasons) == ["", "too high"]
+    if sparse:  # the request allowed sparse reasons: only the row that has one
+        assert list(response.reasons) == ["too high"] and list(response.reason_rows) == [1]
+    else:  # as orchestrators predating reason_rows read them: one per row
+        assert list(response.reasons) == ["", "too high"] and not response.reason_rows
     assert list(response.warming_up) == [True, False]
     again = pb.ScoreResponse.FromString(response.SerializeToString())
     assert again == response
+
+
+def test_reasons_of_rows_outside_the_batch_are_refused():
+    with pytest.raises(ValueError, match="reasons"):
+        ScoreOutput(np.zeros(2), np.zeros(2, bool), {2: "no such row"}, np.zeros(2, bool))
 
 
 # ---------------------------------------------------------------- properties
@@ -184,6 +197,7 @@ def test_request_round_trip(windows, data):
     )
     decoded = decode_score_request(pb.ScoreRequest.FromString(req.SerializeToString()))
     assert decoded.values.tolist() == values
-    assert decoded.timestamps.tolist() == stamps
+    # An empty column is one that was not sent (with no rows, nothing is).
+    assert (decoded.timestamps.tolist() if rows else decoded.timestamps) == (stamps or None)
     assert decoded.window_fill.tolist() == fill
     assert decoded.windows.tobytes() == windows.tobytes()

@@ -36,9 +36,7 @@ def batch(
     if fill is None:
         fill = windows.shape[1] if windows.ndim == 2 else 0
     return ScoreInput(
-        sensor_ids=[f"sensor-{i}" for i in range(rows)],
         values=values,
-        timestamps=np.arange(rows, dtype=np.int64),
         windows=windows,
         window_fill=np.broadcast_to(np.asarray(fill, dtype=np.int64), (rows,)).copy(),
     )
@@ -219,7 +217,7 @@ def test_zero_rows(engine: ModelEngine) -> None:
     for windows in (np.empty((0, 0)), np.empty((0, engine.window_length))):
         out = engine.score(batch(windows, np.empty(0), fill=0))
         assert out.scores.shape == out.anomalies.shape == out.warming_up.shape == (0,)
-        assert out.reasons == []
+        assert out.reasons == {}
         assert out.channels["forest"].shape == (0,)
 
 
@@ -234,7 +232,7 @@ def test_warming_up_rows_carry_no_vote(engine: ModelEngine) -> None:
     assert out.warming_up.tolist() == [True, True, False]
     assert out.scores[:2].tolist() == [0.0, 0.0]
     assert out.anomalies[:2].tolist() == [False, False]
-    assert out.reasons[:2] == ["", ""]
+    assert not {0, 1} & out.reasons.keys()
     assert np.isnan(out.channels["forest"][:2]).all() and np.isfinite(out.channels["forest"][2])
 
 
@@ -258,7 +256,8 @@ def test_ready_rows_score_the_same_next_to_warming_rows(engine: ModelEngine) -> 
     ready = np.array([True] * 3 + [False] * 2 + [True] * 3)
     assert mixed.warming_up.tolist() == (~ready).tolist()
     np.testing.assert_array_equal(mixed.scores[ready], alone.scores)
-    assert [r for r, ok in zip(mixed.reasons, ready, strict=True) if ok] == alone.reasons
+    mixed_rows = np.flatnonzero(ready)  # row i of `alone` is mixed row mixed_rows[i]
+    assert mixed.reasons == {int(mixed_rows[i]): r for i, r in alone.reasons.items()}
     forest = mixed.channels["forest"]
     np.testing.assert_array_equal(forest[ready], alone.channels["forest"])
     assert np.isnan(forest[~ready]).all()
@@ -289,7 +288,7 @@ def test_normal_window_is_normal_and_spike_is_anomalous(name: str) -> None:
     # The engine flags nothing itself: the orchestrator calibrates its `forest` channel per
     # sensor. Its score still puts the forest's own cut-off at 0.5 and explains rows above it.
     assert not out.anomalies.any()
-    assert out.scores[0] < 0.5 and out.reasons[0] == ""
+    assert out.scores[0] < 0.5 and 0 not in out.reasons
     assert (out.scores[1:] >= 0.5).all()
     forest = out.channels["forest"]  # minus the forest's decision: higher = more isolated
     assert (forest[1:] > forest[0]).all()
@@ -339,9 +338,7 @@ def test_float32_windows_are_accepted(engine: ModelEngine) -> None:
     window = noisy_window(engine.window_length).astype(np.float32)
     out = engine.score(
         ScoreInput(
-            sensor_ids=["s"],
             values=np.array([100.0]),
-            timestamps=np.zeros(1, dtype=np.int64),
             windows=window[None, :],
             window_fill=np.array([engine.window_length]),
         )
@@ -363,8 +360,8 @@ def test_scores_are_in_unit_interval(engine: ModelEngine, data: st.DataObject) -
     assert np.isfinite(out.scores).all()
     assert ((out.scores >= 0.0) & (out.scores <= 1.0)).all()
     assert not out.anomalies.any()
-    explained = np.array([reason != "" for reason in out.reasons])
-    assert (explained == (out.scores >= 0.5)).all()
+    assert sorted(out.reasons) == np.flatnonzero(out.scores >= 0.5).tolist()
+    assert all(out.reasons.values())
     assert np.isfinite(out.channels["forest"]).all()
 
 

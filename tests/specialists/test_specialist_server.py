@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import numpy as np
 import pytest
-from mesh_fixtures import start_specialist
+from mesh_fixtures import LIMIT_90_RULES, start_specialist
 from sentinel.specialists.statistical import ENGINE_VERSION, StatisticalParams
 
 from sentinel.tensors import encode_windows
@@ -156,3 +158,88 @@ def test_a_version_tag_is_a_plain_label(tag: str) -> None:
 
     with pytest.raises(ValidationError, match="version_tag"):
         SpecialistSettings(version_tag=tag)
+
+
+# -- row columns and reasons, as orchestrators of this and the previous revision send them -----
+@pytest.fixture
+async def threshold():
+    process = await start_specialist(
+        "threshold", threshold_rules_file=LIMIT_90_RULES, adaptive_limits=False
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
+        yield specialist_pb2_grpc.SpecialistStub(channel)
+    await process.stop(drain_delay=0, grace=0)
+
+
+@pytest.mark.parametrize(
+    ("engine", "declared"),
+    [
+        ("threshold", [pb.ROW_COLUMN_SENSOR_IDS]),
+        ("statistical", [pb.ROW_COLUMN_NONE]),  # the orchestrator aligns its daily view
+        ("model", [pb.ROW_COLUMN_NONE]),
+    ],
+)
+async def test_each_engine_declares_the_row_columns_it_reads(engine, declared) -> None:
+    process = await start_specialist(engine)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{process.server.port}") as channel:
+            info = await specialist_pb2_grpc.SpecialistStub(channel).Describe(pb.DescribeRequest())
+        assert list(info.row_columns) == declared
+    finally:
+        await process.stop(drain_delay=0, grace=0)
+
+
+def _threshold_request(**row_columns) -> pb.ScoreRequest:
+    return pb.ScoreRequest(
+        values=[50.0, 95.0, 60.0, 99.0],
+        windows=encode_windows(np.zeros((4, 0))),
+        window_fill=[0] * 4,
+        **row_columns,
+    )
+
+
+async def test_previous_and_this_revisions_requests_score_alike(threshold) -> None:
+    ids = ["a", "b", "a", "c"]
+    # An orchestrator of the previous revision: per-row ids and timestamps, dense reasons.
+    old = await threshold.Score(
+        _threshold_request(sensor_ids=ids, timestamps_unix_nanos=[1, 2, 3, 4])
+    )
+    # This revision: what threshold declared (ids, in distinct form), sparse reasons.
+    new = await threshold.Score(
+        _threshold_request(sensors=["a", "b", "c"], sensor_rows=[0, 1, 0, 2], sparse_reasons=True)
+    )
+    assert list(old.anomalies) == list(new.anomalies) == [False, True, False, True]
+    assert list(old.scores) == list(new.scores)
+    assert not old.reason_rows and len(old.reasons) == 4 and old.reasons[0] == ""
+    assert list(new.reason_rows) == [1, 3]
+    assert list(new.reasons) == [old.reasons[1], old.reasons[3]]
+    assert "above high limit 90" in new.reasons[0]
+
+
+async def test_a_request_lacking_a_declared_row_column_is_invalid_argument(threshold) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await threshold.Score(_threshold_request(timestamps_unix_nanos=[1, 2, 3, 4]))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("sensors:")
+    assert "threshold reads sensor ids" in error.value.details()
+    # An empty request needs nothing.
+    empty = await threshold.Score(pb.ScoreRequest(sparse_reasons=True))
+    assert not empty.scores and not empty.reasons
+
+
+async def test_bad_distinct_ids_are_invalid_argument_naming_the_field(threshold) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await threshold.Score(_threshold_request(sensors=["a"], sensor_rows=[0, 0, 1, 0]))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.value.details().startswith("sensor_rows[2]:")
+
+
+def test_the_pass_through_specialist_reads_no_row_columns_and_sends_no_empty_reasons() -> None:
+    from sentinel.specialists.passthrough import PassThroughSpecialistServicer, score_nothing
+
+    info = asyncio.run(PassThroughSpecialistServicer("model").Describe(pb.DescribeRequest(), None))
+    assert list(info.row_columns) == [pb.ROW_COLUMN_NONE]
+    sparse = score_nothing(pb.ScoreRequest(values=[1.0, 2.0], sparse_reasons=True), "model")
+    assert len(sparse.scores) == 2 and not sparse.reasons and not sparse.reason_rows
+    dense = score_nothing(pb.ScoreRequest(values=[1.0, 2.0]), "model")
+    assert list(dense.reasons) == ["", ""]

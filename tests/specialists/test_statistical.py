@@ -31,7 +31,7 @@ SMALL = StatisticalParams(short=3, reference=8, min_reference=5, smoothing=4)
 WIDTH = 10
 
 
-def make_input(values, windows, fill=None, sensors=None, daily=None) -> ScoreInput:
+def make_input(values, windows, fill=None, daily=None) -> ScoreInput:
     values = np.asarray(values, dtype=np.float64)
     windows = np.asarray(windows, dtype=np.float64).reshape(values.shape[0], -1)
     n = values.shape[0]
@@ -39,9 +39,7 @@ def make_input(values, windows, fill=None, sensors=None, daily=None) -> ScoreInp
         fill = (~np.isnan(windows)).sum(axis=1)
     views = {} if daily is None else {"daily": np.asarray(daily, dtype=np.float64).reshape(n, 1)}
     return ScoreInput(
-        sensor_ids=list(sensors or [f"s{i}" for i in range(n)]),
         values=values,
-        timestamps=np.arange(n, dtype=np.int64),
         windows=windows,
         window_fill=np.asarray(fill, dtype=np.int64),
         views=views,
@@ -98,7 +96,7 @@ def test_never_flags_rows_itself():
     shifted = np.concatenate([REFERENCE, [1e9, 1e9]])
     out = level_engine().score(make_input([10.0, 1e9], [WINDOW, shifted]))
     assert out.anomalies.tolist() == [False, False]
-    assert out.reasons == ["", ""]
+    assert out.reasons == {}
     assert out.channels["level"][1] > 1e6 and out.scores[1] > 0.99
 
 
@@ -149,7 +147,7 @@ def test_constant_float32_window_and_the_same_float64_value_is_level():
     # Windows travel as float32; the float64 value differs from them by rounding only.
     engine = level_engine()
     window = np.full((1, WIDTH), 0.1, dtype=np.float32)
-    batch = ScoreInput(["s"], np.array([0.1]), np.zeros(1, np.int64), window, np.array([WIDTH]))
+    batch = ScoreInput(np.array([0.1]), window, np.array([WIDTH]))
     out = engine.score(batch)
     assert out.channels["level"].tolist() == [0.0]
     assert out.scores[0] < 0.5
@@ -201,13 +199,7 @@ def test_wider_windows_use_the_trailing_values():
 def test_float32_windows():
     engine = level_engine()
     batch = make_input([30.0, 10.0], np.tile(WINDOW, (2, 1)))
-    batch32 = ScoreInput(
-        batch.sensor_ids,
-        batch.values,
-        batch.timestamps,
-        batch.windows.astype(np.float32),
-        batch.window_fill,
-    )
+    batch32 = ScoreInput(batch.values, batch.windows.astype(np.float32), batch.window_fill)
     np.testing.assert_allclose(
         engine.score(batch32).channels["level"], engine.score(batch).channels["level"], rtol=1e-6
     )
@@ -221,11 +213,11 @@ def test_too_narrow_windows_are_an_error():
 def test_empty_batch():
     out = StatisticalEngine().score(
         ScoreInput(
-            [], np.empty(0), np.empty(0, np.int64), np.empty((0, 229)), np.empty(0, np.int64),
+            np.empty(0), np.empty((0, 229)), np.empty(0, np.int64),
             views={"daily": np.empty((0, 1))},
         )
     )  # fmt: skip
-    assert out.scores.shape == (0,) and out.reasons == []
+    assert out.scores.shape == (0,) and out.reasons == {}
     assert {name: c.shape for name, c in out.channels.items()} == {"level": (0,), "daily": (0,)}
 
 
@@ -315,9 +307,7 @@ def test_batch_result_equals_row_by_row(batch):
     for i in range(batch.rows):
         single = engine.score(
             ScoreInput(
-                [batch.sensor_ids[i]],
                 batch.values[i : i + 1],
-                batch.timestamps[i : i + 1],
                 batch.windows[i : i + 1],
                 batch.window_fill[i : i + 1],
                 views={"daily": batch.views["daily"][i : i + 1]},

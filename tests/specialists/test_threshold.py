@@ -5,13 +5,14 @@ from __future__ import annotations
 import fnmatch
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sentinel.specialists.engine import RangeViewSpec, ScoreInput
+from sentinel.specialists.engine import RangeViewSpec, RowColumn, ScoreInput, distinct_sensors
 from sentinel.specialists.threshold import (
     NO_RULE,
     AdaptiveLimits,
@@ -30,13 +31,13 @@ LIMIT_90 = LimitRule("*", high=90.0)
 def rows(values, sensors=None) -> ScoreInput:
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[0]
-    sensors = ["sensor-1"] * n if sensors is None else list(sensors)
+    distinct, index = distinct_sensors(["sensor-1"] * n if sensors is None else list(sensors))
     return ScoreInput(
-        sensor_ids=sensors,
         values=values,
-        timestamps=np.arange(n, dtype=np.int64),
         windows=np.empty((n, 0)),
         window_fill=np.zeros(n, dtype=np.int64),
+        sensors=distinct,
+        sensor_index=index,
     )
 
 
@@ -47,6 +48,7 @@ def test_describes_itself_as_windowless():
     assert engine.version
     assert engine.parameters() == {"rules": "none"}
     assert engine.views == () and engine.channels == ()
+    assert engine.row_columns == {RowColumn.SENSOR_IDS}  # and no timestamps
     assert "90" in ThresholdEngine([LIMIT_90]).parameters()["rules"]
 
 
@@ -76,7 +78,7 @@ def test_a_high_limit_of_90_is_inclusive():
 
 def test_reason_names_the_limit_and_the_rule():
     out = ThresholdEngine([LIMIT_90]).score(rows([42.0, 95.0]))
-    assert out.reasons[0] == ""
+    assert 0 not in out.reasons
     assert "above high limit 90" in out.reasons[1]
     assert "'*'" in out.reasons[1]
     assert "95" in out.reasons[1]
@@ -97,7 +99,7 @@ def test_glob_rules_first_match_wins_and_unmatched_sensors_have_no_limit():
     assert "rule 'boiler-*'" in out.reasons[1] and "above high limit 120" in out.reasons[1]
     assert "below low limit 10" in out.reasons[2] and "rule 'boiler-*'" in out.reasons[2]
     assert "above high limit -10" in out.reasons[3] and "rule 'freezer-?'" in out.reasons[3]
-    assert out.reasons[5] == ""
+    assert 5 not in out.reasons
     assert out.warming_up.tolist() == [False, False, False, False, True, True]
     assert engine.rule_for("boiler-12").pattern == "boiler-1*"
     assert engine.rule_for("pump") is NO_RULE
@@ -136,7 +138,7 @@ def test_scores_rise_towards_and_beyond_the_limit():
 def test_empty_batch():
     out = ThresholdEngine().score(rows([]))
     assert out.scores.shape == out.anomalies.shape == out.warming_up.shape == (0,)
-    assert out.reasons == []
+    assert out.reasons == {}
 
 
 def test_cache_is_bounded_and_still_correct():
@@ -258,7 +260,7 @@ def test_scores_in_unit_interval_and_half_iff_anomalous(rules, batch):
     for i, (sensor, value) in enumerate(batch):
         rule = next((r for r in rules if fnmatch.fnmatchcase(sensor, r.pattern)), NO_RULE)
         assert out.anomalies[i] == (value > rule.high or value < rule.low)
-        assert bool(out.reasons[i]) == out.anomalies[i]
+        assert bool(out.reasons.get(i)) == out.anomalies[i]
         assert out.warming_up[i] == (rule is NO_RULE)  # without adaptive limits
         if out.anomalies[i]:
             assert f"'{rule.pattern}'" in out.reasons[i]
@@ -282,10 +284,7 @@ def ranged(values, high, low, count, sensors=None) -> ScoreInput:
     view = np.column_stack(
         [np.broadcast_to(high, n), np.broadcast_to(low, n), np.broadcast_to(count, n)]
     ).astype(np.float64)
-    return ScoreInput(
-        batch.sensor_ids, batch.values, batch.timestamps, batch.windows, batch.window_fill,
-        views={"range": view},
-    )  # fmt: skip
+    return replace(batch, views={"range": view})
 
 
 def test_a_new_extreme_beyond_the_margin_is_flagged_and_explained():
@@ -298,7 +297,7 @@ def test_a_new_extreme_beyond_the_margin_is_flagged_and_explained():
     assert out.scores[1] == 0.0 and out.scores[2] > 0.5 and out.scores[3] > 0.5
     assert "above the recent high (range 40..60 over 1000 values)" in out.reasons[2]
     assert "below the recent low" in out.reasons[3]
-    assert out.reasons[0] == out.reasons[1] == out.reasons[4] == ""
+    assert not {0, 1, 4} & out.reasons.keys()
 
 
 def test_adaptive_score_rises_with_the_distance_beyond_the_range():
@@ -339,16 +338,13 @@ def test_hard_limits_and_adaptive_limits_together():
     assert out.anomalies.tolist() == [True, True, False, True]
     assert "above high limit 90" in out.reasons[0]  # the user's rule explains first
     assert "above the recent high" in out.reasons[1]
-    assert out.reasons[2] == ""  # adaptive = false for raw-*
+    assert 2 not in out.reasons  # adaptive = false for raw-*
     assert "above the recent high" in out.reasons[3]  # no rule: adaptive limits only
 
 
 def test_a_range_view_of_the_wrong_width_is_invalid_argument():
     batch = rows([1.0])
-    bad = ScoreInput(
-        batch.sensor_ids, batch.values, batch.timestamps, batch.windows, batch.window_fill,
-        views={"range": np.zeros((1, 2))},
-    )  # fmt: skip
+    bad = replace(batch, views={"range": np.zeros((1, 2))})
     with pytest.raises(InvalidArgument, match="range"):
         ThresholdEngine(adaptive=ADAPTIVE).score(bad)
 
@@ -391,7 +387,8 @@ def test_adaptive_flags_follow_the_rule_and_scores_stay_in_the_unit_interval(dat
     assert ((out.scores >= 0.0) & (out.scores <= 1.0)).all()
     assert (out.scores[~expected] == 0.0).all()
     assert (out.scores[expected] >= 0.5 - 1e-9).all()
-    assert [bool(r) for r in out.reasons] == expected.tolist()
+    assert sorted(out.reasons) == np.flatnonzero(expected).tolist()
+    assert all(out.reasons.values())
 
 
 # ---------------------------------------------------------------- constructed signals
@@ -439,3 +436,20 @@ def test_quantised_values_flag_only_a_real_new_extreme():
     out = adaptive_run(values)
     assert np.isfinite(out.scores).all()
     assert np.flatnonzero(out.anomalies).tolist() == [1400]
+
+
+def test_reads_the_distinct_ids_and_fails_without_them():
+    """Rules are matched once per distinct sensor and broadcast by the row index; a batch
+    without sensor ids is refused (the servicer refuses it first, naming `sensors`)."""
+    engine = ThresholdEngine([LimitRule("hot-*", high=10.0)])
+    batch = ScoreInput(
+        values=np.array([11.0, 11.0, 11.0]),
+        windows=np.empty((3, 0)),
+        window_fill=np.zeros(3, dtype=np.int64),
+        sensors=["cold-1", "hot-1"],
+        sensor_index=np.array([1, 0, 1]),
+    )
+    assert engine.score(batch).anomalies.tolist() == [True, False, True]
+    with pytest.raises(InvalidArgument) as error:
+        engine.score(replace(batch, sensors=None, sensor_index=None))
+    assert error.value.field == "sensors"
