@@ -53,7 +53,7 @@ class StreamOptions:
     queue_batches: int = 8
     inflight_batches: int = 2
     busy_rounds: int = 2  # rounds open (all streams) beyond which a stream keeps to one
-    coalesce_max_readings: int = 4096
+    coalesce_max_readings: int = 8192
     heartbeat_seconds: float = 30.0
     max_age_seconds: float = 1800.0
     budget_bytes: int = 16 * MIB  # received bytes after which the stream is not read further

@@ -22,7 +22,7 @@ from .budget import (
 from .combine import Policy
 from .specialist_pool import parse_targets
 
-COALESCE_DEFAULT = 4_096
+COALESCE_DEFAULT = 8_192
 DEFAULT_SPECIALISTS = "threshold=127.0.0.1:50061,statistical=127.0.0.1:50062,model=127.0.0.1:50063"
 
 

@@ -496,7 +496,7 @@ class BenchConfig:
     batch_size: int = 1000
     sensors: int = 100
     producers: int = 2
-    window: int = 8
+    window: int = 64  # as many unacked batches as TelemetryClient keeps by default
     rate: float | None = None
     """Open loop: readings/s offered; None = closed loop."""
     baseline: bool = False

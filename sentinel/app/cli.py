@@ -314,8 +314,12 @@ def bench(
     ] = 100,
     producers: Annotated[int, typer.Option(min=1, max=64, help="Concurrent streams.")] = 2,
     window: Annotated[
-        int, typer.Option(min=1, help="Closed loop: unacked batches per stream.")
-    ] = 8,
+        int,
+        typer.Option(
+            min=1,
+            help="Closed loop: unacked batches per stream (64: TelemetryClient's max_unacked).",
+        ),
+    ] = 64,
     rate: Annotated[
         float | None,
         typer.Option(
