@@ -167,6 +167,33 @@ class SensorRuns:
         return cls(order, group[order], rank[order], np.cumsum(counts) - counts, sensor_slots)
 
 
+def _items(state: np.ndarray) -> np.ndarray:
+    """A bank array [slots, channels, ...] as one row per (slot, channel) item, item
+    slot * channels + channel: [items, k], a view."""
+    rows = state.reshape(state.shape[0] * state.shape[1], -1)
+    if not np.may_share_memory(rows, state):  # writes through a copy would be lost
+        raise ValueError("calibration state must be C-contiguous")
+    return rows
+
+
+def _take(state: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The state of these items ([*items.shape, ...]). A take of whole rows: a 2-D fancy
+    index with trailing axes copies item by item, several times slower."""
+    gathered = _items(state).take(items.reshape(-1), axis=0)
+    return gathered.reshape(items.shape + state.shape[2:])
+
+
+def _put(state: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
+    """state of these (distinct) items = values, each item's row copied as one record."""
+    rows = _items(state)
+    if state.ndim == 2:
+        rows[items.reshape(-1), 0] = values.reshape(-1)
+        return
+    record = np.dtype((np.void, rows.shape[1] * rows.itemsize))
+    values = np.ascontiguousarray(values, dtype=state.dtype).reshape(-1, rows.shape[1])
+    rows.view(record)[items.reshape(-1), 0] = values.view(record)[:, 0]
+
+
 class CalibrationBank:
     """Per-sensor calibration state of several channels at once; a `SlotState` of the window
     store. Arrays are [slots, channels, ...], so one step costs the same few numpy calls
@@ -302,8 +329,8 @@ class CalibrationBank:
         if not update.any():
             return z
         # Values seen before each row (saturating below the int32 limit) and after it.
-        at = sensors[:, None]
-        seen0 = self._seen[at, columns].astype(np.int64)
+        items = sensors[:, None] * self.channels + columns[None, :]
+        seen0 = _take(self._seen, items).astype(np.int64)
         limit = np.iinfo(np.int32).max - 1
         counted = np.cumsum(update, axis=0)
         before_sensor = np.take(counted - update, starts, axis=0)  # cumulative at each start
@@ -311,8 +338,8 @@ class CalibrationBank:
         start_seen = np.take(seen0, group, axis=0)
         seen = np.minimum(start_seen + earlier, limit) + update  # as a step-by-step update sees it
         ends = np.append(starts[1:], rank.size) - 1
-        self._seen[at, columns] = np.minimum(seen0 + np.take(counted, ends, axis=0)
-                                             - before_sensor, limit)  # fmt: skip
+        _put(self._seen, items, np.minimum(seen0 + np.take(counted, ends, axis=0)
+                                           - before_sensor, limit))  # fmt: skip
         first = seen == 1
         with np.errstate(invalid="ignore"):
             gain = np.maximum(1.0 / np.maximum(seen, 1), p.standardize_min_step)
@@ -332,8 +359,8 @@ class CalibrationBank:
         width = len(columns)
         median = np.empty((sensor_count + rank.size, width), dtype=np.float32)
         deviation = np.empty_like(median)
-        median[:sensor_count] = self._median[at, columns][by_count]
-        deviation[:sensor_count] = self._deviation[at, columns][by_count]
+        median[:sensor_count] = _take(self._median, items[by_count])
+        deviation[:sensor_count] = _take(self._deviation, items[by_count])
         # Readings needing the general update (a first or a missing value), per depth.
         odd = np.take(first | ~update, order, axis=0).any(axis=1)
         bounds = np.append(0, np.cumsum(active))
@@ -371,8 +398,8 @@ class CalibrationBank:
         block_size = np.append(sensor_count, active[:-1])
         before = np.arange(rank.size) + sensor_count - np.repeat(block_size, active)
         last = sensor_count + bounds[counts[by_count] - 1] + np.arange(sensor_count)
-        self._median[at[by_count], columns] = median[last]
-        self._deviation[at[by_count], columns] = deviation[last]
+        _put(self._median, items[by_count], median[last])
+        _put(self._deviation, items[by_count], deviation[last])
         m = np.take(median, before, axis=0).astype(np.float64)
         d = np.take(deviation, before, axis=0).astype(np.float64)
         scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * d, 1e-9), 1e-6 * np.abs(m))
@@ -421,13 +448,13 @@ class CalibrationBank:
         pair = np.cumsum(new) - 1
         index = np.arange(events)
         j = index - pair_start[pair]  # readings of the pair before this one, in the batch
-        pair_slot = sensors[group[t[pair_start]]]
-        pair_ch = ch[pair_start]
+        pair_item = sensors[group[t[pair_start]]] * self.channels + ch[pair_start]
         pairs = pair_start.size
         pair_end = np.append(pair_start[1:], events) - 1  # last event of each pair
 
         cycle = p.cycle
-        total = self._count[pair_slot, pair_ch].astype(np.int64)[pair] + j + 1
+        count0 = _take(self._count, pair_item).astype(np.int64)
+        total = count0[pair] + j + 1
         count = np.where(
             total <= 2 * cycle, total, cycle + 1 + (total - 2 * cycle - 1) % np.int64(cycle)
         )
@@ -439,8 +466,8 @@ class CalibrationBank:
         # count on, both first filled with its ring before the batch (the stored count's
         # row beyond its position holds no count yet, the row before it only older ones).
         size = p.average
-        ring0 = self._ring[pair_slot, pair_ch]
-        start = self._count[pair_slot, pair_ch].astype(np.int64) % size + size
+        ring0 = _take(self._ring, pair_item)
+        start = count0 % size + size
         used = (start + pair_end - pair_start + 1) // size + 1  # rows per pair
         first_row = np.cumsum(used) - used
         table = np.empty((int(first_row[-1] + used[-1]), size), dtype=np.float32)
@@ -472,10 +499,10 @@ class CalibrationBank:
         position = index - run_first[np.cumsum(run_starts) - 1]
         runs = int(run_base[-1] + pair_refits[-1] + 1)
         running = np.zeros((runs, 2), dtype=np.float32)
-        running[run_base] = self._running[pair_slot, pair_ch]
+        running[run_base] = _take(self._running, pair_item)
         self._walk_runs(running, run, position, avg)
 
-        fit = self._fit[pair_slot, pair_ch]  # before the batch
+        fit = _take(self._fit, pair_item)  # before the batch
         refit_events = np.flatnonzero(refit)
         if refit_events.size:
             blocks = p.blocks
@@ -487,11 +514,10 @@ class CalibrationBank:
             back = (block_position[:, None] - np.arange(blocks)[None, :]) % blocks
             before = number[:, None] < back
             source = np.maximum(np.arange(refit_events.size)[:, None] - back, 0)
-            block_sum = np.where(
-                before, self._block_sum[pair_slot, pair_ch][owner], written[source, 0]
-            )
+            owner_item = pair_item[owner]
+            block_sum = np.where(before, _take(self._block_sum, owner_item), written[source, 0])
             block_squares = np.where(
-                before, self._block_squares[pair_slot, pair_ch][owner], written[source, 1]
+                before, _take(self._block_squares, owner_item), written[source, 1]
             )
             filled = np.minimum(which, blocks) * p.refit_every
             mean = block_sum.sum(axis=1, dtype=np.float64) / filled
@@ -504,10 +530,10 @@ class CalibrationBank:
             event_fit = fits.take(which_fit, axis=0)
             last = pair_refits > 0
             final = (pair_refits0 + pair_refits - 1)[last]
-            slot_l, ch_l = pair_slot[last], pair_ch[last]
-            self._block_sum[slot_l, ch_l] = block_sum[final]
-            self._block_squares[slot_l, ch_l] = block_squares[final]
-            self._fit[slot_l, ch_l] = refit_fit[final]
+            refitted = pair_item[last]
+            _put(self._block_sum, refitted, block_sum[final])
+            _put(self._block_squares, refitted, block_squares[final])
+            _put(self._fit, refitted, refit_fit[final])
         else:
             event_fit = fit.take(pair, axis=0)
 
@@ -517,12 +543,11 @@ class CalibrationBank:
         out.ready[row, ch] = (count >= p.min_history) & (event_fit[:, 1] > 0)
 
         last_count = count[pair_end]
-        self._count[pair_slot, pair_ch] = np.where(
-            last_count >= 2 * cycle, last_count - cycle, last_count
-        )
-        self._ring[pair_slot, pair_ch] = ring[pair_end]
+        last_count = np.where(last_count >= 2 * cycle, last_count - cycle, last_count)
+        _put(self._count, pair_item, last_count)
+        _put(self._ring, pair_item, ring[pair_end])
         # The run after the pair's last refit (empty, so 0, if that was its last event).
-        self._running[pair_slot, pair_ch] = running[run_base + pair_refits]
+        _put(self._running, pair_item, running[run_base + pair_refits])
 
     @staticmethod
     def _walk_runs(
