@@ -167,31 +167,37 @@ class SensorRuns:
         return cls(order, group[order], rank[order], np.cumsum(counts) - counts, sensor_slots)
 
 
-def _items(state: np.ndarray) -> np.ndarray:
-    """A bank array [slots, channels, ...] as one row per (slot, channel) item, item
-    slot * channels + channel: [items, k], a view."""
-    rows = state.reshape(state.shape[0] * state.shape[1], -1)
-    if not np.may_share_memory(rows, state):  # writes through a copy would be lost
-        raise ValueError("calibration state must be C-contiguous")
+def _rows(array: np.ndarray, leading: int = 1) -> np.ndarray:
+    """`array` as rows of its trailing axes after the first `leading` ones: [n, k], a view."""
+    rows = array.reshape(math.prod(array.shape[:leading]), -1)
+    if not np.may_share_memory(rows, array):  # writes through a copy would be lost
+        raise ValueError("expected a C-contiguous array")
     return rows
 
 
+def _set_rows(rows: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """rows[index] = values for [n, k] rows and distinct indices, each row copied as one
+    record: a fancy assignment with a trailing axis copies element by element, several times
+    slower."""
+    width = rows.shape[1]
+    values = np.ascontiguousarray(values, dtype=rows.dtype).reshape(-1, width)
+    if width == 1:
+        rows[index.reshape(-1), 0] = values[:, 0]
+        return
+    record = np.dtype((np.void, width * rows.itemsize))
+    rows.view(record)[index.reshape(-1), 0] = values.view(record)[:, 0]
+
+
 def _take(state: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The state of these items ([*items.shape, ...]). A take of whole rows: a 2-D fancy
-    index with trailing axes copies item by item, several times slower."""
-    gathered = _items(state).take(items.reshape(-1), axis=0)
+    """Bank state [slots, channels, ...] of these items (slot * channels + channel):
+    [*items.shape, ...], whole rows at a time (`take`, not a 2-D fancy index)."""
+    gathered = _rows(state, 2).take(items.reshape(-1), axis=0)
     return gathered.reshape(items.shape + state.shape[2:])
 
 
 def _put(state: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
-    """state of these (distinct) items = values, each item's row copied as one record."""
-    rows = _items(state)
-    if state.ndim == 2:
-        rows[items.reshape(-1), 0] = values.reshape(-1)
-        return
-    record = np.dtype((np.void, rows.shape[1] * rows.itemsize))
-    values = np.ascontiguousarray(values, dtype=state.dtype).reshape(-1, rows.shape[1])
-    rows.view(record)[items.reshape(-1), 0] = values.view(record)[:, 0]
+    """Bank state of these (distinct) items = values."""
+    _set_rows(_rows(state, 2), items, values)
 
 
 class CalibrationBank:
@@ -454,10 +460,10 @@ class CalibrationBank:
 
         cycle = p.cycle
         count0 = _take(self._count, pair_item).astype(np.int64)
-        total = count0[pair] + j + 1
-        count = np.where(
-            total <= 2 * cycle, total, cycle + 1 + (total - 2 * cycle - 1) % np.int64(cycle)
-        )
+        count = count0[pair] + j + 1
+        wrapped = np.flatnonzero(count > 2 * cycle)
+        if wrapped.size:
+            count[wrapped] = cycle + 1 + (count[wrapped] - 2 * cycle - 1) % np.int64(cycle)
 
         # The ring of |z| after each event. In count space, ring position k holds the value
         # of the latest count ≡ k (mod average) so far: with counts laid out in rows of
@@ -471,8 +477,8 @@ class CalibrationBank:
         used = (start + pair_end - pair_start + 1) // size + 1  # rows per pair
         first_row = np.cumsum(used) - used
         table = np.empty((int(first_row[-1] + used[-1]), size), dtype=np.float32)
-        table[first_row] = ring0
-        table[first_row + 1] = ring0
+        _set_rows(table, first_row, ring0)
+        _set_rows(table, first_row + 1, ring0)
         u = start[pair] + j + 1  # count relative to the pair's first row
         row_of = first_row[pair] + u // size
         column = u % size
@@ -499,7 +505,7 @@ class CalibrationBank:
         position = index - run_first[np.cumsum(run_starts) - 1]
         runs = int(run_base[-1] + pair_refits[-1] + 1)
         running = np.zeros((runs, 2), dtype=np.float32)
-        running[run_base] = _take(self._running, pair_item)
+        _set_rows(running, run_base, _take(self._running, pair_item))
         self._walk_runs(running, run, position, avg)
 
         fit = _take(self._fit, pair_item)  # before the batch
@@ -537,17 +543,19 @@ class CalibrationBank:
         else:
             event_fit = fit.take(pair, axis=0)
 
-        out.average[row, ch] = avg
-        out.mean[row, ch] = event_fit[:, 0]
-        out.variance[row, ch] = event_fit[:, 1]
-        out.ready[row, ch] = (count >= p.min_history) & (event_fit[:, 1] > 0)
+        cell = row * z.shape[1] + ch  # of each event in the [rows, channels] outputs
+        _rows(out.average, 2)[cell, 0] = avg
+        _rows(out.mean, 2)[cell, 0] = event_fit[:, 0]
+        _rows(out.variance, 2)[cell, 0] = event_fit[:, 1]
+        _rows(out.ready, 2)[cell, 0] = (count >= p.min_history) & (event_fit[:, 1] > 0)
 
         last_count = count[pair_end]
         last_count = np.where(last_count >= 2 * cycle, last_count - cycle, last_count)
         _put(self._count, pair_item, last_count)
-        _put(self._ring, pair_item, ring[pair_end])
+        # With one event per pair (many sensors, a reading each) the rings are the pairs'.
+        _put(self._ring, pair_item, ring if pairs == events else ring.take(pair_end, axis=0))
         # The run after the pair's last refit (empty, so 0, if that was its last event).
-        _put(self._running, pair_item, running[run_base + pair_refits])
+        _put(self._running, pair_item, running.take(run_base + pair_refits, axis=0))
 
     @staticmethod
     def _walk_runs(
@@ -561,8 +569,10 @@ class CalibrationBank:
         if runs * width <= max(_DENSE_CELLS, _DENSE_PER_READING * position.size):
             # Zero-padded: adding 0.0 leaves a float32 sum as it is.
             addend = np.zeros((width, runs, 2))
-            addend[position, run, 0] = avg
-            addend[position, run, 1] = avg * avg
+            flat = addend.reshape(-1)
+            at = position * (2 * runs) + 2 * run  # of [position, run, 0]
+            flat[at] = avg
+            flat[at + 1] = avg * avg
             for column in addend:
                 np.add(running, column, out=running)
             return
@@ -572,13 +582,13 @@ class CalibrationBank:
         place = np.empty_like(by_length)
         place[by_length] = np.arange(runs)
         order = np.argsort(position * runs + place[run], kind="stable")
-        sums = running[by_length]
-        added = np.stack([avg, avg * avg], axis=1)[order]
+        sums = running.take(by_length, axis=0)
+        added = np.stack([avg, avg * avg], axis=1).take(order, axis=0)
         offset = 0
         for a in np.bincount(position).tolist():
             np.add(sums[:a], added[offset : offset + a], out=sums[:a])
             offset += a
-        running[by_length] = sums
+        _set_rows(running, by_length, sums)
 
 
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:
