@@ -330,10 +330,9 @@ class CalibrationBank:
         Only the median/deviation recurrence is walked step by step (its float32 state after
         each step is kept); the counts, step sizes and z are computed for all rows at once."""
         p = self.params
-        z = np.full(raw.shape, np.nan)
         update = np.isfinite(raw)
         if not update.any():
-            return z
+            return np.full(raw.shape, np.nan)
         # Values seen before each row (saturating below the int32 limit) and after it.
         items = sensors[:, None] * self.channels + columns[None, :]
         seen0 = _take(self._seen, items).astype(np.int64)
@@ -356,20 +355,23 @@ class CalibrationBank:
         place = np.empty_like(by_count)
         place[by_count] = np.arange(sensor_count)
         # Reading k of every sensor that has one, sensors in `by_count` order: contiguous, and
-        # the sensors of reading k are the first active[k] of `by_count`.
-        order = np.argsort(rank * sensor_count + place[group], kind="stable")
+        # the sensors of reading k are the first active[k] of `by_count` (so a row's place
+        # in that order is known without sorting).
         active = np.bincount(rank)
+        bounds = np.append(0, np.cumsum(active))
+        order = np.empty_like(rank)
+        order[bounds[rank] + place[group]] = np.arange(rank.size)
         x_all = np.take(raw, order, axis=0)
         gain_all = np.take(gain, order, axis=0)
         # Block 0: the state before the batch (by_count order); block k+1: after reading k.
         width = len(columns)
         median = np.empty((sensor_count + rank.size, width), dtype=np.float32)
         deviation = np.empty_like(median)
-        median[:sensor_count] = _take(self._median, items[by_count])
-        deviation[:sensor_count] = _take(self._deviation, items[by_count])
+        counted_items = items.take(by_count, axis=0)
+        median[:sensor_count] = _take(self._median, counted_items)
+        deviation[:sensor_count] = _take(self._deviation, counted_items)
         # Readings needing the general update (a first or a missing value), per depth.
-        odd = np.take(first | ~update, order, axis=0).any(axis=1)
-        bounds = np.append(0, np.cumsum(active))
+        odd = np.take((first | ~update).any(axis=1), order)
         odd_depth = np.add.reduceat(odd, bounds[:-1]) > 0
         first_all = np.take(first, order, axis=0)
         update_all = np.take(update, order, axis=0)
@@ -404,8 +406,8 @@ class CalibrationBank:
         block_size = np.append(sensor_count, active[:-1])
         before = np.arange(rank.size) + sensor_count - np.repeat(block_size, active)
         last = sensor_count + bounds[counts[by_count] - 1] + np.arange(sensor_count)
-        _put(self._median, items[by_count], median[last])
-        _put(self._deviation, items[by_count], deviation[last])
+        _put(self._median, counted_items, median.take(last, axis=0))
+        _put(self._deviation, counted_items, deviation.take(last, axis=0))
         m = np.take(median, before, axis=0).astype(np.float64)
         d = np.take(deviation, before, axis=0).astype(np.float64)
         scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * d, 1e-9), 1e-6 * np.abs(m))
@@ -415,7 +417,8 @@ class CalibrationBank:
                 (x_all - m) / scale,
                 np.nan,
             )
-        z[order] = z_sorted
+        z = np.empty_like(z_sorted)
+        _set_rows(z, order, z_sorted)
         return z
 
     def _run_likelihood(
