@@ -385,11 +385,10 @@ class SeasonalView:
         # Candidate buckets around one period back, nearest first, as in `step`.
         back = (spec.lag - self._offsets) % size
         candidates = bucket[:, None] - back[None, :]
-        # One flat gather (the ring is allocated whole, so C-contiguous): cheaper than a 2-D
-        # fancy index.
+        # One flat gather: cheaper than a 2-D fancy index.
         at = candidates % size
         at += (su[g] * size)[:, None]
-        found = self._ring.reshape(-1).take(at)
+        found = _flat(self._ring).take(at)
         # Only rows whose candidates reach the latest bucket before the batch can see one the
         # batch changed; in a steady stream one period back is long settled, so none do.
         near = np.flatnonzero(bucket - int(back.min()) >= last0[g])
@@ -407,10 +406,13 @@ class SeasonalView:
         # during it holds its latest reading's average; the other slots keep what they held.
         entered = np.maximum(last0, top - size) + 1  # first bucket entered, per sensor
         width = int((top - entered).max()) + 1
+        ring = _flat(self._ring)  # one flat index is cheaper than a 2-D fancy index
         if width > 0:
             emptied = entered[:, None] + np.arange(width)[None, :]
-            u, c = np.nonzero(emptied <= top[:, None])
-            self._ring[su[u], emptied[u, c] % size] = np.nan
+            kept = emptied <= top[:, None]
+            emptied %= size
+            emptied += (su * size)[:, None]
+            ring[emptied[kept]] = np.nan
         # Each (sensor, bucket)'s latest reading (buckets never go back within a sensor), if
         # the bucket is still within the ring's reach.
         sorted_group = g[order]
@@ -420,7 +422,7 @@ class SeasonalView:
         latest[:-1] |= sorted_bucket[1:] != sorted_bucket[:-1]
         latest &= sorted_bucket > top[sorted_group] - size
         kept = np.flatnonzero(latest)
-        self._ring[su[sorted_group[kept]], sorted_bucket[kept] % size] = stored[kept]
+        ring[su[sorted_group[kept]] * size + sorted_bucket[kept] % size] = stored[kept]
         self._last[su] = top
         return reference[:, None]
 
@@ -473,6 +475,14 @@ class HistoryViews:
                         average = averages[view.spec.smoothing][step]
                         out[name][step] = view.step(slots, timestamps[step], average)
         return out
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    """A 1-D view of a C-contiguous array (state arrays are allocated whole)."""
+    flat = array.reshape(-1)
+    if not np.may_share_memory(flat, array):  # writes through a copy would be lost
+        raise ValueError("expected a C-contiguous array")
+    return flat
 
 
 def _moving_averages(stored: BatchWindows, values: np.ndarray, smoothing: int) -> np.ndarray:
