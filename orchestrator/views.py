@@ -211,10 +211,12 @@ class RangeView:
         back = (position0[owner, None] + nth[:, None] - ring_slot[None, :]) % blocks
         writer = nth[:, None] - back  # the completion that last wrote each ring slot, or < 0
         newer = writer >= 0
-        block_end = np.maximum(writer, 0) * block + block - 1
+        # Where each ring slot's block ended in the batch, as a flat index into acc.
+        block_end = np.maximum(writer, 0) * block + (block - 1) + (owner * width)[:, None]
+        owner_slot = su[owner]
 
         def rings(acc, ring0):
-            return np.where(newer, acc[owner[:, None], block_end], ring0[su][owner])
+            return np.where(newer, acc.reshape(-1).take(block_end), ring0.take(owner_slot, axis=0))
 
         rings_max, rings_min = rings(acc_max, self._max), rings(acc_min, self._min)
         after_max = np.fmax.reduce(rings_max, axis=1)
