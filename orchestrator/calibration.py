@@ -64,28 +64,20 @@ def erfc(x: np.ndarray) -> np.ndarray:
     Chebyshev fit), so tail probabilities stay accurate far into the tail."""
     z = np.abs(x)
     t = 1.0 / (1.0 + 0.5 * z)
-    poly = -1.26551223 + t * (
-        1.00002368
-        + t
-        * (
-            0.37409196
-            + t
-            * (
-                0.09678418
-                + t
-                * (
-                    -0.18628806
-                    + t
-                    * (
-                        0.27886807
-                        + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
-                    )
-                )
-            )
-        )
-    )
+    # The fit's polynomial in t by Horner's rule, updated in place: the same operations as
+    # the nested expression, without a temporary per term.
+    poly = t * 0.17087277
+    for coefficient in (
+        -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196,
+        1.00002368,
+    ):  # fmt: skip
+        poly += coefficient
+        poly *= t
+    poly += -1.26551223
+    poly -= z * z  # the exponent, -z² + poly
     with np.errstate(under="ignore"):
-        r = t * np.exp(-z * z + poly)
+        r = np.exp(poly)
+    r *= t
     return np.where(x >= 0, r, 2.0 - r)
 
 
@@ -305,7 +297,7 @@ class CalibrationBank:
             runs.starts,
             runs.slots,
         )
-        z = raw[rows]
+        z = raw.take(rows, axis=0)
         if self.standardize.any():
             columns = np.flatnonzero(self.standardize)
             z[:, columns] = self._standardized_run(
