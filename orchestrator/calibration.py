@@ -64,28 +64,20 @@ def erfc(x: np.ndarray) -> np.ndarray:
     Chebyshev fit), so tail probabilities stay accurate far into the tail."""
     z = np.abs(x)
     t = 1.0 / (1.0 + 0.5 * z)
-    poly = -1.26551223 + t * (
-        1.00002368
-        + t
-        * (
-            0.37409196
-            + t
-            * (
-                0.09678418
-                + t
-                * (
-                    -0.18628806
-                    + t
-                    * (
-                        0.27886807
-                        + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
-                    )
-                )
-            )
-        )
-    )
+    # The fit's polynomial in t by Horner's rule, updated in place: the same operations as
+    # the nested expression, without a temporary per term.
+    poly = t * 0.17087277
+    for coefficient in (
+        -0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196,
+        1.00002368,
+    ):  # fmt: skip
+        poly += coefficient
+        poly *= t
+    poly += -1.26551223
+    poly -= z * z  # the exponent, -z² + poly
     with np.errstate(under="ignore"):
-        r = t * np.exp(-z * z + poly)
+        r = np.exp(poly)
+    r *= t
     return np.where(x >= 0, r, 2.0 - r)
 
 
@@ -165,6 +157,39 @@ class SensorRuns:
         """From a grouping by sensor that is known already: `order` (rows by sensor then
         reading), each row's sensor and rank, readings and slot per sensor."""
         return cls(order, group[order], rank[order], np.cumsum(counts) - counts, sensor_slots)
+
+
+def _rows(array: np.ndarray, leading: int = 1) -> np.ndarray:
+    """`array` as rows of its trailing axes after the first `leading` ones: [n, k], a view."""
+    rows = array.reshape(math.prod(array.shape[:leading]), -1)
+    if not np.may_share_memory(rows, array):  # writes through a copy would be lost
+        raise ValueError("expected a C-contiguous array")
+    return rows
+
+
+def _set_rows(rows: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """rows[index] = values for [n, k] rows and distinct indices, each row copied as one
+    record: a fancy assignment with a trailing axis copies element by element, several times
+    slower."""
+    width = rows.shape[1]
+    values = np.ascontiguousarray(values, dtype=rows.dtype).reshape(-1, width)
+    if width == 1:
+        rows[index.reshape(-1), 0] = values[:, 0]
+        return
+    record = np.dtype((np.void, width * rows.itemsize))
+    rows.view(record)[index.reshape(-1), 0] = values.view(record)[:, 0]
+
+
+def _take(state: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Bank state [slots, channels, ...] of these items (slot * channels + channel):
+    [*items.shape, ...], whole rows at a time (`take`, not a 2-D fancy index)."""
+    gathered = _rows(state, 2).take(items.reshape(-1), axis=0)
+    return gathered.reshape(items.shape + state.shape[2:])
+
+
+def _put(state: np.ndarray, items: np.ndarray, values: np.ndarray) -> None:
+    """Bank state of these (distinct) items = values."""
+    _set_rows(_rows(state, 2), items, values)
 
 
 class CalibrationBank:
@@ -272,7 +297,7 @@ class CalibrationBank:
             runs.starts,
             runs.slots,
         )
-        z = raw[rows]
+        z = raw.take(rows, axis=0)
         if self.standardize.any():
             columns = np.flatnonzero(self.standardize)
             z[:, columns] = self._standardized_run(
@@ -297,13 +322,12 @@ class CalibrationBank:
         Only the median/deviation recurrence is walked step by step (its float32 state after
         each step is kept); the counts, step sizes and z are computed for all rows at once."""
         p = self.params
-        z = np.full(raw.shape, np.nan)
         update = np.isfinite(raw)
         if not update.any():
-            return z
+            return np.full(raw.shape, np.nan)
         # Values seen before each row (saturating below the int32 limit) and after it.
-        at = sensors[:, None]
-        seen0 = self._seen[at, columns].astype(np.int64)
+        items = sensors[:, None] * self.channels + columns[None, :]
+        seen0 = _take(self._seen, items).astype(np.int64)
         limit = np.iinfo(np.int32).max - 1
         counted = np.cumsum(update, axis=0)
         before_sensor = np.take(counted - update, starts, axis=0)  # cumulative at each start
@@ -311,8 +335,8 @@ class CalibrationBank:
         start_seen = np.take(seen0, group, axis=0)
         seen = np.minimum(start_seen + earlier, limit) + update  # as a step-by-step update sees it
         ends = np.append(starts[1:], rank.size) - 1
-        self._seen[at, columns] = np.minimum(seen0 + np.take(counted, ends, axis=0)
-                                             - before_sensor, limit)  # fmt: skip
+        _put(self._seen, items, np.minimum(seen0 + np.take(counted, ends, axis=0)
+                                           - before_sensor, limit))  # fmt: skip
         first = seen == 1
         with np.errstate(invalid="ignore"):
             gain = np.maximum(1.0 / np.maximum(seen, 1), p.standardize_min_step)
@@ -323,20 +347,23 @@ class CalibrationBank:
         place = np.empty_like(by_count)
         place[by_count] = np.arange(sensor_count)
         # Reading k of every sensor that has one, sensors in `by_count` order: contiguous, and
-        # the sensors of reading k are the first active[k] of `by_count`.
-        order = np.argsort(rank * sensor_count + place[group], kind="stable")
+        # the sensors of reading k are the first active[k] of `by_count` (so a row's place
+        # in that order is known without sorting).
         active = np.bincount(rank)
+        bounds = np.append(0, np.cumsum(active))
+        order = np.empty_like(rank)
+        order[bounds[rank] + place[group]] = np.arange(rank.size)
         x_all = np.take(raw, order, axis=0)
         gain_all = np.take(gain, order, axis=0)
         # Block 0: the state before the batch (by_count order); block k+1: after reading k.
         width = len(columns)
         median = np.empty((sensor_count + rank.size, width), dtype=np.float32)
         deviation = np.empty_like(median)
-        median[:sensor_count] = self._median[at, columns][by_count]
-        deviation[:sensor_count] = self._deviation[at, columns][by_count]
+        counted_items = items.take(by_count, axis=0)
+        median[:sensor_count] = _take(self._median, counted_items)
+        deviation[:sensor_count] = _take(self._deviation, counted_items)
         # Readings needing the general update (a first or a missing value), per depth.
-        odd = np.take(first | ~update, order, axis=0).any(axis=1)
-        bounds = np.append(0, np.cumsum(active))
+        odd = np.take((first | ~update).any(axis=1), order)
         odd_depth = np.add.reduceat(odd, bounds[:-1]) > 0
         first_all = np.take(first, order, axis=0)
         update_all = np.take(update, order, axis=0)
@@ -371,8 +398,8 @@ class CalibrationBank:
         block_size = np.append(sensor_count, active[:-1])
         before = np.arange(rank.size) + sensor_count - np.repeat(block_size, active)
         last = sensor_count + bounds[counts[by_count] - 1] + np.arange(sensor_count)
-        self._median[at[by_count], columns] = median[last]
-        self._deviation[at[by_count], columns] = deviation[last]
+        _put(self._median, counted_items, median.take(last, axis=0))
+        _put(self._deviation, counted_items, deviation.take(last, axis=0))
         m = np.take(median, before, axis=0).astype(np.float64)
         d = np.take(deviation, before, axis=0).astype(np.float64)
         scale = np.maximum(np.maximum(MEAN_ABS_TO_SIGMA * d, 1e-9), 1e-6 * np.abs(m))
@@ -382,7 +409,8 @@ class CalibrationBank:
                 (x_all - m) / scale,
                 np.nan,
             )
-        z[order] = z_sorted
+        z = np.empty_like(z_sorted)
+        _set_rows(z, order, z_sorted)
         return z
 
     def _run_likelihood(
@@ -421,16 +449,16 @@ class CalibrationBank:
         pair = np.cumsum(new) - 1
         index = np.arange(events)
         j = index - pair_start[pair]  # readings of the pair before this one, in the batch
-        pair_slot = sensors[group[t[pair_start]]]
-        pair_ch = ch[pair_start]
+        pair_item = sensors[group[t[pair_start]]] * self.channels + ch[pair_start]
         pairs = pair_start.size
         pair_end = np.append(pair_start[1:], events) - 1  # last event of each pair
 
         cycle = p.cycle
-        total = self._count[pair_slot, pair_ch].astype(np.int64)[pair] + j + 1
-        count = np.where(
-            total <= 2 * cycle, total, cycle + 1 + (total - 2 * cycle - 1) % np.int64(cycle)
-        )
+        count0 = _take(self._count, pair_item).astype(np.int64)
+        count = count0[pair] + j + 1
+        wrapped = np.flatnonzero(count > 2 * cycle)
+        if wrapped.size:
+            count[wrapped] = cycle + 1 + (count[wrapped] - 2 * cycle - 1) % np.int64(cycle)
 
         # The ring of |z| after each event. In count space, ring position k holds the value
         # of the latest count ≡ k (mod average) so far: with counts laid out in rows of
@@ -439,13 +467,13 @@ class CalibrationBank:
         # count on, both first filled with its ring before the batch (the stored count's
         # row beyond its position holds no count yet, the row before it only older ones).
         size = p.average
-        ring0 = self._ring[pair_slot, pair_ch]
-        start = self._count[pair_slot, pair_ch].astype(np.int64) % size + size
+        ring0 = _take(self._ring, pair_item)
+        start = count0 % size + size
         used = (start + pair_end - pair_start + 1) // size + 1  # rows per pair
         first_row = np.cumsum(used) - used
         table = np.empty((int(first_row[-1] + used[-1]), size), dtype=np.float32)
-        table[first_row] = ring0
-        table[first_row + 1] = ring0
+        _set_rows(table, first_row, ring0)
+        _set_rows(table, first_row + 1, ring0)
         u = start[pair] + j + 1  # count relative to the pair's first row
         row_of = first_row[pair] + u // size
         column = u % size
@@ -472,10 +500,10 @@ class CalibrationBank:
         position = index - run_first[np.cumsum(run_starts) - 1]
         runs = int(run_base[-1] + pair_refits[-1] + 1)
         running = np.zeros((runs, 2), dtype=np.float32)
-        running[run_base] = self._running[pair_slot, pair_ch]
+        _set_rows(running, run_base, _take(self._running, pair_item))
         self._walk_runs(running, run, position, avg)
 
-        fit = self._fit[pair_slot, pair_ch]  # before the batch
+        fit = _take(self._fit, pair_item)  # before the batch
         refit_events = np.flatnonzero(refit)
         if refit_events.size:
             blocks = p.blocks
@@ -487,11 +515,10 @@ class CalibrationBank:
             back = (block_position[:, None] - np.arange(blocks)[None, :]) % blocks
             before = number[:, None] < back
             source = np.maximum(np.arange(refit_events.size)[:, None] - back, 0)
-            block_sum = np.where(
-                before, self._block_sum[pair_slot, pair_ch][owner], written[source, 0]
-            )
+            owner_item = pair_item[owner]
+            block_sum = np.where(before, _take(self._block_sum, owner_item), written[source, 0])
             block_squares = np.where(
-                before, self._block_squares[pair_slot, pair_ch][owner], written[source, 1]
+                before, _take(self._block_squares, owner_item), written[source, 1]
             )
             filled = np.minimum(which, blocks) * p.refit_every
             mean = block_sum.sum(axis=1, dtype=np.float64) / filled
@@ -504,25 +531,26 @@ class CalibrationBank:
             event_fit = fits.take(which_fit, axis=0)
             last = pair_refits > 0
             final = (pair_refits0 + pair_refits - 1)[last]
-            slot_l, ch_l = pair_slot[last], pair_ch[last]
-            self._block_sum[slot_l, ch_l] = block_sum[final]
-            self._block_squares[slot_l, ch_l] = block_squares[final]
-            self._fit[slot_l, ch_l] = refit_fit[final]
+            refitted = pair_item[last]
+            _put(self._block_sum, refitted, block_sum[final])
+            _put(self._block_squares, refitted, block_squares[final])
+            _put(self._fit, refitted, refit_fit[final])
         else:
             event_fit = fit.take(pair, axis=0)
 
-        out.average[row, ch] = avg
-        out.mean[row, ch] = event_fit[:, 0]
-        out.variance[row, ch] = event_fit[:, 1]
-        out.ready[row, ch] = (count >= p.min_history) & (event_fit[:, 1] > 0)
+        cell = row * z.shape[1] + ch  # of each event in the [rows, channels] outputs
+        _rows(out.average, 2)[cell, 0] = avg
+        _rows(out.mean, 2)[cell, 0] = event_fit[:, 0]
+        _rows(out.variance, 2)[cell, 0] = event_fit[:, 1]
+        _rows(out.ready, 2)[cell, 0] = (count >= p.min_history) & (event_fit[:, 1] > 0)
 
         last_count = count[pair_end]
-        self._count[pair_slot, pair_ch] = np.where(
-            last_count >= 2 * cycle, last_count - cycle, last_count
-        )
-        self._ring[pair_slot, pair_ch] = ring[pair_end]
+        last_count = np.where(last_count >= 2 * cycle, last_count - cycle, last_count)
+        _put(self._count, pair_item, last_count)
+        # With one event per pair (many sensors, a reading each) the rings are the pairs'.
+        _put(self._ring, pair_item, ring if pairs == events else ring.take(pair_end, axis=0))
         # The run after the pair's last refit (empty, so 0, if that was its last event).
-        self._running[pair_slot, pair_ch] = running[run_base + pair_refits]
+        _put(self._running, pair_item, running.take(run_base + pair_refits, axis=0))
 
     @staticmethod
     def _walk_runs(
@@ -536,8 +564,10 @@ class CalibrationBank:
         if runs * width <= max(_DENSE_CELLS, _DENSE_PER_READING * position.size):
             # Zero-padded: adding 0.0 leaves a float32 sum as it is.
             addend = np.zeros((width, runs, 2))
-            addend[position, run, 0] = avg
-            addend[position, run, 1] = avg * avg
+            flat = addend.reshape(-1)
+            at = position * (2 * runs) + 2 * run  # of [position, run, 0]
+            flat[at] = avg
+            flat[at + 1] = avg * avg
             for column in addend:
                 np.add(running, column, out=running)
             return
@@ -547,13 +577,13 @@ class CalibrationBank:
         place = np.empty_like(by_length)
         place[by_length] = np.arange(runs)
         order = np.argsort(position * runs + place[run], kind="stable")
-        sums = running[by_length]
-        added = np.stack([avg, avg * avg], axis=1)[order]
+        sums = running.take(by_length, axis=0)
+        added = np.stack([avg, avg * avg], axis=1).take(order, axis=0)
         offset = 0
         for a in np.bincount(position).tolist():
             np.add(sums[:a], added[offset : offset + a], out=sums[:a])
             offset += a
-        running[by_length] = sums
+        _set_rows(running, by_length, sums)
 
 
 def likelihood_score(q: np.ndarray, flag_below: float) -> np.ndarray:

@@ -211,10 +211,12 @@ class RangeView:
         back = (position0[owner, None] + nth[:, None] - ring_slot[None, :]) % blocks
         writer = nth[:, None] - back  # the completion that last wrote each ring slot, or < 0
         newer = writer >= 0
-        block_end = np.maximum(writer, 0) * block + block - 1
+        # Where each ring slot's block ended in the batch, as a flat index into acc.
+        block_end = np.maximum(writer, 0) * block + (block - 1) + (owner * width)[:, None]
+        owner_slot = su[owner]
 
         def rings(acc, ring0):
-            return np.where(newer, acc[owner[:, None], block_end], ring0[su][owner])
+            return np.where(newer, acc.reshape(-1).take(block_end), ring0.take(owner_slot, axis=0))
 
         rings_max, rings_min = rings(acc_max, self._max), rings(acc_min, self._min)
         after_max = np.fmax.reduce(rings_max, axis=1)
@@ -385,22 +387,44 @@ class SeasonalView:
         # Candidate buckets around one period back, nearest first, as in `step`.
         back = (spec.lag - self._offsets) % size
         candidates = bucket[:, None] - back[None, :]
-        found = self._ring[su[g][:, None], candidates % size]
-        settle(found, g[:, None], r[:, None], candidates)
+        # One flat gather: cheaper than a 2-D fancy index.
+        at = candidates % size
+        at += (su[g] * size)[:, None]
+        found = _flat(self._ring).take(at)
+        # Only rows whose candidates reach the latest bucket before the batch can see one the
+        # batch changed; in a steady stream one period back is long settled, so none do.
+        near = np.flatnonzero(bucket - int(back.min()) >= last0[g])
+        if near.size:
+            changed = found[near]
+            settle(changed, g[near, None], r[near, None], candidates[near])
+            found[near] = changed
         present = ~np.isnan(found)
         first = present.argmax(axis=1)
         reference = found[np.arange(rows), first].astype(np.float64)
         reference[~present.any(axis=1)] = np.nan
 
-        # The state past the batch: only the slots of buckets entered or written during it
-        # change, i.e. buckets from min(first bucket, latest before + 1) to the last one.
-        low = np.maximum(top - size + 1, np.minimum(base, last0 + 1))
-        width = int((top - low).max()) + 1
-        held = low[:, None] + np.arange(width)[None, :]
-        held = np.where(held <= top[:, None], held, top[:, None])  # padding repeats `top`
-        value = self._ring[su[:, None], held % size]
-        settle(value, np.arange(sensors)[:, None], n[:, None], held)
-        self._ring[su[:, None], held % size] = value
+        # The state past the batch: the buckets entered during it (after the latest before,
+        # within the ring's reach of the last one) are emptied, then each bucket written
+        # during it holds its latest reading's average; the other slots keep what they held.
+        entered = np.maximum(last0, top - size) + 1  # first bucket entered, per sensor
+        width = int((top - entered).max()) + 1
+        ring = _flat(self._ring)  # one flat index is cheaper than a 2-D fancy index
+        if width > 0:
+            emptied = entered[:, None] + np.arange(width)[None, :]
+            kept = emptied <= top[:, None]
+            emptied %= size
+            emptied += (su * size)[:, None]
+            ring[emptied[kept]] = np.nan
+        # Each (sensor, bucket)'s latest reading (buckets never go back within a sensor), if
+        # the bucket is still within the ring's reach.
+        sorted_group = g[order]
+        latest = np.empty(rows, dtype=bool)
+        latest[-1] = True
+        np.not_equal(sorted_group[1:], sorted_group[:-1], out=latest[:-1])
+        latest[:-1] |= sorted_bucket[1:] != sorted_bucket[:-1]
+        latest &= sorted_bucket > top[sorted_group] - size
+        kept = np.flatnonzero(latest)
+        ring[su[sorted_group[kept]] * size + sorted_bucket[kept] % size] = stored[kept]
         self._last[su] = top
         return reference[:, None]
 
@@ -453,6 +477,14 @@ class HistoryViews:
                         average = averages[view.spec.smoothing][step]
                         out[name][step] = view.step(slots, timestamps[step], average)
         return out
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    """A 1-D view of a C-contiguous array (state arrays are allocated whole)."""
+    flat = array.reshape(-1)
+    if not np.may_share_memory(flat, array):  # writes through a copy would be lost
+        raise ValueError("expected a C-contiguous array")
+    return flat
 
 
 def _moving_averages(stored: BatchWindows, values: np.ndarray, smoothing: int) -> np.ndarray:

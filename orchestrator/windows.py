@@ -9,7 +9,7 @@ lookup is numpy over the whole batch.
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -159,40 +159,56 @@ class WindowStore:
         length = self.length
         # Group readings by sensor: `group[i]` is the batch-local index of row i's sensor (in
         # order of first appearance).
-        local = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
-        group = np.fromiter(map(local.__getitem__, sensor_ids), dtype=np.int64, count=rows)
-        unique_ids = list(local)
-        if len(unique_ids) > self.max_sensors:
+        unique_ids = list(dict.fromkeys(sensor_ids))
+        sensors = len(unique_ids)
+        if sensors > self.max_sensors:
             raise ValueError(
-                f"batch has {len(unique_ids)} distinct sensors, "
-                f"more than max_sensors={self.max_sensors}"
+                f"batch has {sensors} distinct sensors, more than max_sensors={self.max_sensors}"
             )
         slots, evicted, fresh = self._slots_for(unique_ids)
         if fresh.size:
             self._generation[fresh] += 1
             for state in self._states:
                 state.reset(fresh)
-        counts = np.bincount(group, minlength=len(unique_ids))
-        # rank[i]: how many earlier rows of the same batch belong to row i's sensor.
-        order = np.argsort(group, kind="stable")
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rank = np.empty(rows, dtype=np.int64)
-        rank[order] = np.arange(rows) - starts[group[order]]
+        # Every sensor once (many sensors, one reading each) is common enough to skip the
+        # grouping: rows are then the sensors, in order.
+        once = sensors == rows
+        if once:
+            group = order = np.arange(rows)
+            counts = np.ones(rows, dtype=np.int64)
+            rank = np.zeros(rows, dtype=np.int64)
+        else:
+            local = dict(zip(unique_ids, range(sensors), strict=True))
+            group = np.fromiter(map(local.__getitem__, sensor_ids), dtype=np.int64, count=rows)
+            counts = np.bincount(group, minlength=sensors)
+            # rank[i]: how many earlier rows of the same batch belong to row i's sensor.
+            order = np.argsort(group, kind="stable")
+            starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+            rank = np.empty(rows, dtype=np.int64)
+            rank[order] = np.arange(rows) - starts[group[order]]
 
-        # extended[u] = stored history of sensor u followed by its new values in batch order.
-        extended = np.full(
-            (len(unique_ids), length + int(counts.max(initial=0))), np.nan, self._dtype
-        )
-        extended[:, :length] = self._values[slots]
+        # extended[u] = stored history of sensor u followed by its new values in batch order
+        # (NaN after them, up to the deepest sensor's). The stored windows are gathered once:
+        # a gather of the big slot array is the costly part with many sensors.
+        deepest = int(counts.max(initial=0))
+        extended = np.empty((sensors, length + deepest), self._dtype)
+        stored = self._values.take(slots, axis=0)
+        extended[:, :length] = stored
+        extended[:, length:] = np.nan
         extended[group, length + rank] = values
         # Row i's window starts at column rank[i] of its sensor's extended row; one gather
-        # over a strided view instead of a 2-D fancy index.
+        # over a strided view instead of a 2-D fancy index. With every sensor once, that is
+        # the stored window itself.
         sliding = np.lib.stride_tricks.sliding_window_view(extended, length, axis=1)
-        windows = sliding[group, rank]
+        windows = stored if once else sliding[group, rank]
         old_fill = self._fill[slots]
         fill = np.minimum(old_fill[group] + rank, length)
 
-        self._values[slots] = sliding[np.arange(len(unique_ids)), counts]
+        if deepest == int(counts.min(initial=0)):
+            # Every sensor moved on by the same count: its new window is a plain slice.
+            self._values[slots] = extended[:, deepest:]
+        else:
+            self._values[slots] = sliding[np.arange(sensors), counts]
         self._fill[slots] = np.minimum(old_fill + counts, length)
         row_slots = slots[group]
         return BatchWindows(
@@ -218,15 +234,19 @@ class WindowStore:
         evicted: list[str] = []
         # Known sensors of this batch first move to the recent end, so that eviction (which takes
         # from the least recent end) never picks a sensor of this batch that comes later in it.
-        known = 0
-        for sensor_id in sensor_ids:
-            if sensor_id in present:
-                present.move_to_end(sensor_id)
-                known += 1
-        if known == len(sensor_ids):
-            # All seen before (the steady state): they are now the most recent, in batch order,
-            # exactly as the loop below would leave them.
-            slots[:] = np.fromiter(map(present.__getitem__, sensor_ids), np.int64, known)
+        try:
+            # The steady state, all seen before, in one pass at C speed (no Python per sensor).
+            deque(map(present.move_to_end, sensor_ids), maxlen=0)
+        except KeyError:
+            # Some are new: move the known ones (again: the order is that of the last moves,
+            # so moving those before the new one twice changes nothing).
+            for sensor_id in sensor_ids:
+                if sensor_id in present:
+                    present.move_to_end(sensor_id)
+        else:
+            # They are now the most recent, in batch order, exactly as the loop below would
+            # leave them.
+            slots[:] = np.fromiter(map(present.__getitem__, sensor_ids), np.int64, len(slots))
             return slots, evicted, np.zeros(0, dtype=np.int64)
         for index, sensor_id in enumerate(sensor_ids):
             slot = present.get(sensor_id)

@@ -240,6 +240,34 @@ def test_store_matches_per_reading_reference(length, max_sensors, operations):
         assert_same(store, ref, result, ref.append(ids, values))
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    length=st.integers(0, 4),
+    batches=st.lists(st.lists(SENSORS, max_size=12), max_size=6),
+)
+def test_compact_form_and_grouping_agree_with_the_windows(length, batches):
+    # Every sensor once, the same count per sensor and uneven counts take different paths.
+    store = WindowStore(length=length, max_sensors=6)
+    reading = 0.0
+    for ids in batches:
+        values = reading + np.arange(len(ids), dtype=np.float64)
+        reading += len(ids)
+        out = store.append(ids, values)
+        sensors = list(dict.fromkeys(ids))
+        assert out.group.tolist() == [sensors.index(s) for s in ids]
+        assert out.counts.tolist() == [ids.count(s) for s in sensors]
+        assert out.sensor_slots.tolist() == [store.slot_of(s) for s in sensors]
+        assert out.order.tolist() == sorted(range(len(ids)), key=lambda i: (out.group[i], i))
+        assert out.extended.shape == (len(sensors), length + max(out.counts, default=0))
+        for i in range(len(ids)):
+            row = out.extended[out.group[i]]
+            assert np.array_equal(row[out.rank[i] : out.rank[i] + length], out.windows[i],
+                                  equal_nan=True)  # fmt: skip
+            assert row[length + out.rank[i]] == np.float32(values[i])
+        for u, count in enumerate(out.counts.tolist()):
+            assert np.isnan(out.extended[u, length + count :]).all()
+
+
 # ---------------------------------------------------------------- per-sensor state beside it
 
 
