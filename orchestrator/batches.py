@@ -64,6 +64,7 @@ class DecodedBatch:
     traceparent: str
     digest: bytes = b""  # of the readings as sent (see readings_digest)
     nbytes: int = 0  # memory of the columns and id strings (estimate, see decode_batch)
+    sensors: int = 0  # distinct sensor ids (0: not counted; take it as one per reading)
 
     @property
     def rows(self) -> int:
@@ -282,7 +283,7 @@ def decode_batch(
             fields.of(bad[0], "value"),
             f"must be within +/-{FLOAT32_MAX:.4g} (kept as float32), got {values[bad[0]]}",
         )
-    _check_sensor_ids(sensor_ids, limits, fields)
+    sensors = _check_sensor_ids(sensor_ids, limits, fields)
     now_ns = time.time_ns() if now_ns is None else now_ns
     bad = np.flatnonzero(timestamps < 0)
     if bad.size:
@@ -305,7 +306,15 @@ def decode_batch(
     # widest character size of them, so this is an upper bound without a loop over the ids.
     nbytes = count * (READING_COLUMNS_BYTES + STR_OBJECT_BYTES) + sys.getsizeof(joined_ids)
     return DecodedBatch(
-        batch.batch_id, sensor_ids, values, timestamps, mode, batch.traceparent, digest, nbytes
+        batch.batch_id,
+        sensor_ids,
+        values,
+        timestamps,
+        mode,
+        batch.traceparent,
+        digest,
+        nbytes,
+        sensors,
     )
 
 
@@ -392,13 +401,16 @@ def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
     return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)
 
 
-def _check_sensor_ids(sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS) -> None:
+def _check_sensor_ids(sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS) -> int:
+    """The number of distinct ids, once each is checked."""
     # Checks run once per distinct id (batches usually repeat a few sensors many times); the
     # index of an offending id is looked up only to name it.
-    for sensor_id in dict.fromkeys(sensor_ids):
+    distinct = dict.fromkeys(sensor_ids)
+    for sensor_id in distinct:
         problem = _id_problem(sensor_id, limits)
         if problem is not None:
             raise InvalidArgument(fields.of(sensor_ids.index(sensor_id), "sensor_id"), problem)
+    return len(distinct)
 
 
 def _id_problem(sensor_id: str, limits: Limits) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .budget import RoundLayout
 from .calibration import (
     Calibrated,
     CalibrationBank,
@@ -148,6 +149,13 @@ class History:
             + RAW_BYTES * self.windows.length
             + self.views.bytes_per_sensor()
             + self.calibration.bytes_per_channel * len(self.channels)
+        )
+
+    def round_layout(self) -> RoundLayout:
+        """What a scoring round copies per reading with the engines declared now."""
+        return RoundLayout(
+            window_bytes=RAW_BYTES * self.windows.length,
+            view_bytes=8 * sum(view.spec.width for view in self.views.views.values()),
         )
 
     def check(self, specialist: str, declaration: Declaration) -> None:

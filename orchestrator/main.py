@@ -149,7 +149,7 @@ class OrchestratorProcess:
             self.pipeline.sinks.append(self.alertmanager)
         limits = settings.ingest_limits()
         self.inflight = InflightBudget(settings.inflight_budget_bytes, limits)
-        self.scoring = settings.scoring_budget()
+        self.scoring = settings.scoring_budget(self.history.round_layout)
         self.servicer = OrchestratorServicer(
             self.pipeline,
             self.hub,

@@ -322,7 +322,10 @@ class StreamSession:
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
-        working = self._scoring.cost(sum(b.rows for b in batches))
+        # Distinct sensors of the batches added up: at least those of the round.
+        working = self._scoring.cost(
+            sum(b.rows for b in batches), sum(b.sensors or b.rows for b in batches)
+        )
         # A round waiting for room is work the mesh has to do: it counts in the queue depth.
         self._rounds_open += 1
         try:

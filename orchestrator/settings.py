@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -15,6 +16,7 @@ from .budget import (
     MIB,
     SENSOR_INDEX_BYTES,
     MemoryPlan,
+    RoundLayout,
     ScoringBudget,
     largest_batch_cost,
     str_bytes,
@@ -282,9 +284,10 @@ class OrchestratorSettings(ServerSettings):
         """The incident budget, shared equally by the incidents and each shadow's."""
         return self.incident_budget_bytes // (1 + self.shadow_count())
 
-    def scoring_budget(self) -> ScoringBudget:
-        """The budget of scoring rounds: a row copies at most max_history_bytes_per_sensor."""
-        return ScoringBudget(self.scoring_budget_bytes, self.max_history_bytes_per_sensor)
+    def scoring_budget(self, layout: Callable[[], RoundLayout] | None = None) -> ScoringBudget:
+        """The budget of scoring rounds: a row copies at most max_history_bytes_per_sensor
+        (less, by the shape of the round, given the declared `layout`)."""
+        return ScoringBudget(self.scoring_budget_bytes, self.max_history_bytes_per_sensor, layout)
 
     def max_receive_message_bytes(self) -> int:
         """gRPC's receive limit: no larger than the largest valid batch, so a bigger message is

@@ -62,6 +62,7 @@ def test_decodes_columns_in_order():
     assert decoded.verdict_mode == pb.VERDICT_MODE_ALL
     assert decoded.traceparent == "00-abc-def-01"
     assert decoded.rows == 3
+    assert decoded.sensors == 2  # distinct ids: what a scoring round is charged by
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])

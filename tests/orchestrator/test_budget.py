@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sentinel.orchestrator.batches import Limits, count_readings, parse_batch
-from sentinel.orchestrator.budget import InflightBudget, ScoringBudget, largest_batch_cost
+from sentinel.orchestrator.budget import (
+    ROUND_BYTES_PER_READING,
+    InflightBudget,
+    RoundLayout,
+    ScoringBudget,
+    largest_batch_cost,
+)
 
 from sentinel.v1 import orchestrator_pb2 as pb
 
@@ -103,3 +109,33 @@ async def test_a_round_larger_than_the_budget_runs_alone_and_a_cancelled_wait_gi
     budget.give(150)
     await later
     assert budget.used == 20
+
+
+def test_a_round_is_charged_by_its_shape_never_above_the_worst_case() -> None:
+    layout = RoundLayout(window_bytes=916, view_bytes=32)
+    budget = ScoringBudget(64 * 2**20, 4096, lambda: layout)
+    worst = 8_000 * (4096 + ROUND_BYTES_PER_READING)
+    assert budget.cost(8_000) == worst  # sensors unknown
+    per_reading = ROUND_BYTES_PER_READING + 916 + 4 * 32
+    # Many readings per sensor: each history is charged once per sensor, not per reading.
+    assert budget.cost(8_000, 100) == 8_000 * per_reading + 100 * 4 * 916
+    # One reading per sensor: more, but never above what the settings check reckons with.
+    assert budget.cost(8_000, 8_000) == min(worst, 8_000 * (per_reading + 4 * 916))
+    assert budget.cost(8_000, 50_000) == budget.cost(8_000, 8_000)  # at most one per reading
+    longest = ScoringBudget(64 * 2**20, 4096, lambda: RoundLayout(4096, 0))
+    assert longest.cost(8_000, 8_000) == worst
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 10_000),
+    st.integers(0, 10_000),
+    st.integers(0, 4096),
+    st.integers(0, 64),
+)
+def test_the_shaped_cost_grows_with_readings_and_sensors(rows, sensors, window, views) -> None:
+    budget = ScoringBudget(2**30, 4096, lambda: RoundLayout(window, views))
+    cost = budget.cost(rows, sensors)
+    assert 0 <= cost <= rows * (4096 + ROUND_BYTES_PER_READING)
+    assert budget.cost(rows + 1, sensors) >= cost
+    assert budget.cost(rows, sensors + 1) >= cost

@@ -12,17 +12,24 @@ The process tests read `sentinel serve orchestrator`'s memory from /proc (VmHWM:
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import tracemalloc
 
 import grpc
+import numpy as np
 import pytest
 from faultkit import Producer, process_mesh, wait_until
 from memory_hogs import WARM, hostile_calls, maximal_body, raw_calls
-from mesh_fixtures import running_mesh
+from mesh_fixtures import no_tracing, running_mesh
 from readings import batch, collect
+from sentinel.orchestrator.settings import OrchestratorSettings
 
+from sentinel.app.local_mesh import LocalMesh
 from sentinel.app.soak import proc_status_kib
 from sentinel.client import CLIENT_ID_HEADER, Backoff, TelemetryClient
+from sentinel.v1 import orchestrator_pb2 as pb
+from sentinel.v1 import orchestrator_pb2_grpc
 
 MIB = 1024 * 1024
 
@@ -240,3 +247,70 @@ async def test_rounds_wait_for_the_scoring_budget_and_count_in_the_queue_depth()
         assert [ack.batch_id for ack in (await collect(first))["ack"]] == [1]
         assert [ack.batch_id for ack in (await collect(second))["ack"]] == [1]
         assert scoring.used == 0 and servicer.queue_depth == 0
+
+
+def _round_batch(batch_id: int, sensors: int, per_sensor: int, start_ns: int):
+    """`per_sensor` readings of each of `sensors` sensors, a second apart, acks only."""
+    ids = [f"s{i:05d}" for i in range(sensors)] * per_sensor
+    values = np.random.default_rng(batch_id).standard_normal(len(ids))
+    stamps = start_ns + np.repeat(np.arange(per_sensor), sensors) * 1_000_000_000
+    return pb.TelemetryBatch(
+        batch_id=batch_id,
+        columns=pb.ReadingColumns(
+            sensor_ids=ids, values=values.tolist(), timestamps_unix_nanos=stamps.tolist()
+        ),
+        verdicts=pb.VERDICT_MODE_NONE,
+    )
+
+
+async def _one_round(stub, request) -> None:
+    async def requests():
+        yield request
+
+    async for _ in stub.StreamTelemetry(requests()):
+        pass
+
+
+@pytest.mark.parametrize(("sensors", "per_sensor"), [(20, 100), (2_000, 1)])
+async def test_a_rounds_working_memory_stays_within_what_it_is_charged(
+    sensors: int, per_sensor: int
+) -> None:
+    """The scoring budget charges a round by its shape (readings, distinct sensors, the
+    declared windows and views): measured with tracemalloc in the orchestrator (the engines
+    run as their own processes), a steady-state round of the three default engines uses less."""
+    async with LocalMesh() as local:
+        orchestrator = await local.start_orchestrator(
+            OrchestratorSettings(port=0, max_batch_readings=10_000, drain_delay_seconds=0),
+            no_tracing(),
+        )
+        channel = grpc.aio.insecure_channel(local.target)
+        stub = orchestrator_pb2_grpc.OrchestratorStub(channel)
+        try:
+            start = time.time_ns() - 86_400 * 1_000_000_000
+            # Full windows first (the statistical engine reads 229 values), so every engine
+            # scores every row of the measured round.
+            warm_per_sensor = max(1, 10_000 // sensors)
+            batches = -(-260 // warm_per_sensor)
+            for i in range(batches):
+                request = _round_batch(
+                    i + 1, sensors, warm_per_sensor, start + i * warm_per_sensor * 10**9
+                )
+                await _one_round(stub, request)
+            request = _round_batch(
+                batches + 1, sensors, per_sensor, start + batches * warm_per_sensor * 10**9
+            )
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                await _one_round(stub, request)
+                peak = tracemalloc.get_traced_memory()[1] - before
+            finally:
+                tracemalloc.stop()
+            rows = sensors * per_sensor
+            charged = orchestrator.scoring.cost(rows, sensors)
+            assert peak <= charged, f"{peak:,} bytes used, {charged:,} charged"
+            # The charge is a bound, not a guess far above: within 1.6x of the use.
+            assert charged <= 1.6 * peak, f"{peak:,} bytes used, {charged:,} charged"
+        finally:
+            await channel.close()
