@@ -258,7 +258,7 @@ class Shadows:
         """By specialist, the row columns its (described) shadow reads: its specialist's
         requests carry them too, since the shadow scores the same bytes."""
         return {
-            s.name: s.client.declaration.row_columns
+            s.name: s.client.row_columns()
             for s in self.shadows
             if s.client.described and s.client.declaration is not None
         }

@@ -107,6 +107,8 @@ class DistinctSensors:
 # What a request carries of the row columns: None = every one, in per-row form (for engines
 # predating the declaration), else the declared ones (sensor ids in distinct form).
 RowColumns = frozenset[RowColumn] | None
+# After a refused request with only the declared row columns: how long every column is sent.
+EVERY_COLUMN_SECONDS = 300.0
 
 
 def columns_for(*declared: RowColumns) -> RowColumns:
@@ -371,10 +373,23 @@ class SpecialistClient:
         """Whether the last Describe or Score succeeded (the `specialist_up` gauge)."""
         self._warned_at: float | None = None
         self._call_warned_at: float | None = None
+        # Until then (time.monotonic), requests carry every row column in per-row form: a
+        # replica refused one without them (see `row_columns`).
+        self._every_column_until = 0.0
 
     @property
     def described(self) -> bool:
         return self.window_length is not None
+
+    def row_columns(self) -> RowColumns:
+        """The row columns this specialist's requests carry: what it declared, or every one
+        (None) if it predates the declaration, or while a replica that does lately refused a
+        request without them. One target may be served by replicas of two revisions (a
+        rolling update, a rollback, a v1/v2 split): the Describe answered by a current one
+        does not speak for the others."""
+        if self.declaration is None or time.monotonic() < self._every_column_until:
+            return None
+        return self.declaration.row_columns
 
     async def describe(self, timeout: float) -> bool:
         try:
@@ -494,6 +509,14 @@ class SpecialistClient:
             if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
                 # Possibly a different pod or version next time: learn it again.
                 self.window_length = None
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT and self.row_columns() is not None:
+                # Likely a replica of the previous revision, which needs every row column.
+                self._every_column_until = time.monotonic() + EVERY_COLUMN_SECONDS
+                log.warning(
+                    f"{self._role} refused a request with only its declared row columns; "
+                    f"sending every column for {EVERY_COLUMN_SECONDS:g} s",
+                    extra={"specialist": self.name, "detail": error.details()},
+                )
             log.log(
                 self._call_failure_level(),
                 f"{self._role} call failed",
@@ -638,7 +661,7 @@ class SpecialistPool:
                 views=encode_views(views),
                 **_window_fields(windows, length, compact),
             ).SerializeToString()
-            declared = client.declaration.row_columns if client.declaration is not None else None
+            declared = client.row_columns()
             columns = (
                 columns_for(declared, shadow_columns[client.name])
                 if client.name in shadow_columns

@@ -249,3 +249,40 @@ async def test_without_shadows_a_specialist_reading_nothing_gets_no_row_columns(
     async with mesh([none, legacy]) as stub:
         await stub.Detect(detect_batch())
     assert none.requests[0].ByteSize() < legacy.requests[0].ByteSize() / 2
+
+
+class MixedRevisions(Recording):
+    """One target, two revisions: Describe answered by a current replica (declares NONE),
+    Score by one of the previous revision, which refuses a request without per-row ids and
+    timestamps as that revision's codec did (INVALID_ARGUMENT naming the field)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, NONE, dense=True)
+
+    async def Score(self, request, context):  # noqa: N802
+        rows = len(request.values)
+        for field, column in (
+            ("sensor_ids", request.sensor_ids),
+            ("timestamps_unix_nanos", request.timestamps_unix_nanos),
+        ):
+            if len(column) != rows:
+                self.requests.append(request)
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"{field}: has {len(column)} entries"
+                )
+        return await super().Score(request, context)
+
+
+async def test_a_replica_of_the_previous_revision_gets_every_column_after_one_refusal() -> None:
+    good, mixed = Recording("good", NONE), MixedRevisions("mixed")
+    async with mesh([good, mixed]) as stub:
+        first = await stub.Detect(detect_batch(1))
+        second = await stub.Detect(detect_batch(2))
+    refused, resent = mixed.requests
+    assert not refused.sensor_ids and not refused.timestamps_unix_nanos
+    assert list(resent.sensor_ids) == SENSORS and list(resent.timestamps_unix_nanos) == STAMPS
+    # The refused round is degraded (that specialist's votes missing), the next one is whole;
+    # the specialist that took the slim request keeps getting it.
+    assert {tuple(v.missing) for v in first.verdicts} == {("mixed",)}
+    assert {tuple(v.missing) for v in second.verdicts} == {()}
+    assert all(not r.sensor_ids and not r.timestamps_unix_nanos for r in good.requests)
