@@ -26,6 +26,7 @@ import hashlib
 import sys
 import time
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,7 @@ class DecodedBatch:
     digest: bytes = b""  # of the readings as sent (see readings_digest)
     nbytes: int = 0  # memory of the columns and id strings (estimate, see decode_batch)
     sensors: int = 0  # distinct sensor ids (0: not counted; take it as one per reading)
+    deepest: int = 0  # the most readings of one sensor (0: not counted; take it as all)
 
     @property
     def rows(self) -> int:
@@ -283,7 +285,7 @@ def decode_batch(
             fields.of(bad[0], "value"),
             f"must be within +/-{FLOAT32_MAX:.4g} (kept as float32), got {values[bad[0]]}",
         )
-    sensors = _check_sensor_ids(sensor_ids, limits, fields)
+    sensors, deepest = _check_sensor_ids(sensor_ids, limits, fields)
     now_ns = time.time_ns() if now_ns is None else now_ns
     bad = np.flatnonzero(timestamps < 0)
     if bad.size:
@@ -315,6 +317,7 @@ def decode_batch(
         digest,
         nbytes,
         sensors,
+        deepest,
     )
 
 
@@ -401,16 +404,19 @@ def _columns(readings) -> tuple[list[str], np.ndarray, np.ndarray]:
     return sensor_ids, np.array(values, dtype=np.float64), np.array(timestamps, dtype=np.int64)
 
 
-def _check_sensor_ids(sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS) -> int:
-    """The number of distinct ids, once each is checked."""
+def _check_sensor_ids(
+    sensor_ids: list[str], limits: Limits, fields: _Fields = _ROWS
+) -> tuple[int, int]:
+    """(distinct ids, the most readings of one), once each id is checked: what a scoring
+    round's working memory depends on (ScoringBudget.cost)."""
     # Checks run once per distinct id (batches usually repeat a few sensors many times); the
     # index of an offending id is looked up only to name it.
-    distinct = dict.fromkeys(sensor_ids)
-    for sensor_id in distinct:
+    readings_of = Counter(sensor_ids)
+    for sensor_id in readings_of:
         problem = _id_problem(sensor_id, limits)
         if problem is not None:
             raise InvalidArgument(fields.of(sensor_ids.index(sensor_id), "sensor_id"), problem)
-    return len(distinct)
+    return len(readings_of), max(readings_of.values(), default=0)
 
 
 def _id_problem(sensor_id: str, limits: Limits) -> str | None:

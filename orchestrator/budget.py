@@ -40,6 +40,8 @@ VERDICT_BYTES = 1_536
 # Per row of a scoring round beside its copy of the sensor's history (windows and views, at
 # most max_history_bytes_per_sensor): three engines' votes, combine's arrays, row indices.
 ROUND_BYTES_PER_READING = 1_024
+# A window value as the window store keeps it (float32).
+WINDOW_VALUE_BYTES = 4
 # Per sensor of the window store beside its history and id: the OrderedDict entry and slot int
 # (~120 bytes, measured with tracemalloc), fill and generation (16).
 SENSOR_INDEX_BYTES = 136
@@ -120,16 +122,18 @@ class RoundLayout:
 class ScoringBudget(ByteBudget):
     """Working memory of scoring rounds. `take` waits for room, first come first served; a
     round alone in the budget is let in whatever its size (the settings check keeps the
-    largest round within it).
+    largest uniform round within it).
 
-    A round costs at most max_history_bytes_per_sensor per reading (what the settings check
-    reckons with). Given the declared `layout`, it is charged less where its shape allows:
-    per reading its votes and indices, its window and view values; per distinct sensor the
-    sensor's history once more in the compact form and in the engines' requests (a history
-    travels once per sensor, not once per reading). Measured with tracemalloc, orchestrator
-    only (tests/reliability/test_memory_budget.py): 8,100 readings of 100 sensors peak at
-    ~1.8 KB per reading, 8,000 of 8,000 sensors at ~4.2 KB; charged 2.1 and 5.1 (the
-    worst case)."""
+    Without the round's shape, a reading costs max_history_bytes_per_sensor plus 1 KB (what
+    the settings check reckons with). Given the declared `layout` and the shape, a round is
+    charged what it builds: per reading its votes and indices, its window and view values;
+    per distinct sensor its history once more in the compact form and the engines' requests;
+    and the compact form's padding (each sensor's row is as long as the deepest sensor's). A
+    lopsided round (one sensor with thousands of readings beside thousands with one) then
+    costs more than the budget and runs alone. Measured with tracemalloc, orchestrator only
+    (tests/reliability/test_memory_budget.py): 8,100 readings of 100 sensors peak at ~1.8 KB
+    per reading, 8,000 of 8,000 sensors at ~4.2 KB; charged 2.1 and 5.7; 2,000 sensors once
+    and one of them 2,000 times more: 31 MB, charged 48."""
 
     def __init__(
         self,
@@ -146,17 +150,20 @@ class ScoringBudget(ByteBudget):
     def unlimited(cls) -> ScoringBudget:
         return cls(2**62, 0)
 
-    def cost(self, rows: int, sensors: int | None = None) -> int:
-        """Bytes a round of `rows` readings of at most `sensors` distinct sensors may use."""
-        worst = rows * self._per_reading
+    def cost(self, rows: int, sensors: int | None = None, deepest: int | None = None) -> int:
+        """Bytes a round of `rows` readings, of at most `sensors` distinct sensors with at most
+        `deepest` readings each, may use."""
         if self._layout is None or sensors is None:
-            return worst
+            return rows * self._per_reading
+        sensors = min(sensors, rows)
+        deepest = rows if deepest is None else min(deepest, rows)
         layout = self._layout()
         # Views: their values, their encodings and the engines' answers derived from them;
         # a history: the compact form, the engines' requests and what builds them.
         per_reading = ROUND_BYTES_PER_READING + layout.window_bytes + 4 * layout.view_bytes
-        shaped = rows * per_reading + min(sensors, rows) * 4 * layout.window_bytes
-        return min(worst, shaped)
+        # Measured with a lopsided round: about twice the float32 padding itself.
+        padding = 2 * sensors * deepest * WINDOW_VALUE_BYTES
+        return rows * per_reading + sensors * 4 * layout.window_bytes + padding
 
     async def take(self, size: int) -> None:
         if not self._waiting and (self.has_room(size) or not self.used):

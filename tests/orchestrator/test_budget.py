@@ -111,31 +111,35 @@ async def test_a_round_larger_than_the_budget_runs_alone_and_a_cancelled_wait_gi
     assert budget.used == 20
 
 
-def test_a_round_is_charged_by_its_shape_never_above_the_worst_case() -> None:
+def test_a_round_is_charged_by_its_shape() -> None:
     layout = RoundLayout(window_bytes=916, view_bytes=32)
     budget = ScoringBudget(64 * 2**20, 4096, lambda: layout)
-    worst = 8_000 * (4096 + ROUND_BYTES_PER_READING)
-    assert budget.cost(8_000) == worst  # sensors unknown
+    assert budget.cost(8_000) == 8_000 * (4096 + ROUND_BYTES_PER_READING)  # shape unknown
     per_reading = ROUND_BYTES_PER_READING + 916 + 4 * 32
     # Many readings per sensor: each history is charged once per sensor, not per reading.
-    assert budget.cost(8_000, 100) == 8_000 * per_reading + 100 * 4 * 916
-    # One reading per sensor: more, but never above what the settings check reckons with.
-    assert budget.cost(8_000, 8_000) == min(worst, 8_000 * (per_reading + 4 * 916))
-    assert budget.cost(8_000, 50_000) == budget.cost(8_000, 8_000)  # at most one per reading
-    longest = ScoringBudget(64 * 2**20, 4096, lambda: RoundLayout(4096, 0))
-    assert longest.cost(8_000, 8_000) == worst
+    assert budget.cost(8_000, 100, 80) == 8_000 * per_reading + 100 * 4 * 916 + 100 * 80 * 8
+    # One reading per sensor: each history once per reading.
+    assert budget.cost(8_000, 8_000, 1) == 8_000 * (per_reading + 4 * 916) + 8_000 * 8
+    # Lopsided: one sensor's 4,096 readings pad every sensor's row of the compact form.
+    lopsided = budget.cost(8_192, 4_097, 4_096)
+    assert lopsided > 4_097 * 4_096 * 4 and lopsided > budget.limit  # it runs alone
+    # Counts above the readings are taken as the readings; no depth given: all of them.
+    assert budget.cost(8_000, 50_000, 1) == budget.cost(8_000, 8_000, 1)
+    assert budget.cost(100, 10) == budget.cost(100, 10, 100)
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(0, 10_000),
     st.integers(0, 10_000),
+    st.integers(0, 10_000),
     st.integers(0, 4096),
     st.integers(0, 64),
 )
-def test_the_shaped_cost_grows_with_readings_and_sensors(rows, sensors, window, views) -> None:
+def test_the_shaped_cost_grows_with_its_shape(rows, sensors, deepest, window, views) -> None:
     budget = ScoringBudget(2**30, 4096, lambda: RoundLayout(window, views))
-    cost = budget.cost(rows, sensors)
-    assert 0 <= cost <= rows * (4096 + ROUND_BYTES_PER_READING)
-    assert budget.cost(rows + 1, sensors) >= cost
-    assert budget.cost(rows, sensors + 1) >= cost
+    cost = budget.cost(rows, sensors, deepest)
+    assert cost >= rows * ROUND_BYTES_PER_READING
+    assert budget.cost(rows + 1, sensors, deepest) >= cost
+    assert budget.cost(rows, sensors + 1, deepest) >= cost
+    assert budget.cost(rows, sensors, deepest + 1) >= cost
