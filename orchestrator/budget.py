@@ -128,12 +128,12 @@ class ScoringBudget(ByteBudget):
     the settings check reckons with). Given the declared `layout` and the shape, a round is
     charged what it builds: per reading its votes and indices, its window and view values;
     per distinct sensor its history once more in the compact form and the engines' requests;
-    and the compact form's padding (each sensor's row is as long as the deepest sensor's). A
-    lopsided round (one sensor with thousands of readings beside thousands with one) then
-    costs more than the budget and runs alone. Measured with tracemalloc, orchestrator only
-    (tests/reliability/test_memory_budget.py): 8,100 readings of 100 sensors peak at ~1.8 KB
-    per reading, 8,000 of 8,000 sensors at ~4.2 KB; charged 2.1 and 5.7; 2,000 sensors once
-    and one of them 2,000 times more: 31 MB, charged 48."""
+    and the compact form's padding (each sensor's row as long as the deepest sensor's, or a
+    flat timeline where that would more than double it). Measured with tracemalloc,
+    orchestrator only (tests/reliability/test_memory_budget.py): 8,100 readings of 100 sensors
+    peak at ~1.8 KB per reading, 8,000 of 8,000 sensors at ~4.2 KB; charged 2.1 and 5.7. 2,000
+    sensors once and one of them 2,000 times more: 13 MB, charged 19 (31 MB when its rows were
+    padded to the deepest sensor's)."""
 
     def __init__(
         self,
@@ -161,8 +161,11 @@ class ScoringBudget(ByteBudget):
         # Views: their values, their encodings and the engines' answers derived from them;
         # a history: the compact form, the engines' requests and what builds them.
         per_reading = ROUND_BYTES_PER_READING + layout.window_bytes + 4 * layout.view_bytes
-        # Measured with a lopsided round: about twice the float32 padding itself.
-        padding = 2 * sensors * deepest * WINDOW_VALUE_BYTES
+        # The compact form pads each sensor's row to the deepest's, unless that would more
+        # than double it (WindowStore.append): then it is a flat timeline with a mask.
+        window = layout.window_bytes // WINDOW_VALUE_BYTES
+        padded = min(sensors * deepest, sensors * window + 2 * rows)
+        padding = 2 * padded * WINDOW_VALUE_BYTES
         return rows * per_reading + sensors * 4 * layout.window_bytes + padding
 
     async def take(self, size: int) -> None:

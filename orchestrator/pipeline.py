@@ -464,7 +464,9 @@ def _explain(votes: Sequence[EngineVotes], row: int) -> tuple[list[str], list[st
     return reasons, versions
 
 
-def _compact(stored: BatchWindows) -> CompactWindows:
+def _compact(stored: BatchWindows) -> CompactWindows | None:
+    if stored.extended is None:
+        return None
     return CompactWindows(stored.extended, stored.group, stored.rank)
 
 

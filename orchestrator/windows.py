@@ -40,8 +40,9 @@ class BatchWindows:
     rank: np.ndarray  # int64 [rows], earlier rows of the same sensor in this batch
     generation: np.ndarray  # int64 [rows], the slot's generation (changes when it is reused)
     # Compact form of `windows`: one row per sensor of the batch (stored history, then its new
-    # values); row i's window is extended[group[i], rank[i] : rank[i] + length].
-    extended: np.ndarray
+    # values); row i's window is extended[group[i], rank[i] : rank[i] + length]. None for a
+    # lopsided batch, whose rows would be padded to its deepest sensor's.
+    extended: np.ndarray | None
     group: np.ndarray
     # The batch's distinct sensor ids in order of first appearance: row i's is
     # sensors[group[i]] (sent so to engines that read sensor ids).
@@ -187,28 +188,46 @@ class WindowStore:
             rank = np.empty(rows, dtype=np.int64)
             rank[order] = np.arange(rows) - starts[group[order]]
 
-        # extended[u] = stored history of sensor u followed by its new values in batch order
-        # (NaN after them, up to the deepest sensor's). The stored windows are gathered once:
-        # a gather of the big slot array is the costly part with many sensors.
+        # The stored windows are gathered once: a gather of the big slot array is the costly
+        # part with many sensors.
         deepest = int(counts.max(initial=0))
-        extended = np.empty((sensors, length + deepest), self._dtype)
         stored = self._values.take(slots, axis=0)
-        extended[:, :length] = stored
-        extended[:, length:] = np.nan
-        extended[group, length + rank] = values
-        # Row i's window starts at column rank[i] of its sensor's extended row; one gather
-        # over a strided view instead of a 2-D fancy index. With every sensor once, that is
-        # the stored window itself.
-        sliding = np.lib.stride_tricks.sliding_window_view(extended, length, axis=1)
-        windows = stored if once else sliding[group, rank]
+        extended: np.ndarray | None
+        if sensors * (length + deepest) <= 2 * (sensors * length + rows):
+            # extended[u] = stored history of sensor u followed by its new values in batch
+            # order (NaN after them, up to the deepest sensor's).
+            extended = np.empty((sensors, length + deepest), self._dtype)
+            extended[:, :length] = stored
+            extended[:, length:] = np.nan
+            extended[group, length + rank] = values
+            # Row i's window starts at column rank[i] of its sensor's extended row; one gather
+            # over a strided view instead of a 2-D fancy index. With every sensor once, that
+            # is the stored window itself.
+            sliding = np.lib.stride_tricks.sliding_window_view(extended, length, axis=1)
+            windows = stored if once else sliding[group, rank]
+            if deepest == int(counts.min(initial=0)):
+                # Every sensor moved on by the same count: its new window is a plain slice.
+                moved_on = extended[:, deepest:]
+            else:
+                moved_on = sliding[np.arange(sensors), counts]
+        else:
+            # Lopsided (a few sensors with many readings beside many with few): rows padded to
+            # the deepest sensor's would take sensors x deepest values. One flat timeline
+            # instead, each sensor's history followed by its readings, and no compact form
+            # (it would not be smaller than the windows row by row).
+            extended = None
+            begin = np.arange(sensors) * length + (np.cumsum(counts) - counts)
+            history = np.ones(sensors * length + rows, dtype=bool)
+            history[begin[group] + length + rank] = False
+            timeline = np.empty(history.size, self._dtype)
+            timeline[history] = stored.ravel()
+            timeline[~history] = values[order]
+            flat = np.lib.stride_tricks.sliding_window_view(timeline, length)
+            windows = flat[begin[group] + rank]
+            moved_on = flat[begin + counts]
         old_fill = self._fill[slots]
         fill = np.minimum(old_fill[group] + rank, length)
-
-        if deepest == int(counts.min(initial=0)):
-            # Every sensor moved on by the same count: its new window is a plain slice.
-            self._values[slots] = extended[:, deepest:]
-        else:
-            self._values[slots] = sliding[np.arange(sensors), counts]
+        self._values[slots] = moved_on
         self._fill[slots] = np.minimum(old_fill + counts, length)
         row_slots = slots[group]
         return BatchWindows(

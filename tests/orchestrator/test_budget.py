@@ -120,9 +120,12 @@ def test_a_round_is_charged_by_its_shape() -> None:
     assert budget.cost(8_000, 100, 80) == 8_000 * per_reading + 100 * 4 * 916 + 100 * 80 * 8
     # One reading per sensor: each history once per reading.
     assert budget.cost(8_000, 8_000, 1) == 8_000 * (per_reading + 4 * 916) + 8_000 * 8
-    # Lopsided: one sensor's 4,096 readings pad every sensor's row of the compact form.
+    # Lopsided: rows padded to the deepest sensor's would be 4,097 x 4,096 values; the window
+    # store keeps a flat timeline instead (each history, then its readings), charged so.
     lopsided = budget.cost(8_192, 4_097, 4_096)
-    assert lopsided > 4_097 * 4_096 * 4 and lopsided > budget.limit  # it runs alone
+    timeline = 4_097 * 229 + 2 * 8_192
+    assert lopsided == 8_192 * per_reading + 4_097 * 4 * 916 + timeline * 8
+    assert lopsided < budget.limit
     # Counts above the readings are taken as the readings; no depth given: all of them.
     assert budget.cost(8_000, 50_000, 1) == budget.cost(8_000, 8_000, 1)
     assert budget.cost(100, 10) == budget.cost(100, 10, 100)

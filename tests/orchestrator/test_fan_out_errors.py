@@ -20,6 +20,9 @@ class FakeClient:
         self.described, self.window_length, self.declaration = True, 0, None
         self.engine_version = "1"
 
+    def row_columns(self):
+        return None  # every column, as an engine predating the declaration gets
+
     async def score(self, request, rows, metadata, timeout, observe):
         if self.fail:
             raise RuntimeError(f"{self.name} broke")

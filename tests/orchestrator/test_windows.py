@@ -258,7 +258,14 @@ def test_compact_form_and_grouping_agree_with_the_windows(length, batches):
         assert out.counts.tolist() == [ids.count(s) for s in sensors]
         assert out.sensor_slots.tolist() == [store.slot_of(s) for s in sensors]
         assert out.order.tolist() == sorted(range(len(ids)), key=lambda i: (out.group[i], i))
-        assert out.extended.shape == (len(sensors), length + max(out.counts, default=0))
+        deepest = max(out.counts, default=0)
+        padded = len(sensors) * (length + deepest)
+        if out.extended is None:
+            # Lopsided: rows padded to the deepest sensor's would be over twice what they hold.
+            assert padded > 2 * (len(sensors) * length + len(ids))
+            continue
+        assert padded <= 2 * (len(sensors) * length + len(ids))
+        assert out.extended.shape == (len(sensors), length + deepest)
         for i in range(len(ids)):
             row = out.extended[out.group[i]]
             assert np.array_equal(row[out.rank[i] : out.rank[i] + length], out.windows[i],
@@ -266,6 +273,19 @@ def test_compact_form_and_grouping_agree_with_the_windows(length, batches):
             assert row[length + out.rank[i]] == np.float32(values[i])
         for u, count in enumerate(out.counts.tolist()):
             assert np.isnan(out.extended[u, length + count :]).all()
+
+
+def test_a_lopsided_batch_is_not_padded_to_its_deepest_sensor():
+    store = WindowStore(length=3, max_sensors=1_000)
+    ids = [f"s{i}" for i in range(500)] + ["s0"] * 500
+    out = store.append(ids, np.arange(1_000, dtype=np.float64))
+    assert out.extended is None  # 500 x 504 padded values for 2,000 held
+    assert out.windows.shape == (1_000, 3)
+    # s0's readings: 0 (row 0), then 500..999; its last window is its last three readings.
+    assert out.windows[-1].tolist() == [996.0, 997.0, 998.0]
+    assert out.windows[500].tolist()[-1] == 0.0
+    assert store.history("s0").tolist() == [997.0, 998.0, 999.0]
+    assert store.history("s7").tolist() == [7.0]
 
 
 # ---------------------------------------------------------------- per-sensor state beside it
