@@ -21,7 +21,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import TextMapPropagator
 
-from sentinel.tensors import encode_views, encode_windows
+from sentinel.tensors import distinct_sensors, encode_views, encode_windows
 from sentinel.v1 import specialist_pb2, specialist_pb2_grpc
 
 from .combine import EngineVotes
@@ -99,9 +99,7 @@ class DistinctSensors:
     @classmethod
     def of(cls, sensor_ids: Sequence[str]) -> DistinctSensors:
         """From per-row ids, for callers without the window store's grouping at hand."""
-        local = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
-        index = np.fromiter(map(local.__getitem__, sensor_ids), np.int64, len(sensor_ids))
-        return cls(list(local), index)
+        return cls(*distinct_sensors(sensor_ids))
 
 
 # What a request carries of the row columns: None = every one, in per-row form (for engines

@@ -1,10 +1,13 @@
-"""The window and view tensors of the Specialist contract, as numpy arrays.
+"""The window and view tensors of the Specialist contract, as numpy arrays, and its distinct
+form of sensor ids.
 
 Part of the contract, so both sides use this one codec: the orchestrator encodes windows and
 views, specialists decode them (`sentinel.specialists.codec` builds on it).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -51,4 +54,13 @@ def encode_views(views: dict[str, np.ndarray]) -> list[specialist_pb2.View]:
     return [specialist_pb2.View(name=n, values=encode_windows(v)) for n, v in views.items()]
 
 
-__all__ = ["decode_windows", "encode_views", "encode_windows"]
+def distinct_sensors(sensor_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Per-row sensor ids as (each distinct id once, in order of first appearance; every row's
+    int64 index into those): ScoreRequest.sensors and sensor_rows."""
+    # Through a dict: sorting the ids (np.unique on an object array) costs more than this.
+    position = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
+    index = np.fromiter(map(position.__getitem__, sensor_ids), np.int64, len(sensor_ids))
+    return list(position), index
+
+
+__all__ = ["decode_windows", "distinct_sensors", "encode_views", "encode_windows"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sentinel.errors import InvalidArgument
-from sentinel.tensors import decode_windows
+from sentinel.tensors import decode_windows, distinct_sensors
 from sentinel.v1 import specialist_pb2
 
 from .engine import (
@@ -18,7 +18,6 @@ from .engine import (
     ScoreInput,
     ScoreOutput,
     ViewSpec,
-    distinct_sensors,
 )
 
 _ROW_COLUMNS = {

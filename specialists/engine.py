@@ -169,15 +169,6 @@ class VersionTagged:
         return self._engine.score(batch)
 
 
-def distinct_sensors(sensor_ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Per-row sensor ids as (each distinct id once, in order of first appearance; every row's
-    index into those): `ScoreInput.sensors` and `sensor_index`."""
-    # Through a dict: sorting the ids (np.unique on an object array) costs more than this.
-    position = {sensor_id: i for i, sensor_id in enumerate(dict.fromkeys(sensor_ids))}
-    index = np.fromiter(map(position.__getitem__, sensor_ids), np.int64, len(sensor_ids))
-    return list(position), index
-
-
 def ratio_score(magnitude: np.ndarray, cutoff: float) -> np.ndarray:
     """Map a non-negative magnitude to [0, 1) so that `cutoff` lands exactly on 0.5.
 

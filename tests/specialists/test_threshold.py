@@ -12,7 +12,7 @@ import pytest
 import signals
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sentinel.specialists.engine import RangeViewSpec, RowColumn, ScoreInput, distinct_sensors
+from sentinel.specialists.engine import RangeViewSpec, RowColumn, ScoreInput
 from sentinel.specialists.threshold import (
     NO_RULE,
     AdaptiveLimits,
@@ -23,6 +23,7 @@ from sentinel.specialists.threshold import (
 from signals import Bench
 
 from sentinel.errors import InvalidArgument
+from sentinel.tensors import distinct_sensors
 
 # The demo's rule (the seed's old built-in default, which is gone: no rule = no hard limit).
 LIMIT_90 = LimitRule("*", high=90.0)
