@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from sentinel.errors import Overloaded
@@ -149,6 +149,16 @@ class ScoringBudget(ByteBudget):
     @classmethod
     def unlimited(cls) -> ScoringBudget:
         return cls(2**62, 0)
+
+    def round_cost(self, batches: Sequence[DecodedBatch]) -> int:
+        """`cost` of scoring `batches` as one round: their distinct sensors and deepest
+        sensors added up are at least the round's (a batch that did not count them is taken
+        as one sensor per reading, all of one sensor)."""
+        return self.cost(
+            sum(b.rows for b in batches),
+            sum(b.sensors or b.rows for b in batches),
+            sum(b.deepest or b.rows for b in batches),
+        )
 
     def cost(self, rows: int, sensors: int | None = None, deepest: int | None = None) -> int:
         """Bytes a round of `rows` readings, of at most `sensors` distinct sensors with at most

@@ -183,9 +183,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             await self._refuse(
                 context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(self.inflight.refusal(cost))
             )
-        working = self.scoring.cost(
-            request.rows, request.sensors or request.rows, request.deepest or request.rows
-        )
+        working = self.scoring.round_cost([request])
         try:
             await self.scoring.take(working)
             try:

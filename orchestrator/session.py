@@ -322,12 +322,7 @@ class StreamSession:
         parent = None
         if batches[0].traceparent:
             parent = self._pipeline.parent_from_traceparent(batches[0].traceparent)
-        # Distinct sensors and the deepest of each batch added up: at least the round's.
-        working = self._scoring.cost(
-            sum(b.rows for b in batches),
-            sum(b.sensors or b.rows for b in batches),
-            sum(b.deepest or b.rows for b in batches),
-        )
+        working = self._scoring.round_cost(batches)
         # A round waiting for room is work the mesh has to do: it counts in the queue depth.
         self._rounds_open += 1
         try:
