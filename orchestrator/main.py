@@ -319,6 +319,5 @@ def main(
     settings: OrchestratorSettings, ready_file: str | None = None, console_spans: bool = False
 ) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    if not keep_freed_memory(settings.allocator_keep_bytes) and settings.allocator_keep_bytes:
-        log.info("allocator tuning unavailable (no glibc mallopt); using the C library defaults")
+    keep_freed_memory(settings.allocator_keep_bytes)
     asyncio.run(serve(settings, ready_file, console_spans))

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
 
 # mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -23,12 +26,14 @@ _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 
 def keep_freed_memory(keep_bytes: int) -> bool:
     """Serve blocks up to 32 MiB from the heap and keep up to `keep_bytes` of freed heap for
-    reuse. False (and nothing changed) for 0, or where the C library has no mallopt (musl)."""
+    reuse. False (and nothing changed) for 0, or where the C library has no mallopt (musl:
+    logged)."""
     if keep_bytes <= 0:
         return False
     try:
         mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     except (OSError, AttributeError, TypeError):
+        log.info("allocator tuning unavailable (no glibc mallopt); using the C library defaults")
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
