@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from sentinel.specialists.main import SpecialistProcess, build_engine
 from sentinel.specialists.settings import SpecialistSettings
 
 from sentinel.telemetry import Tracing, build_propagator
-from sentinel.v1 import orchestrator_pb2_grpc
+from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2, specialist_pb2_grpc
 
 # The demo's rule (a hard high limit of 90 for every sensor): the threshold specialist of a test
 # mesh uses it unless the test passes its own `threshold_rules_file` (None = no hard limits), so
@@ -28,6 +29,32 @@ ENGINE_FIELDS = tuple(
     for name in SpecialistSettings.model_fields
     if name.startswith(("threshold_", "adaptive_", "statistical_", "model_"))
 )
+
+
+class HeldSpecialist(specialist_pb2_grpc.SpecialistServicer):
+    """Describes itself, then answers Score only once `release` is set: the orchestrator's
+    rounds stay open and its queues fill. `waiting` counts the Score calls held."""
+
+    def __init__(self, name: str = "held") -> None:
+        self.name = name
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def Describe(self, request, context):  # noqa: N802
+        return specialist_pb2.DescribeResponse(
+            engine=self.name, engine_version="0", window_length=0
+        )
+
+    async def Score(self, request, context):  # noqa: N802
+        self.waiting += 1
+        await self.release.wait()
+        rows = len(request.values)
+        return specialist_pb2.ScoreResponse(
+            scores=[0.0] * rows,
+            anomalies=[False] * rows,
+            reasons=[""] * rows,
+            warming_up=[False] * rows,
+        )
 
 
 def no_tracing() -> Tracing:

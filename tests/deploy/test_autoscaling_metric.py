@@ -15,13 +15,13 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from mesh_fixtures import no_tracing
+from mesh_fixtures import HeldSpecialist, no_tracing
 from readings import batch
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 
 from sentinel.v1 import orchestrator_pb2 as pb
-from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2, specialist_pb2_grpc
+from sentinel.v1 import orchestrator_pb2_grpc, specialist_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER_RULES = REPO / "k8s" / "monitoring" / "adapter-config.yaml"
@@ -30,25 +30,6 @@ PROMETHEUS = shutil.which("prometheus")
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus not installed (.ci/run installs Debian's package)"
 )
-
-
-class StuckSpecialist(specialist_pb2_grpc.SpecialistServicer):
-    """Describes itself, then never answers Score: the orchestrator's queues fill up."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-
-    async def Describe(self, request, context):  # noqa: N802
-        return specialist_pb2.DescribeResponse(engine="stuck", engine_version="0", window_length=0)
-
-    async def Score(self, request, context):  # noqa: N802
-        await self.release.wait()
-        return specialist_pb2.ScoreResponse(
-            scores=[0.0] * len(request.values),
-            anomalies=[False] * len(request.values),
-            reasons=[""] * len(request.values),
-            warming_up=[False] * len(request.values),
-        )
 
 
 def _free_port() -> int:
@@ -77,7 +58,7 @@ async def _query(base: str, promql: str) -> list:
 
 
 async def test_adapter_query_returns_the_orchestrators_queue_depth(tmp_path: Path) -> None:
-    stuck = StuckSpecialist()
+    stuck = HeldSpecialist("stuck")
     specialist = grpc.aio.server()
     specialist_pb2_grpc.add_SpecialistServicer_to_server(stuck, specialist)
     specialist_port = specialist.add_insecure_port("127.0.0.1:0")

@@ -4,13 +4,13 @@ import asyncio
 
 import grpc
 import pytest
-from mesh_fixtures import no_tracing
+from mesh_fixtures import HeldSpecialist, no_tracing
 from readings import batch
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.round_slots import RoundSlots
 from sentinel.orchestrator.settings import OrchestratorSettings
 
-from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc, specialist_pb2, specialist_pb2_grpc
+from sentinel.v1 import orchestrator_pb2, orchestrator_pb2_grpc, specialist_pb2_grpc
 
 
 class Mesh:
@@ -84,28 +84,6 @@ def test_release_without_a_slot_is_an_error() -> None:
 def test_limits_must_be_positive(limit: int, busy: int) -> None:
     with pytest.raises(ValueError):
         RoundSlots(limit=limit, busy=busy, rounds_open=lambda: 0)
-
-
-class HeldSpecialist(specialist_pb2_grpc.SpecialistServicer):
-    """Answers Score only once released; counts the calls waiting (= rounds in flight)."""
-
-    def __init__(self) -> None:
-        self.release = asyncio.Event()
-        self.waiting = 0
-
-    async def Describe(self, request, context):  # noqa: N802
-        return specialist_pb2.DescribeResponse(engine="held", engine_version="0", window_length=0)
-
-    async def Score(self, request, context):  # noqa: N802
-        self.waiting += 1
-        await self.release.wait()
-        rows = len(request.values)
-        return specialist_pb2.ScoreResponse(
-            scores=[0.0] * rows,
-            anomalies=[False] * rows,
-            reasons=[""] * rows,
-            warming_up=[False] * rows,
-        )
 
 
 async def _rounds_in_flight(streams: int, busy: int) -> int:
