@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from opentelemetry import trace
+from prometheus_client.parser import text_string_to_metric_families
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.settings import OrchestratorSettings
 from sentinel.specialists.main import SpecialistProcess, build_engine
@@ -55,6 +57,17 @@ class HeldSpecialist(specialist_pb2_grpc.SpecialistServicer):
             reasons=[""] * rows,
             warming_up=[False] * rows,
         )
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
+    """A /metrics endpoint's samples: (sample name, sorted labels) -> value."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def no_tracing() -> Tracing:

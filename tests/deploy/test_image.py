@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,8 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from k8s_pods import sentinel_containers
 from manifests.manifest_checks import kubectl_path, overlay_dir, render
+from mesh_fixtures import metric_samples
 from podman_mesh import Podman, PodmanMesh, RunningPod
-from prometheus_client.parser import text_string_to_metric_families
 from sentinel.orchestrator.specialist_pool import parse_targets
 
 from sentinel.client import TelemetryClient
@@ -65,14 +64,9 @@ def _wait_started(mesh: PodmanMesh, running: RunningPod) -> None:
 def _metrics(running: RunningPod) -> dict[tuple[str, tuple], float]:
     """The container's /metrics, parsed: (sample name, sorted labels) -> value."""
     pod = running.pod
-    url = f"http://127.0.0.1:{running.published[pod.metrics_port]}{pod.metrics_path}"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return metric_samples(
+        f"http://127.0.0.1:{running.published[pod.metrics_port]}{pod.metrics_path}"
+    )
 
 
 def _wait_specialists_up(mesh: PodmanMesh, orchestrator: RunningPod, budget: float) -> None:

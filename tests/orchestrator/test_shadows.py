@@ -16,18 +16,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 import pytest
-from mesh_fixtures import LIMIT_90_RULES, no_tracing, start_specialist
+from mesh_fixtures import LIMIT_90_RULES, metric_samples, no_tracing, start_specialist
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client.parser import text_string_to_metric_families
 from sentinel.orchestrator.main import OrchestratorProcess
 from sentinel.orchestrator.metrics import DIFFERENCE_BUCKETS
 from sentinel.orchestrator.settings import OrchestratorSettings
@@ -136,14 +134,7 @@ async def all_compared(process: OrchestratorProcess) -> None:
 
 
 def scrape(process: OrchestratorProcess) -> dict[tuple[str, tuple], float]:
-    url = f"http://127.0.0.1:{process.metrics_endpoint.port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return metric_samples(f"http://127.0.0.1:{process.metrics_endpoint.port}/metrics")
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
